@@ -1,0 +1,7 @@
+"""CLI of the tokens stage."""
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    """Add this stage's subcommands to the root app (none yet)."""
