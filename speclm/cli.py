@@ -20,6 +20,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+@app.callback()
+def _root() -> None:
+    """speclm: small specialized language models (see `speclm COMMAND --help`)."""
+
+
 # Stage modules, in pipeline order. Each defines register(app: typer.Typer).
 STAGE_CLIS = [
     "speclm.corpus.cli",
