@@ -19,6 +19,7 @@ import tomli_w
 from .clusters.config import ClustersConfig
 from .corpus.config import CorpusConfig
 from .errors import SpeclmError
+from .methods.config import MethodsConfig
 from .model.config import ModelConfig
 from .tokens.config import TokensConfig
 from .train.config import TrainConfig
@@ -40,6 +41,7 @@ class Config:
     clusters: ClustersConfig = field(default_factory=ClustersConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    methods: MethodsConfig = field(default_factory=MethodsConfig)
 
 
 def presets() -> list[str]:

@@ -1,0 +1,93 @@
+"""What every method is: two verbs, ``pretrain`` and ``specialize``, registered by name.
+
+Whatever the method, ``specialize`` ends in a plain transformer of the small (inference)
+size, saved as an ordinary checkpoint folder (see speclm.train.checkpoint). Evaluation,
+export and reports never need to know which method made it.
+
+Folders (under the run folder):
+  pretrain/<method>/                 shared pretraining (SLM, LLM, SLM-mix, SLM-pn, SLM-d)
+  pretrain/<method>/<domain>/        per-domain pretraining (SLM-is, SLM-dsir)
+  specialize/<method>/<domain>/<size>/   the specialized small model + cost.json
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, ClassVar
+
+from ..errors import SpeclmError
+from ..rundir import Run
+
+
+@dataclass
+class Context:
+    """What a method needs to run: the run folder (config, stage outputs) and a logger."""
+
+    run: Run
+    log: Callable[[str], None] = print
+    force: bool = False
+
+    @property
+    def config(self):
+        return self.run.config
+
+    def pretrain_dir(self, method: str, domain: str | None = None) -> Path:
+        p = self.run.path / "pretrain" / method
+        return p / domain if domain else p
+
+    def specialize_dir(self, method: str, domain: str, size: str) -> Path:
+        return self.run.path / "specialize" / method / domain / size
+
+
+class Method:
+    """Base class. Subclasses set ``name`` and implement the two verbs."""
+
+    name: ClassVar[str] = ""
+    # True when pretraining is done once and shared by every domain (C_generic);
+    # False when it is paid per domain (SLM-is, SLM-dsir) or absent (SLM-nopt).
+    shared_pretraining: ClassVar[bool] = True
+    # True when the method's pretraining needs a domain (per-domain pretraining).
+    needs_domain_for_pretrain: ClassVar[bool] = False
+    # True when the specialized model is the small (inference) size.
+    small_at_inference: ClassVar[bool] = True
+
+    def pretrain(self, ctx: Context, domain: str | None = None) -> Path:
+        raise NotImplementedError
+
+    def specialize(self, ctx: Context, domain: str, size: str) -> Path:
+        raise NotImplementedError
+
+
+REGISTRY: dict[str, type[Method]] = {}
+
+
+def register(cls: type[Method]) -> type[Method]:
+    if not cls.name:
+        raise ValueError(f"{cls.__name__} has no name")
+    REGISTRY[cls.name] = cls
+    return cls
+
+
+def get(name: str) -> Method:
+    _load_all()
+    if name not in REGISTRY:
+        raise SpeclmError(f"unknown method {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name]()
+
+
+def known() -> list[str]:
+    _load_all()
+    return sorted(REGISTRY)
+
+
+def _load_all() -> None:
+    """Import every method module so it registers itself."""
+    import importlib
+    import pkgutil
+
+    from .. import methods as pkg
+
+    for info in pkgutil.iter_modules(pkg.__path__):
+        if info.name.startswith("slm") or info.name.startswith("llm"):
+            importlib.import_module(f"{pkg.__name__}.{info.name}")

@@ -1,0 +1,38 @@
+from dataclasses import dataclass, field
+
+
+@dataclass
+class MethodsConfig:
+    """Settings of the paper's methods (PAPER.md §2) and of specialization."""
+
+    # Specialization-set sizes in tokens of the domain train split: "1M", "250k", "all".
+    sizes: list[str] = field(default_factory=lambda: ["16k", "64k", "all"])
+    # Fine-tuning (paper: smallest size lr/3, others lr; step caps scaled by the preset).
+    finetune_lr: float = 1e-4
+    finetune_small_lr_factor: float = 0.3333333333333333
+    finetune_max_steps: list[int] = field(default_factory=lambda: [60, 120, 240])  # one per size
+    finetune_eval_every: int = 20
+    finetune_patience: int = 3
+    # Pretraining budget shared by every method, in steps of the train config (0 = train.max_steps).
+    pretrain_steps: int = 0
+    # SLM-is: importance sampling on clusters.
+    is_k: int = 4
+    is_smoothing: float = 0.0  # additive smoothing of the domain histogram
+    is_uniform_share: float = 0.0  # share of uniformly drawn generic windows
+    # SLM-mix: hard mixture.
+    mix_k: int = 4
+    expert_rule: str = "most_frequent"  # most_frequent | best_pretrained | finetune_all | histogram (PN only)
+    # SLM-pn: projected network.
+    pn_k: int = 4
+    pn_h: int = 3  # capacity multiplier (paper ~0.72 k)
+    pn_m: int = 4  # expert-vector size
+    # SLM-d: distillation.
+    distill_alpha: float = 0.5  # weight of the teacher's distribution in the loss
+    distill_temperature: float = 1.0
+    # LLM-lora.
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_steps_factor: float = 2.0  # LoRA may take more steps than full fine-tuning
+    # SLM-dsir.
+    dsir_ngrams: int = 2
+    dsir_buckets: int = 10000
