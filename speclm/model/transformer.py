@@ -1,0 +1,311 @@
+"""The one decoder-only transformer of speclm.
+
+RMSNorm, rotary positions, causal attention through ``F.scaled_dot_product_attention``,
+a SwiGLU MLP (or the paper's plain 2-matrix MLP), optional tied embeddings. The maths is
+Llama's (same rotary convention, same norm), so ``speclm export`` writes a
+``LlamaForCausalLM`` folder whose logits equal ours.
+
+Sizes come from :class:`ModelShape`: a named shape (:func:`named_shape`) or the one size
+dial ``"dial:N"`` (N layers, width 64*N, head width 64, MLP 4x).
+
+Plug-in point for other parameterizations (the projected network): every :class:`Block`
+holds its MLP as ``block.mlp``, any module mapping ``[B, T, d] -> [B, T, d]``. Pass
+``make_mlp(shape, layer_index) -> nn.Module`` to :class:`Transformer` to build your own,
+and extra keyword arguments of ``Transformer.forward`` (e.g. ``cluster=ids``) reach
+every ``mlp(x, **kwargs)`` call. This file knows nothing of DDP or training.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import SpeclmError
+
+MLP_KINDS = ("swiglu", "plain")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """Everything that fixes the tensors of a model (saved as ``model.json``)."""
+
+    vocab_size: int
+    n_layer: int
+    d_model: int
+    n_head: int
+    d_mlp: int
+    mlp: str = "swiglu"  # swiglu (3 matrices) | plain (2 matrices, GELU; the paper's counts)
+    tie_embeddings: bool = False
+    max_seq_len: int = 1024
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        for name in ("vocab_size", "n_layer", "d_model", "n_head", "d_mlp", "max_seq_len"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise SpeclmError(f"model shape: {name} must be a positive integer, got {v!r}")
+        if self.mlp not in MLP_KINDS:
+            raise SpeclmError(f"model shape: mlp must be one of {', '.join(MLP_KINDS)}, got {self.mlp!r}")
+        if self.d_model % self.n_head:
+            raise SpeclmError(f"model shape: d_model {self.d_model} is not divisible by n_head {self.n_head}")
+        if (self.d_model // self.n_head) % 2:
+            raise SpeclmError(f"model shape: head width {self.d_model // self.n_head} must be even (rotary)")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_head
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "ModelShape":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise SpeclmError(f"model shape: unknown field(s) {', '.join(unknown)}")
+        return cls(**data)
+
+
+# name -> (n_layer, d_model, n_head, d_mlp, defaults that differ from ModelShape's)
+NAMED_SHAPES: dict[str, tuple[int, int, int, int, dict]] = {
+    "tiny": (2, 64, 4, 256, {}),
+    "tiny-large": (3, 128, 4, 512, {}),
+    "cpu-small": (4, 256, 4, 1024, {}),
+    "cpu-large": (6, 512, 8, 2048, {}),
+    # The paper's Table 6 (126M SLM, 771M LLM): 7 layers, plain MLP, tied embeddings.
+    "paper-slm": (7, 1024, 8, 4096, {"mlp": "plain", "tie_embeddings": True}),
+    "paper-llm": (7, 2816, 22, 11264, {"mlp": "plain", "tie_embeddings": True}),
+}
+
+
+def shape_names() -> list[str]:
+    return list(NAMED_SHAPES) + ["dial:N"]
+
+
+def named_shape(
+    name: str,
+    vocab_size: int,
+    *,
+    max_seq_len: Optional[int] = None,
+    mlp: Optional[str] = None,
+    tie_embeddings: Optional[bool] = None,
+) -> ModelShape:
+    """A shape by name (``tiny``, ``cpu-small``, ``paper-slm``, ... or ``dial:N``).
+
+    ``mlp``, ``tie_embeddings`` and ``max_seq_len`` override the shape's own defaults.
+    """
+    if name.startswith("dial:"):
+        try:
+            depth = int(name.split(":", 1)[1])
+        except ValueError:
+            depth = 0
+        if depth <= 0:
+            raise SpeclmError(f"model shape {name!r}: the dial takes a positive integer, e.g. dial:4")
+        d = 64 * depth
+        n_layer, d_model, n_head, d_mlp, extra = depth, d, depth, 4 * d, {}
+    elif name in NAMED_SHAPES:
+        n_layer, d_model, n_head, d_mlp, extra = NAMED_SHAPES[name]
+    else:
+        raise SpeclmError(f"unknown model shape {name!r}; known: {', '.join(shape_names())}")
+    kw = dict(extra)
+    if mlp is not None:
+        kw["mlp"] = mlp
+    if tie_embeddings is not None:
+        kw["tie_embeddings"] = tie_embeddings
+    if max_seq_len is not None:
+        kw["max_seq_len"] = max_seq_len
+    return ModelShape(vocab_size=vocab_size, n_layer=n_layer, d_model=d_model, n_head=n_head, d_mlp=d_mlp, **kw)
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
+
+
+def rotary_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin tables [max_seq_len, head_dim] (Llama's half-split convention, fp32)."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
+    freqs = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
+    emb = torch.cat((freqs, freqs), dim=-1)
+    return emb.cos(), emb.sin()
+
+
+def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x: [B, H, T, hd]; cos/sin: [T, hd]."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+    return x * cos + rotated * sin
+
+
+class Attention(nn.Module):
+    def __init__(self, shape: ModelShape):
+        super().__init__()
+        self.n_head, self.head_dim = shape.n_head, shape.head_dim
+        self.qkv = nn.Linear(shape.d_model, 3 * shape.d_model, bias=False)  # q, k, v stacked
+        self.proj = nn.Linear(shape.d_model, shape.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
+        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class SwiGLU(nn.Module):
+    """down(silu(gate(x)) * up(x)); gate and up are one stacked matrix."""
+
+    def __init__(self, shape: ModelShape):
+        super().__init__()
+        self.gate_up = nn.Linear(shape.d_model, 2 * shape.d_mlp, bias=False)
+        self.down = nn.Linear(shape.d_mlp, shape.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, **_: object) -> torch.Tensor:
+        gate, up = self.gate_up(x).chunk(2, dim=-1)
+        return self.down(F.silu(gate) * up)
+
+
+class PlainMLP(nn.Module):
+    """down(gelu(up(x))): the 2-matrix MLP the paper's parameter counts assume."""
+
+    def __init__(self, shape: ModelShape):
+        super().__init__()
+        self.up = nn.Linear(shape.d_model, shape.d_mlp, bias=False)
+        self.down = nn.Linear(shape.d_mlp, shape.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor, **_: object) -> torch.Tensor:
+        return self.down(F.gelu(self.up(x)))
+
+
+def default_mlp(shape: ModelShape, layer: int) -> nn.Module:
+    return SwiGLU(shape) if shape.mlp == "swiglu" else PlainMLP(shape)
+
+
+class Block(nn.Module):
+    def __init__(self, shape: ModelShape, mlp: nn.Module):
+        super().__init__()
+        self.attn_norm = RMSNorm(shape.d_model, shape.norm_eps)
+        self.attn = Attention(shape)
+        self.mlp_norm = RMSNorm(shape.d_model, shape.norm_eps)
+        self.mlp = mlp
+
+    def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, **mlp_kwargs) -> torch.Tensor:
+        x = x + self.attn(self.attn_norm(x), cos, sin)
+        return x + self.mlp(self.mlp_norm(x), **mlp_kwargs)
+
+
+class Transformer(nn.Module):
+    def __init__(self, shape: ModelShape, make_mlp: Optional[Callable[[ModelShape, int], nn.Module]] = None):
+        super().__init__()
+        self.shape = shape
+        make_mlp = make_mlp or default_mlp
+        self.embed = nn.Embedding(shape.vocab_size, shape.d_model)
+        self.blocks = nn.ModuleList(Block(shape, make_mlp(shape, i)) for i in range(shape.n_layer))
+        self.norm = RMSNorm(shape.d_model, shape.norm_eps)
+        self.lm_head = nn.Linear(shape.d_model, shape.vocab_size, bias=False)
+        if shape.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        cos, sin = rotary_tables(shape.head_dim, shape.max_seq_len, shape.rope_theta)
+        self.register_buffer("rope_cos", cos, persistent=False)
+        self.register_buffer("rope_sin", sin, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Normal(0, 0.02) weights; residual output projections scaled by 1/sqrt(2 * n_layer).
+        A custom MLP (``make_mlp``) keeps its own initialization."""
+        out_std = 0.02 / math.sqrt(2 * self.shape.n_layer)
+        for m in self.modules():
+            if isinstance(m, RMSNorm):
+                nn.init.ones_(m.weight)
+            elif isinstance(m, Attention):
+                nn.init.normal_(m.qkv.weight, std=0.02)
+                nn.init.normal_(m.proj.weight, std=out_std)
+            elif isinstance(m, (SwiGLU, PlainMLP)):
+                nn.init.normal_(m.gate_up.weight if isinstance(m, SwiGLU) else m.up.weight, std=0.02)
+                nn.init.normal_(m.down.weight, std=out_std)
+        nn.init.normal_(self.embed.weight, std=0.02)
+        if not self.shape.tie_embeddings:
+            nn.init.normal_(self.lm_head.weight, std=0.02)
+
+    def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, **mlp_kwargs):
+        """idx: int64 [B, T]. Returns (logits [B, T, V], loss or None).
+
+        The loss is the mean next-token cross-entropy over ``targets`` (int64 [B, T];
+        -100 is ignored), computed in fp32. Extra keyword arguments go to every MLP.
+        """
+        T = idx.shape[1]
+        if T > self.shape.max_seq_len:
+            raise SpeclmError(f"sequence of {T} tokens is longer than the model's max_seq_len {self.shape.max_seq_len}")
+        cos, sin = self.rope_cos[:T], self.rope_sin[:T]
+        x = self.embed(idx)
+        for block in self.blocks:
+            x = block(x, cos, sin, **mlp_kwargs)
+        logits = self.lm_head(self.norm(x))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)
+        return logits, loss
+
+    # -- sizes ---------------------------------------------------------------------------
+
+    def param_count(self, non_embedding: bool = False) -> int:
+        """Unique parameters (a tied matrix counts once); ``non_embedding`` drops the
+        embedding and output matrices."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            n -= self.embed.weight.numel()
+            if not self.shape.tie_embeddings:
+                n -= self.lm_head.weight.numel()
+        return n
+
+    def flops_per_token(self, seq_len: Optional[int] = None) -> float:
+        return flops_per_token(self.shape, seq_len)
+
+
+def matmul_params(shape: ModelShape) -> int:
+    """Weights that take part in a matrix multiply per token (the output projection
+    included, the embedding lookup not)."""
+    d = shape.d_model
+    attn = 4 * d * d
+    mlp = (3 if shape.mlp == "swiglu" else 2) * d * shape.d_mlp
+    return shape.n_layer * (attn + mlp) + d * shape.vocab_size
+
+
+def flops_per_token(shape: ModelShape, seq_len: Optional[int] = None) -> float:
+    """Training FLOPs per token (forward + backward), as in PaLM's MFU accounting:
+    6 * matmul weights + 12 * n_layer * d_model * seq_len (attention scores and mix)."""
+    T = shape.max_seq_len if seq_len is None else seq_len
+    return 6.0 * matmul_params(shape) + 12.0 * shape.n_layer * shape.d_model * T
+
+
+def param_breakdown(shape: ModelShape) -> dict[str, int]:
+    """Parameter counts by part, computed from the shape (no model is built)."""
+    d = shape.d_model
+    mlp = shape.n_layer * (3 if shape.mlp == "swiglu" else 2) * d * shape.d_mlp
+    attn = shape.n_layer * 4 * d * d
+    norms = (2 * shape.n_layer + 1) * d
+    emb = shape.vocab_size * d * (1 if shape.tie_embeddings else 2)
+    return {"mlp": mlp, "attention": attn, "norms": norms, "embeddings": emb, "total": mlp + attn + norms + emb}
+
+
+def describe(shape: ModelShape, seq_len: Optional[int] = None) -> str:
+    b = param_breakdown(shape)
+    return (
+        f"{b['total'] / 1e6:.2f}M parameters (MLP {b['mlp'] / 1e6:.2f}M, attention {b['attention'] / 1e6:.2f}M, "
+        f"embeddings {b['embeddings'] / 1e6:.2f}M), {flops_per_token(shape, seq_len) / 1e6:.1f} MFLOPs per "
+        f"training token at seq_len {seq_len or shape.max_seq_len}"
+    )

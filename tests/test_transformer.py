@@ -1,0 +1,106 @@
+import pytest
+import torch
+from torch import nn
+
+from speclm.errors import SpeclmError
+from speclm.model.transformer import (
+    ModelShape,
+    Transformer,
+    flops_per_token,
+    named_shape,
+    param_breakdown,
+)
+
+
+def tiny(**kw):
+    return named_shape("tiny", 97, max_seq_len=32, **kw)
+
+
+@pytest.mark.parametrize("mlp", ["swiglu", "plain"])
+@pytest.mark.parametrize("tie", [False, True])
+def test_param_count_matches_breakdown(mlp, tie):
+    shape = tiny(mlp=mlp, tie_embeddings=tie)
+    model = Transformer(shape)
+    assert model.param_count() == param_breakdown(shape)["total"]
+    if tie:
+        assert model.lm_head.weight.data_ptr() == model.embed.weight.data_ptr()
+
+
+def test_paper_shapes_match_the_paper_counts():
+    slm = param_breakdown(named_shape("paper-slm", 32768))
+    llm = param_breakdown(named_shape("paper-llm", 32768))
+    assert slm["mlp"] == 7 * 2 * 1024 * 4096  # 58.7M, PAPER.md
+    assert abs(slm["total"] - 126e6) / 126e6 < 0.05
+    assert abs(llm["total"] - 771e6) / 771e6 < 0.03
+
+
+def test_forward_is_causal_and_loss_is_cross_entropy():
+    torch.manual_seed(0)
+    model = Transformer(tiny())
+    x = torch.randint(0, 97, (2, 12))
+    logits, loss = model(x, x)
+    assert logits.shape == (2, 12, 97)
+    ref = torch.nn.functional.cross_entropy(logits.reshape(-1, 97), x.reshape(-1))
+    assert torch.allclose(loss, ref)
+    x2 = x.clone()
+    x2[:, 8:] = (x2[:, 8:] + 1) % 97
+    logits2, _ = model(x2)
+    assert torch.allclose(logits[:, :8], logits2[:, :8], atol=1e-6)
+    assert not torch.allclose(logits[:, 8:], logits2[:, 8:])
+
+
+def test_rotary_makes_attention_order_aware():
+    torch.manual_seed(0)
+    model = Transformer(tiny())
+    # without positions, attention is a permutation-invariant sum over earlier tokens
+    a, _ = model(torch.tensor([[1, 2, 3, 4]]))
+    b, _ = model(torch.tensor([[2, 1, 3, 4]]))
+    assert not torch.allclose(a[0, 3], b[0, 3], atol=1e-5)
+
+
+def test_custom_mlp_plugs_in_and_receives_kwargs():
+    seen = []
+
+    class Scaled(nn.Module):
+        def __init__(self, shape, layer):
+            super().__init__()
+            self.lin = nn.Linear(shape.d_model, shape.d_model, bias=False)
+
+        def forward(self, x, scale=1.0):
+            seen.append(scale)
+            return scale * self.lin(x)
+
+    model = Transformer(tiny(), make_mlp=Scaled)
+    x = torch.randint(0, 97, (1, 5))
+    a, _ = model(x, scale=0.0)
+    b, _ = model(x, scale=2.0)
+    assert seen == [0.0, 0.0, 2.0, 2.0]
+    assert not torch.allclose(a, b)
+
+
+def test_flops_grow_with_context_and_dial():
+    s = named_shape("dial:2", 100)
+    assert (s.n_layer, s.d_model, s.n_head) == (2, 128, 2)
+    assert flops_per_token(s, 64) < flops_per_token(s, 128)
+    assert flops_per_token(named_shape("dial:3", 100), 64) > flops_per_token(s, 64)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: named_shape("huge", 100),
+        lambda: named_shape("dial:0", 100),
+        lambda: ModelShape(vocab_size=100, n_layer=2, d_model=60, n_head=7, d_mlp=10),
+        lambda: ModelShape(vocab_size=100, n_layer=2, d_model=64, n_head=4, d_mlp=10, mlp="moe"),
+        lambda: ModelShape(vocab_size=0, n_layer=2, d_model=64, n_head=4, d_mlp=10),
+    ],
+)
+def test_bad_shapes_are_clear_errors(make):
+    with pytest.raises(SpeclmError):
+        make()
+
+
+def test_too_long_input_is_a_clear_error():
+    model = Transformer(tiny())
+    with pytest.raises(SpeclmError, match="max_seq_len"):
+        model(torch.zeros(1, 33, dtype=torch.long))
