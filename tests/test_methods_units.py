@@ -1,0 +1,77 @@
+"""Unit tests of the methods' pure parts: sizes and expert selection rules."""
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from speclm.errors import SpeclmError
+from speclm.methods import selection
+from speclm.methods.sizes import parse_size, size_label, size_windows, slice_indices
+
+
+def test_parse_size_units_and_all():
+    assert parse_size("250k") == 250_000
+    assert parse_size("1M") == 1_000_000
+    assert parse_size("1.5m") == 1_500_000
+    assert parse_size("4096") == 4096
+    assert parse_size("all") is None
+    assert size_label("1000k") == "1M"
+    assert size_label("16000") == "16k"
+    assert size_label("1234") == "1234"
+
+
+@pytest.mark.parametrize("bad", ["", "ten", "1X", "-3k", "0"])
+def test_parse_size_rejects_garbage(bad):
+    with pytest.raises(SpeclmError):
+        parse_size(bad)
+
+
+def test_size_larger_than_split_is_refused():
+    assert size_windows("all", 10, 64) == 10
+    assert size_windows("640", 10, 64) == 10
+    with pytest.raises(SpeclmError, match="larger than the legal train split"):
+        size_windows("1k", 10, 64, "legal")
+
+
+def test_slices_are_deterministic_nested_and_spread():
+    small = slice_indices("640", 100, 64, seed=3)
+    big = slice_indices("1280", 100, 64, seed=3)
+    assert len(small) == 10 and len(big) == 20
+    assert np.array_equal(small, slice_indices("640", 100, 64, seed=3))
+    assert set(small) <= set(big)
+    assert not np.array_equal(small, np.arange(10))  # not just the first windows
+    assert not np.array_equal(small, slice_indices("640", 100, 64, seed=4))
+
+
+def test_most_frequent_takes_argmax_of_histogram():
+    pool = selection.ExpertPool(k=4, histogram=np.array([0.1, 0.5, 0.4, 0.0]))
+    choice = selection.select("most_frequent", pool)
+    assert choice.expert == 1 and choice.finetunes == 0
+    pool.experts = [0, 2, 3]
+    assert selection.select("most_frequent", pool).expert == 2
+
+
+def test_best_pretrained_uses_loss_not_histogram():
+    losses = {0: 3.0, 1: 2.5, 2: 2.0}
+    pool = selection.ExpertPool(k=3, histogram=np.array([0.9, 0.05, 0.05]), pretrained_loss=losses.__getitem__)
+    choice = selection.select("best_pretrained", pool)
+    assert choice.expert == 2 and choice.evaluations == 3
+
+
+def test_finetune_all_keeps_best_finetuned_and_counts_them():
+    calls = []
+
+    def ft(i):
+        calls.append(i)
+        return SimpleNamespace(best_valid_loss=[2.0, 1.5, 1.7][i], path=f"e{i}")
+
+    pool = selection.ExpertPool(k=3, histogram=np.ones(3) / 3, finetune=ft)
+    choice = selection.select("finetune_all", pool)
+    assert calls == [0, 1, 2]
+    assert choice.expert == 1 and choice.finetuned.path == "e1" and choice.finetunes == 3
+
+
+def test_unknown_rule_lists_known_ones():
+    with pytest.raises(SpeclmError, match="most_frequent"):
+        selection.check_rule("random")
