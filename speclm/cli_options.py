@@ -21,7 +21,7 @@ SetOpt = Annotated[
 ]
 
 
-def open_run(run, preset, overrides):
+def open_run(run, preset, overrides, save: bool = True):
     from .rundir import open_run as _open
 
-    return _open(run, preset, overrides or [])
+    return _open(run, preset, overrides or [], save=save)
