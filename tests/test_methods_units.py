@@ -75,3 +75,42 @@ def test_finetune_all_keeps_best_finetuned_and_counts_them():
 def test_unknown_rule_lists_known_ones():
     with pytest.raises(SpeclmError, match="most_frequent"):
         selection.check_rule("random")
+
+
+def test_importance_plan_draws_follow_domain_histogram():
+    from speclm.methods import importance
+
+    assign = np.array([0] * 50 + [1] * 30 + [2] * 20)
+    p = importance.plan(np.array([0.7, 0.3, 0.0]), assign)
+    q = p.window_probs(assign)
+    assert q.sum() == pytest.approx(1.0)
+    assert q[:50].sum() == pytest.approx(0.7) and q[80:].sum() == 0
+    rng = np.random.default_rng(0)
+    idx = importance.draw(rng, p, importance.cluster_members(assign, 3), 4000, len(assign))
+    share0 = np.mean(assign[idx] == 0)
+    assert 0.66 < share0 < 0.74 and not np.any(assign[idx] == 2)
+
+
+def test_importance_smoothing_uniform_share_and_empty_clusters():
+    from speclm.methods import importance
+
+    assign = np.array([0] * 10 + [1] * 10)  # cluster 2 has no generic window
+    p = importance.plan(np.array([0.5, 0.0, 0.5]), assign, smoothing=0.0)
+    assert p.dropped_mass == pytest.approx(0.5) and p.cluster_probs[0] == pytest.approx(1.0)
+    smooth = importance.plan(np.array([1.0, 0.0, 0.0]), assign, smoothing=1.0)
+    assert 0 < smooth.cluster_probs[1] < smooth.cluster_probs[0]
+    mixed = importance.plan(np.array([1.0, 0.0, 0.0]), assign, uniform_share=0.5)
+    q = mixed.window_probs(assign)
+    assert q[10:].sum() == pytest.approx(0.25)
+    with pytest.raises(SpeclmError):
+        importance.plan(np.array([0.0, 0.0, 1.0]), assign)
+
+
+def test_effective_sample_size_measures_repeats():
+    from speclm.methods import importance
+
+    uniform = importance.effective_sample_size(np.full(100, 0.01), draws=100)
+    assert uniform["kish_ess"] == pytest.approx(100)
+    concentrated = importance.effective_sample_size(np.r_[np.full(10, 0.1), np.zeros(90)], draws=100)
+    assert concentrated["kish_ess"] == pytest.approx(10)
+    assert concentrated["repeat_factor"] > 5 > uniform["repeat_factor"] > 1
