@@ -52,6 +52,13 @@ class Method:
     # True when the specialized model is the small (inference) size.
     small_at_inference: ClassVar[bool] = True
 
+    def check(self, ctx: Context) -> None:
+        """Refuse bad settings (e.g. an unknown expert rule) before any work starts."""
+
+    def cluster_ks(self, ctx: Context) -> list[int]:
+        """The clusterings (k values) this method reads; a domain must be clustered at each."""
+        return []
+
     def pretrain(self, ctx: Context, domain: str | None = None) -> Path:
         raise NotImplementedError
 
