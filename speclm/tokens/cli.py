@@ -1,7 +1,25 @@
-"""CLI of the tokens stage."""
+"""CLI of the tokens stage: ``speclm tokens``."""
+
+from __future__ import annotations
 
 import typer
 
+from ..cli_options import PresetOpt, RunOpt, SetOpt, open_run
+
 
 def register(app: typer.Typer) -> None:
-    """Add this stage's subcommands to the root app (none yet)."""
+    @app.command("tokens")
+    def tokens_cmd(
+        run: RunOpt = None,
+        preset: PresetOpt = None,
+        set_: SetOpt = None,
+        force: bool = typer.Option(False, "--force", help="Retrain and re-encode even if the saved tokens match."),
+    ) -> None:
+        """Train the byte-level BPE on the generic train split and encode every set into token shards."""
+        from .stage import build_tokens, format_tokens_summary
+
+        r = open_run(run, preset, set_, save=False)
+        summary = build_tokens(r, force=force)
+        r.save_config()
+        typer.echo(format_tokens_summary(summary))
+        typer.echo(f"tokens: {r.tokens_dir}")

@@ -1,0 +1,229 @@
+"""Read a user's own documents: JSONL, Parquet, a folder of .txt files, a Hugging Face
+``datasets`` dataset saved to disk, or (with internet) a hub dataset name.
+
+Every reader yields :class:`speclm.corpus.doc.Doc`. A document's ``id`` is its place in
+the input (``file.jsonl:12``, ``notes/a.txt``, ``train:3``), so it stays the same when the
+user appends documents, and the stable split of the store does not move it. Bad input
+raises :class:`speclm.errors.SpeclmError` naming the file (and the byte offset for
+non-UTF-8 text); empty documents are skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Iterator
+
+from ..errors import SpeclmError
+from .doc import Doc
+
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+TEXT_SUFFIXES = (".txt",)
+_HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+
+
+def _check_size(text: str, max_doc_mb: float, where: str) -> None:
+    limit = max_doc_mb * 1e6
+    # len(text) <= UTF-8 bytes <= 4 * len(text): encode only when it could matter.
+    if len(text) > limit or (4 * len(text) > limit and len(text.encode("utf-8")) > limit):
+        mb = len(text.encode("utf-8")) / 1e6
+        raise SpeclmError(
+            f"{where}: document of {mb:.2f} MB is larger than corpus.max_doc_mb = {max_doc_mb:g} MB; "
+            "split it, or raise the limit with --set corpus.max_doc_mb=N"
+        )
+
+
+def _decode(data: bytes, path: Path, base_offset: int = 0) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise SpeclmError(
+            f"{path}: not UTF-8 text: invalid byte 0x{data[e.start]:02x} at byte offset {base_offset + e.start}; "
+            "convert the file to UTF-8 (e.g. iconv -f latin1 -t utf-8)"
+        ) from None
+
+
+def _doc(doc_id: str, text, source: str, where: str, text_field: str, max_doc_mb: float) -> Doc | None:
+    if not isinstance(text, str):
+        raise SpeclmError(
+            f"{where}: field {text_field!r} is {type(text).__name__}, not a string; name the text field with --text-field"
+        )
+    if not text.strip():
+        return None
+    _check_size(text, max_doc_mb, where)
+    return Doc(id=doc_id, text=text, source=source)
+
+
+def read_jsonl(path: Path, text_field: str = "text", max_doc_mb: float = 100.0) -> Iterator[Doc]:
+    """One JSON object per line; the document is its ``text_field``."""
+    offset = 0
+    with open(path, "rb") as f:
+        for lineno, raw in enumerate(f, start=1):
+            line = _decode(raw, path, offset)
+            offset += len(raw)
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SpeclmError(f"{path} line {lineno}: not valid JSON ({e.msg}); expected one JSON object per line") from None
+            if not isinstance(row, dict):
+                raise SpeclmError(f"{path} line {lineno}: expected a JSON object, got {type(row).__name__}")
+            if text_field not in row:
+                fields = ", ".join(sorted(map(str, row))) or "none"
+                raise SpeclmError(
+                    f"{path} line {lineno}: no field {text_field!r} (fields: {fields}); name the text field with --text-field"
+                )
+            doc = _doc(f"{path.name}:{lineno}", row[text_field], path.name, f"{path} line {lineno}", text_field, max_doc_mb)
+            if doc is not None:
+                yield doc
+
+
+def read_parquet(path: Path, text_field: str = "text", max_doc_mb: float = 100.0) -> Iterator[Doc]:
+    """A Parquet file; the document is the ``text_field`` column, read batch by batch."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        pf = pq.ParquetFile(path)
+    except (pa.ArrowException, OSError) as e:
+        raise SpeclmError(f"{path}: cannot read Parquet file ({e}); is it a complete .parquet file?") from None
+    names = pf.schema_arrow.names
+    if text_field not in names:
+        raise SpeclmError(f"{path}: no column {text_field!r} (columns: {', '.join(names)}); name the text column with --text-field")
+    row = 0
+    try:
+        for batch in pf.iter_batches(columns=[text_field], batch_size=1024):
+            column = batch.column(0)
+            binary = pa.types.is_binary(column.type) or pa.types.is_large_binary(column.type)
+            for value in column.to_pylist():
+                if binary and value is not None:
+                    value = _decode(value, path)
+                if value is not None:
+                    doc = _doc(f"{path.name}:{row}", value, path.name, f"{path} row {row}", text_field, max_doc_mb)
+                    if doc is not None:
+                        yield doc
+                row += 1
+    except pa.ArrowException as e:
+        raise SpeclmError(f"{path}: cannot read Parquet file ({e}); is it a complete .parquet file?") from None
+
+
+def read_text_file(path: Path, root: Path, max_doc_mb: float = 100.0) -> Doc | None:
+    data = path.read_bytes()
+    rel = path.relative_to(root).as_posix() if path != root else path.name
+    if len(data) > max_doc_mb * 1e6:
+        _check_size(data.decode("utf-8", errors="replace"), max_doc_mb, str(path))
+    return _doc(rel, _decode(data, path), root.name, str(path), "text", max_doc_mb)
+
+
+def read_txt_folder(root: Path, max_doc_mb: float = 100.0) -> Iterator[Doc]:
+    """Every ``*.txt`` file under ``root`` (recursive, sorted) is one document."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+    if not files:
+        raise SpeclmError(f"{root}: folder holds no .txt files (and is not a saved Hugging Face dataset)")
+    for p in files:
+        doc = read_text_file(p, root, max_doc_mb)
+        if doc is not None:
+            yield doc
+
+
+def is_saved_hf_dataset(path: Path) -> bool:
+    return path.is_dir() and any((path / n).exists() for n in ("dataset_dict.json", "state.json", "dataset_info.json"))
+
+
+def _rows(ds, text_field: str, where: str, prefix: str, source: str, max_doc_mb: float) -> Iterator[Doc]:
+    if text_field not in ds.column_names:
+        raise SpeclmError(
+            f"{where}: no column {text_field!r} (columns: {', '.join(ds.column_names)}); name the text column with --text-field"
+        )
+    for i, text in enumerate(ds[text_field] if len(ds) < 100_000 else (r[text_field] for r in ds)):
+        if text is None:
+            continue
+        doc = _doc(f"{prefix}{i}", text, source, f"{where} row {i}", text_field, max_doc_mb)
+        if doc is not None:
+            yield doc
+
+
+def _hf_docs(obj, text_field: str, where: str, split: str | None, source: str, max_doc_mb: float) -> Iterator[Doc]:
+    """A Dataset, or a DatasetDict: one split if ``split`` is named, else every split."""
+    if hasattr(obj, "column_names") and not isinstance(obj.column_names, dict):
+        yield from _rows(obj, text_field, where, "", source, max_doc_mb)
+        return
+    names = list(obj.keys())
+    if split is not None:
+        if split not in obj:
+            raise SpeclmError(f"{where}: no split {split!r} (splits: {', '.join(names)})")
+        names = [split]
+    for name in names:
+        yield from _rows(obj[name], text_field, f"{where} split {name}", f"{name}:", source, max_doc_mb)
+
+
+def read_saved_hf(path: Path, text_field: str = "text", split: str | None = None, max_doc_mb: float = 100.0) -> Iterator[Doc]:
+    """A dataset saved with ``datasets``' ``save_to_disk`` (a Dataset or a DatasetDict)."""
+    try:
+        import datasets
+    except ImportError:
+        raise SpeclmError(f"{path} is a saved Hugging Face dataset: install the `datasets` package (pip install speclm[hf])") from None
+    try:
+        obj = datasets.load_from_disk(str(path))
+    except Exception as e:  # datasets raises many types for a damaged folder
+        raise SpeclmError(f"{path}: cannot load the saved Hugging Face dataset ({type(e).__name__}: {e})") from None
+    yield from _hf_docs(obj, text_field, str(path), split, path.name, max_doc_mb)
+
+
+def read_hub(name: str, text_field: str = "text", split: str | None = None, max_doc_mb: float = 100.0) -> Iterator[Doc]:
+    """A dataset from the Hugging Face hub (needs internet; never used by the defaults)."""
+    try:
+        import datasets
+    except ImportError:
+        raise SpeclmError(f"{name!r} is not a file or folder, and the `datasets` package is not installed to try the hub") from None
+    try:
+        obj = datasets.load_dataset(name, split=split)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise SpeclmError(
+            f"{name!r} is not a file or folder here, and loading it from the Hugging Face hub failed "
+            f"({type(e).__name__}: {first[:200]}); give a path to JSONL, Parquet, a .txt folder or a saved dataset"
+        ) from None
+    yield from _hf_docs(obj, text_field, f"hub dataset {name}", None, name, max_doc_mb)
+
+
+def looks_like_hub_name(spec: str) -> bool:
+    p = Path(spec)
+    return bool(_HUB_NAME.match(spec)) and not spec.startswith(".") and p.suffix.lower() not in (
+        JSONL_SUFFIXES + PARQUET_SUFFIXES + TEXT_SUFFIXES
+    )
+
+
+def read_docs(spec: str | Path, text_field: str = "text", split: str | None = None, max_doc_mb: float = 100.0) -> Iterator[Doc]:
+    """Documents from a path (JSONL, Parquet, .txt file or folder, saved HF dataset) or,
+    when nothing on disk matches and ``spec`` looks like one, a hub dataset name."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        if is_saved_hf_dataset(path):
+            return read_saved_hf(path, text_field, split, max_doc_mb)
+        return read_txt_folder(path, max_doc_mb)
+    if path.is_file():
+        suffix = path.suffix.lower()
+        if suffix in JSONL_SUFFIXES:
+            return read_jsonl(path, text_field, max_doc_mb)
+        if suffix in PARQUET_SUFFIXES:
+            return read_parquet(path, text_field, max_doc_mb)
+        if suffix in TEXT_SUFFIXES:
+            return (d for d in [read_text_file(path, path, max_doc_mb)] if d is not None)
+        raise SpeclmError(
+            f"{path}: unknown file type {suffix or '(none)'}; use .jsonl, .parquet, .txt, a folder of .txt files or a saved dataset"
+        )
+    if looks_like_hub_name(str(spec)):
+        return read_hub(str(spec), text_field, split, max_doc_mb)
+    raise SpeclmError(f"path not found: {spec}")
+
+
+def read_all(spec: str | Path, what: str, **kwargs) -> list[Doc]:
+    """Every document of ``spec`` as a list; an input without documents is an error."""
+    docs = list(read_docs(spec, **kwargs))
+    if not docs:
+        raise SpeclmError(f"{what} ({spec}) holds no documents: every text is empty")
+    return docs
