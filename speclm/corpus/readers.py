@@ -11,9 +11,12 @@ non-UTF-8 text); empty documents are skipped.
 from __future__ import annotations
 
 import json
+import os
 import re
+import socket
 from pathlib import Path
 from typing import Iterator
+from urllib.parse import urlparse
 
 from ..errors import SpeclmError
 from .doc import Doc
@@ -179,6 +182,15 @@ def read_hub(name: str, text_field: str = "text", split: str | None = None, max_
         import datasets
     except ImportError:
         raise SpeclmError(f"{name!r} is not a file or folder, and the `datasets` package is not installed to try the hub") from None
+    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    try:
+        socket.getaddrinfo(host, 443)  # fail at once offline instead of after minutes of retries
+    except OSError:
+        raise SpeclmError(
+            f"{name!r} is not a file or folder here, and the Hugging Face hub ({host}) cannot be reached "
+            "(no network); give a path to JSONL, Parquet, a .txt folder or a saved dataset"
+        ) from None
+    datasets.logging.set_verbosity_error()
     try:
         obj = datasets.load_dataset(name, split=split)
     except Exception as e:

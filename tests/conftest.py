@@ -1,0 +1,84 @@
+"""Shared fixtures: small real texts, user input files, and a CLI runner."""
+
+from __future__ import annotations
+
+import json
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from speclm.corpus.doc import Doc
+
+_STDLIB = Path(sysconfig.get_paths()["stdlib"])
+
+
+def stdlib_texts(n: int, start: int = 0, max_chars: int = 2000) -> list[str]:
+    """``n`` real, varied texts: slices of the standard library's own sources and docs."""
+    files = sorted(p for p in _STDLIB.glob("*.py"))
+    texts = []
+    for p in files[start:]:
+        text = p.read_text(encoding="utf-8", errors="replace")[:max_chars].strip()
+        if text:
+            texts.append(text)
+        if len(texts) == n:
+            return texts
+    raise RuntimeError(f"not enough stdlib files for {n} texts")
+
+
+def make_docs(n: int, prefix: str = "d", start: int = 0, max_chars: int = 2000) -> list[Doc]:
+    return [Doc(id=f"{prefix}:{i}", text=t, source=prefix) for i, t in enumerate(stdlib_texts(n, start, max_chars))]
+
+
+@pytest.fixture
+def user_files(tmp_path) -> dict[str, Path]:
+    """A generic JSONL file and two domains (a .txt folder with a sub-folder, a Parquet file)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    root = tmp_path / "input"
+    root.mkdir()
+    generic = root / "generic.jsonl"
+    with open(generic, "w", encoding="utf-8") as f:
+        for t in stdlib_texts(60, 0, 1500):
+            f.write(json.dumps({"text": t, "meta": 1}) + "\n")
+    notes = root / "notes"
+    (notes / "sub").mkdir(parents=True)
+    for i, t in enumerate(stdlib_texts(12, 60, 1200)):
+        (notes / ("sub" if i % 2 else "") / f"n{i:02d}.txt").write_text(t, encoding="utf-8")
+    table = root / "code.parquet"
+    pq.write_table(pa.table({"text": stdlib_texts(12, 80, 1200)}), table)
+    return {"generic": generic, "notes": notes, "code": table, "root": root}
+
+
+SMALL = ["--preset", "tiny", "--set", "tokens.vocab_size=300", "--set", "tokens.window=16"]
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``speclm ARGS...`` in-process; returns (exit code, stdout, stderr)."""
+    from speclm.cli import main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        try:
+            main([str(a) for a in args])
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture
+def imported_run(tmp_path, user_files, cli):
+    """A run folder with an imported corpus (generic + notes + code); returns its path."""
+    run = tmp_path / "run"
+    code, out, err = cli(
+        "corpus", "import", "--run", run, *SMALL,
+        "--generic", user_files["generic"], "--domain", f"notes={user_files['notes']}", "--domain", f"code={user_files['code']}",
+    )
+    assert code == 0, err
+    return run
