@@ -8,6 +8,7 @@ class TrainConfig:
     lr: float = 1e-4
     warmup_steps: int = 1000
     schedule: str = "cosine"  # cosine | constant
+    min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio at the budget's horizon
     weight_decay: float = 0.1
     grad_clip: float = 5.0
     batch_size: int = 8  # windows per micro-batch
@@ -20,6 +21,7 @@ class TrainConfig:
     max_device_hours: float = 0.0
     eval_every: int = 100
     eval_batches: int = 20
+    log_every: int = 10
     checkpoint_every: int = 200
     patience: int = 3  # early stopping (fine-tuning), in evaluations without improvement
     seed: int = 0

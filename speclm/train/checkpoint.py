@@ -1,0 +1,200 @@
+"""Checkpoint folders: safetensors plus JSON, written whole or not at all.
+
+::
+
+    CKPT/model.safetensors      the weights (a tied matrix stored once)
+    CKPT/model.json             {"shape": {...ModelShape...}, "param_count": ..., ...}
+    CKPT/optimizer.safetensors  for resume: every optimizer state tensor, "<param>.<name>"
+    CKPT/state.json             for resume: step, data position, counters, RNG, param groups
+
+No pickle anywhere: torch's RNG state is stored as base64 text in state.json.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+from pathlib import Path
+from typing import Mapping, Optional
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from .. import atomic
+from ..errors import SpeclmError
+from ..model.transformer import ModelShape, Transformer
+
+MODEL_FILE = "model.safetensors"
+META_FILE = "model.json"
+OPTIMIZER_FILE = "optimizer.safetensors"
+STATE_FILE = "state.json"
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module under DDP and torch.compile wrappers."""
+    while True:
+        if hasattr(model, "_orig_mod"):
+            model = model._orig_mod
+        elif isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            model = model.module
+        else:
+            return model
+
+
+# -- writing ------------------------------------------------------------------------------
+
+
+def model_meta(model: torch.nn.Module, extra: Optional[Mapping] = None) -> dict:
+    model = unwrap(model)
+    meta: dict = {"format": "speclm", "param_count": sum(p.numel() for p in model.parameters())}
+    if isinstance(model, Transformer):
+        meta["kind"] = "transformer"
+        meta["shape"] = model.shape.to_dict()
+    meta.update(extra or {})
+    return meta
+
+
+def _optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    sd = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, st in sd["state"].items():
+        for name, v in st.items():
+            if torch.is_tensor(v):
+                tensors[f"{pid}.{name}"] = v.detach().cpu().contiguous()
+            else:
+                scalars[f"{pid}.{name}"] = v
+    return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
+
+
+def rng_state() -> dict:
+    enc = lambda t: base64.b64encode(t.cpu().numpy().tobytes()).decode("ascii")  # noqa: E731
+    out = {"torch": enc(torch.get_rng_state())}
+    if torch.cuda.is_available():
+        out["cuda"] = [enc(s) for s in torch.cuda.get_rng_state_all()]
+    return out
+
+
+def set_rng_state(state: Mapping) -> None:
+    dec = lambda s: torch.frombuffer(bytearray(base64.b64decode(s)), dtype=torch.uint8)  # noqa: E731
+    torch.set_rng_state(dec(state["torch"]))
+    if torch.cuda.is_available() and "cuda" in state and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([dec(s) for s in state["cuda"]])
+
+
+def save_checkpoint(
+    path: str | Path,
+    model: torch.nn.Module,
+    *,
+    meta: Optional[Mapping] = None,
+    optimizer: Optional[torch.optim.Optimizer] = None,
+    state: Optional[Mapping] = None,
+    files: Optional[Mapping[str, str | Path]] = None,
+) -> Path:
+    """Write a checkpoint folder atomically (readers see the old folder or the new one).
+
+    ``optimizer`` and ``state`` make it resumable; ``files`` copies extra files in
+    (e.g. ``{"tokenizer.json": path}``).
+    """
+    path = Path(path)
+    model = unwrap(model)
+    with atomic.atomic_dir(path) as tmp:
+        save_model(model, str(tmp / MODEL_FILE), metadata={"format": "pt"})
+        (tmp / META_FILE).write_text(json.dumps(model_meta(model, meta), indent=2, sort_keys=True) + "\n")
+        if optimizer is not None:
+            tensors, rest = _optimizer_tensors(optimizer)
+            save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata={"format": "pt"})
+            st = dict(state or {})
+            st["optimizer"] = rest
+            st["rng"] = rng_state()
+            (tmp / STATE_FILE).write_text(json.dumps(st, indent=2, sort_keys=True, default=str) + "\n")
+        elif state is not None:
+            (tmp / STATE_FILE).write_text(json.dumps(dict(state), indent=2, sort_keys=True, default=str) + "\n")
+        for name, src in (files or {}).items():
+            shutil.copyfile(src, tmp / name)
+    return path
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def read_meta(path: str | Path) -> dict:
+    path = Path(path)
+    f = path / META_FILE
+    if not (path / MODEL_FILE).is_file() or not f.is_file():
+        raise SpeclmError(f"{path} is not a checkpoint folder (needs {MODEL_FILE} and {META_FILE})")
+    try:
+        return json.loads(f.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise SpeclmError(f"{f} is not valid JSON: {e}")
+
+
+def read_shape(path: str | Path) -> ModelShape:
+    meta = read_meta(path)
+    if "shape" not in meta:
+        raise SpeclmError(f"{path} holds a {meta.get('kind', 'non-transformer')} model, not a plain transformer")
+    return ModelShape.from_dict(meta["shape"])
+
+
+def _shape_diff(a: Mapping, b: Mapping) -> str:
+    diffs = [f"{k} {a.get(k)!r} vs {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+    return ", ".join(diffs)
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
+    """Load a checkpoint's weights into ``model``; another shape is a clear error."""
+    path = Path(path)
+    meta = read_meta(path)
+    target = unwrap(model)
+    if isinstance(target, Transformer) and "shape" in meta:
+        mine = target.shape.to_dict()
+        theirs = dict(meta["shape"])
+        diff = _shape_diff(theirs, mine)
+        if diff:
+            raise SpeclmError(f"checkpoint {path} is for another model shape ({diff}; checkpoint vs model)")
+    try:
+        load_model(target, str(path / MODEL_FILE), strict=True, device=str(next(target.parameters()).device))
+    except (RuntimeError, SafetensorError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpeclmError(f"checkpoint {path} does not fit this model: {first}")
+    return model
+
+
+def load_transformer(path: str | Path, device: str | torch.device = "cpu") -> Transformer:
+    """Build the plain transformer a checkpoint describes and load its weights."""
+    model = Transformer(read_shape(path)).to(device)
+    load_weights(model, path)
+    return model
+
+
+def is_resumable(path: str | Path) -> bool:
+    path = Path(path)
+    return all((path / f).is_file() for f in (MODEL_FILE, META_FILE, OPTIMIZER_FILE, STATE_FILE))
+
+
+def load_resume(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """Restore model, optimizer and RNG from a resumable checkpoint; return its state."""
+    path = Path(path)
+    load_weights(model, path)
+    state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    opt = state.pop("optimizer")
+    tensors = load_file(str(path / OPTIMIZER_FILE))
+    per_param: dict[int, dict] = {}
+    for key, t in tensors.items():
+        pid, name = key.split(".", 1)
+        per_param.setdefault(int(pid), {})[name] = t
+    for key, v in opt["scalars"].items():
+        pid, name = key.split(".", 1)
+        per_param.setdefault(int(pid), {})[name] = v
+    groups = opt["param_groups"]
+    for g in groups:
+        if "betas" in g:
+            g["betas"] = tuple(g["betas"])
+    if len(groups) != len(optimizer.param_groups) or any(
+        len(a["params"]) != len(b["params"]) for a, b in zip(groups, optimizer.param_groups)
+    ):
+        raise SpeclmError(f"checkpoint {path} was saved for other trainable parameters; use a new output folder")
+    optimizer.load_state_dict({"state": per_param, "param_groups": groups})
+    set_rng_state(state.pop("rng"))
+    return state

@@ -1,0 +1,71 @@
+"""DDP from the outside: under ``torchrun`` (WORLD_SIZE > 1) the loop wraps the model in
+DistributedDataParallel; the model code never knows. gloo on CPU, NCCL on GPU."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+import torch.distributed as td
+
+
+@dataclass(frozen=True)
+class Dist:
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def default_device(local_rank: int = 0) -> torch.device:
+    if torch.cuda.is_available():
+        return torch.device("cuda", local_rank % torch.cuda.device_count())
+    return torch.device("cpu")
+
+
+def setup(device: Optional[str | torch.device] = None) -> Dist:
+    """Read torchrun's environment and join the process group (once)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    dev = torch.device(device) if device is not None else default_device(local)
+    if world > 1 and not td.is_initialized():
+        if dev.type == "cuda":
+            torch.cuda.set_device(dev)
+        td.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    if td.is_initialized():
+        world, rank = td.get_world_size(), td.get_rank()
+    return Dist(rank=rank, world_size=world, local_rank=local, device=dev)
+
+
+def wrap(model: torch.nn.Module, dist: Dist) -> torch.nn.Module:
+    if not dist.enabled:
+        return model
+    from torch.nn.parallel import DistributedDataParallel as DDP
+
+    ids = [dist.device.index] if dist.device.type == "cuda" else None
+    return DDP(model, device_ids=ids)
+
+
+def mean(value: float, dist: Dist) -> float:
+    """The mean of a float over ranks (for logging)."""
+    if not dist.enabled:
+        return value
+    t = torch.tensor([value], dtype=torch.float64, device=dist.device if dist.device.type == "cuda" else "cpu")
+    td.all_reduce(t)
+    return float(t.item()) / dist.world_size
+
+
+def barrier(dist: Dist) -> None:
+    if dist.enabled:
+        td.barrier()

@@ -1,0 +1,335 @@
+"""The one training loop: every method (SLM, SLM-is, SLM-mix, PN, distillation, LoRA)
+trains through :func:`train`.
+
+It brings: AdamW, warmup + cosine/constant schedule, gradient accumulation, bf16
+autocast, optional torch.compile, a budget in steps/tokens/FLOPs/device-hours (the first
+reached stops), periodic validation, early stopping, resumable checkpoints, metrics as
+JSONL, cost.json, a progress bar, and DDP under torchrun.
+
+Output folder::
+
+    OUT/checkpoint/     the latest resumable checkpoint (model, optimizer, state)
+    OUT/best/           the best-validation weights so far (when validating)
+    OUT/final/          the result: best weights with early stopping, else the last
+    OUT/metrics.jsonl   one row per logged step / validation
+    OUT/cost.json       tokens, FLOPs, wall seconds, device-hours, per phase
+    OUT/train.json      the summary, written last ("done": true)
+
+Calling :func:`train` again on the same folder resumes from ``OUT/checkpoint`` and ends
+with the same weights as an uninterrupted run; on a finished folder it returns at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping, Optional
+
+import torch
+from tqdm.auto import tqdm
+
+from .. import atomic
+from ..errors import SpeclmError
+from ..manifest import hash_obj
+from . import checkpoint as ckpt
+from . import distributed
+from .budget import Budget
+from .config import TrainConfig
+from .cost import PhaseCost, check_phase, combine, device_kind, write_cost
+from .schedule import Schedule
+
+CHECKPOINT, BEST, FINAL = "checkpoint", "best", "final"
+METRICS, SUMMARY = "metrics.jsonl", "train.json"
+BETAS = (0.9, 0.95)
+
+# Peak dense bf16 FLOP/s, for MFU on GPUs we know.
+PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    final_dir: Path
+    steps: int
+    tokens: int
+    flops: float
+    stop_reason: str
+    best_valid: Optional[float] = None
+    best_step: Optional[int] = None
+    last_valid: Optional[float] = None
+    cost: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["out_dir"], d["final_dir"] = str(self.out_dir), str(self.final_dir)
+        return d
+
+
+def default_loss(model: torch.nn.Module, batch) -> torch.Tensor:
+    """Mean next-token cross-entropy; a batch's extras go to the model as keywords."""
+    extras = batch[2] if len(batch) > 2 else {}
+    return model(batch[0], batch[1], **extras)[1]
+
+
+def _to_device(batch, device: torch.device):
+    nb = device.type == "cuda"
+    out = [t.to(device, non_blocking=nb) for t in batch[:2]]
+    if len(batch) > 2:
+        out.append({k: v.to(device, non_blocking=nb) for k, v in batch[2].items()})
+    return tuple(out)
+
+
+def _autocast(device: torch.device, dtype: str):
+    if dtype == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    if dtype != "fp32":
+        raise SpeclmError(f"train.dtype must be fp32 or bf16, got {dtype!r}")
+    return contextlib.nullcontext()
+
+
+def make_optimizer(params: list[torch.nn.Parameter], cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW; matrices decay, vectors (norms, biases) do not."""
+    decay = [p for p in params if p.dim() >= 2]
+    other = [p for p in params if p.dim() < 2]
+    groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": other, "weight_decay": 0.0}]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=BETAS, eps=1e-8, fused=device.type == "cuda")
+
+
+def _peak_flops(device: torch.device) -> Optional[float]:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_BF16.items() if k in name), None)
+
+
+def _check_config(cfg: TrainConfig) -> None:
+    for name in ("batch_size", "grad_accum"):
+        if getattr(cfg, name) <= 0:
+            raise SpeclmError(f"train.{name} must be positive, got {getattr(cfg, name)}")
+    for name in ("eval_every", "checkpoint_every", "log_every"):
+        if getattr(cfg, name) < 0:
+            raise SpeclmError(f"train.{name} must be >= 0, got {getattr(cfg, name)}")
+    if not (cfg.grad_clip >= 0):
+        raise SpeclmError(f"train.grad_clip must be >= 0 (0 = no clipping), got {cfg.grad_clip}")
+    if cfg.patience <= 0:
+        raise SpeclmError(f"train.patience must be positive, got {cfg.patience}")
+
+
+def train(
+    model: torch.nn.Module,
+    sampler,
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    *,
+    valid_fn: Optional[Callable[[torch.nn.Module], float]] = None,
+    phase: str = "pretrain",
+    loss_fn: Optional[Callable] = None,
+    early_stopping: bool = False,
+    prior_cost: Optional[Mapping] = None,
+    meta: Optional[Mapping] = None,
+    files: Optional[Mapping[str, str | Path]] = None,
+    flops_per_token: Optional[float] = None,
+    device: Optional[str | torch.device] = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train ``model`` on ``sampler`` batches until the budget in ``cfg`` is spent.
+
+    model: any module; with the default loss, ``model(x, y, **extras)`` returns ``(logits, loss)``.
+        Only parameters with ``requires_grad`` train (LoRA trains a subset).
+    sampler: ``sampler.batch(position)`` -> (x, y[, extras]); ``sampler.seq_len``.
+    valid_fn: model -> validation loss (lower is better), called every ``cfg.eval_every``
+        steps and at the end. ``early_stopping`` stops after ``cfg.patience`` validations
+        without improvement and makes the best weights the result.
+    loss_fn: ``loss_fn(model, batch) -> scalar loss`` (distillation, PN); default
+        :func:`default_loss`.
+    phase: ``pretrain`` or ``specialize`` (where the run's costs go in cost.json).
+    prior_cost: the cost.json of the run this one starts from (carried into ours).
+    meta, files: extra model.json fields and files copied into every checkpoint folder
+        (e.g. the tokenizer).
+    flops_per_token: training FLOPs per token; default ``model.flops_per_token(seq_len)``.
+    """
+    check_phase(phase)
+    _check_config(cfg)
+    out = Path(out_dir)
+    dist = distributed.setup(device)
+    dev = dist.device
+    seq_len = int(sampler.seq_len)
+    base = ckpt.unwrap(model)
+    if flops_per_token is None:
+        if not hasattr(base, "flops_per_token"):
+            raise SpeclmError("train(): pass flops_per_token= for a model without a flops_per_token() method")
+        flops_per_token = float(base.flops_per_token(seq_len))
+    tokens_per_step = cfg.batch_size * seq_len * cfg.grad_accum * dist.world_size
+    flops_per_step = flops_per_token * tokens_per_step
+    budget = Budget.from_config(cfg)
+    budget.check(tokens_per_step, flops_per_step)
+    schedule = Schedule(
+        lr=cfg.lr, warmup_steps=cfg.warmup_steps, kind=cfg.schedule,
+        total_steps=budget.horizon_steps(tokens_per_step, flops_per_step), min_ratio=cfg.min_lr_ratio,
+    )
+    run_id = hash_obj({"cfg": asdict(cfg), "phase": phase, "early_stopping": early_stopping,
+                       "world": dist.world_size, "validating": valid_fn is not None})
+    loss_fn = loss_fn or default_loss
+
+    summary_path = out / SUMMARY
+    if summary_path.is_file():
+        done = json.loads(summary_path.read_text(encoding="utf-8"))
+        if done.get("run_id") != run_id:
+            raise SpeclmError(f"{out} holds a finished run with other settings; use another output folder")
+        if done.get("done") and (out / FINAL).is_dir():
+            ckpt.load_weights(base, out / FINAL)
+            res = done["result"]
+            return TrainResult(**{**res, "out_dir": out, "final_dir": out / FINAL})
+
+    base.to(dev)
+    params = [p for p in base.parameters() if p.requires_grad]
+    if not params:
+        raise SpeclmError("the model has no trainable parameters")
+    optimizer = make_optimizer(params, cfg, dev)
+
+    st = {"step": 0, "position": 0, "tokens": 0, "flops": 0.0, "wall_seconds": 0.0, "best_valid": None,
+          "best_step": None, "last_valid": None, "bad_evals": 0, "last_eval_step": -1}
+    resume_dir = out / CHECKPOINT
+    if ckpt.is_resumable(resume_dir):
+        saved = ckpt.load_resume(resume_dir, base, optimizer)
+        if saved.get("run_id") != run_id:
+            raise SpeclmError(f"{resume_dir} was written by a run with other settings; use another output folder")
+        st.update({k: saved[k] for k in st})
+        if dist.is_main:
+            rows = [r for r in atomic.read_jsonl(out / METRICS) if r.get("step", 0) <= st["step"]]
+            atomic.write_text(out / METRICS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
+    else:
+        torch.manual_seed(cfg.seed)
+
+    fwd = distributed.wrap(base, dist)
+    if cfg.compile:
+        fwd = torch.compile(fwd)
+    kind = device_kind(dev)
+    peak = _peak_flops(dev)
+    meta = {**(meta or {}), "phase": phase}
+
+    def checkpoint_state() -> dict:
+        return {**st, "run_id": run_id, "schedule": asdict(schedule), "tokens_per_step": tokens_per_step}
+
+    def own_cost() -> PhaseCost:
+        return PhaseCost(tokens=st["tokens"], flops=st["flops"], wall_seconds=st["wall_seconds"],
+                         device_hours=st["wall_seconds"] * dist.world_size / 3600, steps=st["step"],
+                         device_kind=kind, n_devices=dist.world_size)
+
+    def save_resumable() -> None:
+        if dist.is_main:
+            ckpt.save_checkpoint(resume_dir, base, meta={**meta, "step": st["step"]}, optimizer=optimizer,
+                                 state=checkpoint_state(), files=files)
+            write_cost(out, combine(phase, own_cost(), prior_cost))
+        distributed.barrier(dist)
+
+    def validate() -> None:
+        v = float(valid_fn(base))
+        st["last_valid"], st["last_eval_step"] = v, st["step"]
+        improved = st["best_valid"] is None or v < st["best_valid"]
+        if improved:
+            st["best_valid"], st["best_step"], st["bad_evals"] = v, st["step"], 0
+            if dist.is_main:
+                ckpt.save_checkpoint(out / BEST, base, meta={**meta, "step": st["step"], "valid_loss": v}, files=files)
+        else:
+            st["bad_evals"] += 1
+        if dist.is_main:
+            atomic.append_jsonl(out / METRICS, {"step": st["step"], "valid_loss": v, "best_valid": st["best_valid"],
+                                                "tokens": st["tokens"]})
+
+    horizon = schedule.total_steps or None
+    bar = tqdm(total=horizon, initial=st["step"], desc=f"train {out.name}", disable=not (progress and dist.is_main),
+               dynamic_ncols=True)
+    stop = budget.reached(st["step"], st["tokens"], st["flops"], st["wall_seconds"] * dist.world_size / 3600)
+    if st["step"] > 0 and valid_fn is not None and early_stopping and st["bad_evals"] >= cfg.patience:
+        stop = "early_stopping"
+    fwd.train()
+    t_last, tok_last = time.perf_counter(), st["tokens"]
+    while stop is None:
+        t0 = time.perf_counter()
+        for g in optimizer.param_groups:
+            g["lr"] = schedule(st["step"])
+        loss_sum = 0.0
+        for micro in range(cfg.grad_accum):
+            pos = (st["position"] + micro) * dist.world_size + dist.rank
+            batch = _to_device(sampler.batch(pos), dev)
+            sync = micro == cfg.grad_accum - 1 or not dist.enabled
+            with (contextlib.nullcontext() if sync else fwd.no_sync()):
+                with _autocast(dev, cfg.dtype):
+                    loss = loss_fn(fwd, batch)
+                (loss / cfg.grad_accum).backward()
+            loss_sum += float(loss.detach())
+        loss_val = loss_sum / cfg.grad_accum
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip if cfg.grad_clip > 0 else float("inf"))
+        if not (math.isfinite(loss_val) and math.isfinite(float(grad_norm))):
+            bar.close()
+            what = "loss" if not math.isfinite(loss_val) else "gradient norm"
+            good = f"{resume_dir} (step {ckpt.read_meta(resume_dir).get('step')})" if ckpt.is_resumable(resume_dir) else "none written yet"
+            if dist.is_main:
+                atomic.append_jsonl(out / METRICS, {"step": st["step"] + 1, "event": f"non-finite {what}"})
+            raise SpeclmError(
+                f"training stopped: the {what} is not finite at step {st['step'] + 1}; the last good checkpoint is "
+                f"{good}; lower train.lr or use train.dtype=fp32"
+            )
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        st["step"] += 1
+        st["position"] += cfg.grad_accum
+        st["tokens"] += tokens_per_step
+        st["flops"] += flops_per_step
+        if dev.type == "cuda" and cfg.log_every and st["step"] % cfg.log_every == 0:
+            torch.cuda.synchronize(dev)
+        st["wall_seconds"] += time.perf_counter() - t0
+        bar.update(1)
+
+        if cfg.log_every and st["step"] % cfg.log_every == 0:
+            now = time.perf_counter()
+            tok_s = (st["tokens"] - tok_last) / max(now - t_last, 1e-9)
+            t_last, tok_last = now, st["tokens"]
+            row = {"step": st["step"], "loss": distributed.mean(loss_val, dist), "lr": optimizer.param_groups[0]["lr"],
+                   "grad_norm": float(grad_norm), "tokens": st["tokens"], "tok_s": tok_s}
+            post = {"loss": f"{row['loss']:.3f}", "tok/s": f"{tok_s:,.0f}"}
+            if peak:
+                row["mfu"] = tok_s * flops_per_token / (peak * dist.world_size)
+                post["mfu"] = f"{row['mfu']:.1%}"
+            bar.set_postfix(post)
+            if dist.is_main:
+                atomic.append_jsonl(out / METRICS, row)
+
+        t1 = time.perf_counter()
+        if valid_fn is not None and cfg.eval_every and st["step"] % cfg.eval_every == 0:
+            validate()
+            if early_stopping and st["bad_evals"] >= cfg.patience:
+                stop = "early_stopping"
+        if stop is None:
+            stop = budget.reached(st["step"], st["tokens"], st["flops"], st["wall_seconds"] * dist.world_size / 3600)
+        st["wall_seconds"] += time.perf_counter() - t1
+        if stop is None and cfg.checkpoint_every and st["step"] % cfg.checkpoint_every == 0:
+            t1 = time.perf_counter()
+            save_resumable()
+            st["wall_seconds"] += time.perf_counter() - t1
+    bar.close()
+
+    if valid_fn is not None and st["last_eval_step"] != st["step"]:
+        validate()
+    save_resumable()
+    if early_stopping and st["best_step"] is not None and st["best_step"] != st["step"]:
+        ckpt.load_weights(base, out / BEST)
+    result = TrainResult(
+        out_dir=out, final_dir=out / FINAL, steps=st["step"], tokens=st["tokens"], flops=st["flops"],
+        stop_reason=stop, best_valid=st["best_valid"], best_step=st["best_step"], last_valid=st["last_valid"],
+        cost=combine(phase, own_cost(), prior_cost),
+    )
+    if dist.is_main:
+        final_step = st["best_step"] if early_stopping and st["best_step"] is not None else st["step"]
+        ckpt.save_checkpoint(out / FINAL, base, meta={**meta, "step": final_step}, files=files)
+        write_cost(out, result.cost)
+        res = result.to_dict()
+        res.pop("out_dir"), res.pop("final_dir")
+        atomic.write_json(summary_path, {"done": True, "run_id": run_id, "result": res})
+    distributed.barrier(dist)
+    return result
