@@ -1,0 +1,108 @@
+"""Manifests: a second run is a no-op; a changed config or input recomputes just what depends on it."""
+
+import json
+
+import pytest
+
+from conftest import stdlib_texts
+from speclm import manifest
+from speclm.corpus.stage import ImportSpec, build_corpus, import_corpus
+from speclm.errors import SpeclmError
+from speclm.rundir import open_run
+from speclm.tokens.stage import build_tokens
+
+
+def _mtimes(folder):
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def spec(tmp_path):
+    gen = tmp_path / "generic.jsonl"
+    gen.write_text("\n".join(json.dumps({"text": t}) for t in stdlib_texts(30)) + "\n", encoding="utf-8")
+    dom = tmp_path / "dom.jsonl"
+    dom.write_text("\n".join(json.dumps({"text": t}) for t in stdlib_texts(8, start=40)) + "\n", encoding="utf-8")
+    return ImportSpec(generic=str(gen), domains={"dom": str(dom)})
+
+
+SMALL = ["corpus.source=import", "tokens.vocab_size=300", "tokens.window=16"]
+
+
+def _run(tmp_path, extra=()):
+    return open_run(tmp_path / "run", "tiny", SMALL + list(extra))
+
+
+def test_second_run_is_a_no_op(tmp_path, spec):
+    run = _run(tmp_path)
+    import_corpus(run, spec)
+    first_tokens = build_tokens(run)
+    before = _mtimes(run.path)
+    again = _run(tmp_path)
+    assert build_corpus(again)["total"] == json.loads((run.corpus_dir / "summary.json").read_text())["total"]
+    assert build_tokens(again) == first_tokens
+    assert _mtimes(run.path) == before  # nothing was rewritten
+
+
+def test_vocab_change_recomputes_tokens_not_corpus(tmp_path, spec):
+    run = _run(tmp_path)
+    import_corpus(run, spec)
+    build_tokens(run)
+    corpus_before = _mtimes(run.corpus_dir)
+    tokens_fp = manifest.read(run.tokens_dir)["fingerprint"]
+    run2 = _run(tmp_path, ["tokens.vocab_size=320"])
+    build_corpus(run2)
+    summary = build_tokens(run2)
+    assert summary["vocab_size"] == 320
+    assert manifest.read(run2.tokens_dir)["fingerprint"] != tokens_fp
+    assert _mtimes(run.corpus_dir) == corpus_before
+
+
+def test_corpus_config_change_recomputes_both(tmp_path, spec):
+    run = _run(tmp_path)
+    import_corpus(run, spec)
+    build_tokens(run)
+    corpus_fp = manifest.read(run.corpus_dir)["fingerprint"]
+    tokens_fp = manifest.read(run.tokens_dir)["fingerprint"]
+    run2 = _run(tmp_path, ["corpus.seed=7"])
+    build_corpus(run2)
+    build_tokens(run2)
+    assert manifest.read(run.corpus_dir)["fingerprint"] != corpus_fp
+    assert manifest.read(run.tokens_dir)["fingerprint"] != tokens_fp
+
+
+def test_changed_input_file_reimports(tmp_path, spec):
+    run = _run(tmp_path)
+    import_corpus(run, spec)
+    with open(spec.domains["dom"], "a", encoding="utf-8") as f:
+        f.write(json.dumps({"text": "one more document about nothing"}) + "\n")
+    summary = build_corpus(_run(tmp_path))
+    assert summary["sets"]["dom"]["total"]["docs"] == 9
+
+
+def test_import_source_without_import_says_how(tmp_path):
+    with pytest.raises(SpeclmError, match="speclm corpus import --run"):
+        build_corpus(_run(tmp_path))
+
+
+def test_tokens_without_corpus_says_what_to_run(tmp_path):
+    with pytest.raises(SpeclmError, match="speclm corpus"):
+        build_tokens(_run(tmp_path))
+
+
+def test_a_lost_output_makes_the_stage_stale_and_it_is_rebuilt(tmp_path, spec):
+    run = _run(tmp_path)
+    import_corpus(run, spec)
+    build_tokens(run)
+    (run.tokens_dir / "dom" / "test.windows.npy").unlink()  # e.g. a killed or damaged run
+    m = manifest.read(run.tokens_dir)
+    assert not manifest.is_fresh(run.tokens_dir, "tokens", m["config"], m["inputs"])
+    build_tokens(run)
+    assert (run.tokens_dir / "dom" / "test.windows.npy").exists()
+    assert manifest.is_fresh(run.tokens_dir, "tokens", m["config"], m["inputs"])
+
+
+def test_fingerprint_depends_on_config_and_inputs():
+    a = manifest.fingerprint("s", {"x": 1}, {"up": "h"})
+    assert a == manifest.fingerprint("s", {"x": 1}, {"up": "h"})
+    assert a != manifest.fingerprint("s", {"x": 2}, {"up": "h"})
+    assert a != manifest.fingerprint("s", {"x": 1}, {"up": "g"})
