@@ -1,0 +1,156 @@
+"""``speclm export``: a checkpoint as a Hugging Face transformers folder.
+
+The folder holds ``config.json`` (``LlamaForCausalLM``), ``model.safetensors`` with
+Llama's tensor names, and the tokenizer (``tokenizer.json`` + ``tokenizer_config.json``),
+so ``AutoModelForCausalLM.from_pretrained(folder)`` and ``AutoTokenizer.from_pretrained
+(folder)`` load it with no speclm code. Our maths is Llama's, so logits agree to float
+rounding.
+
+The plain 2-matrix MLP has no Llama equivalent; it is written exactly as a Llama MLP with
+biases (``mlp_bias``): ``gate = W_up``, ``up = 0·x + 1``, ``act = gelu``, so
+``down(gelu(gate x) * 1) = down(gelu(W_up x))``. That file carries one extra zero matrix
+per layer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Optional
+
+import torch
+from safetensors.torch import save_file
+
+from . import atomic
+from .errors import SpeclmError
+from .model.transformer import Transformer
+
+EOS = "<|endoftext|>"
+
+
+def tokenizer_sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def find_tokenizer(checkpoint: str | Path, run_tokens_dir: Optional[str | Path] = None) -> Path:
+    """The tokenizer of a checkpoint: its own copy, else the run's; checked against the
+    hash recorded at training time when there is one."""
+    from .train.checkpoint import read_meta
+
+    checkpoint = Path(checkpoint)
+    meta = read_meta(checkpoint)
+    cands = [checkpoint / "tokenizer.json"]
+    if run_tokens_dir is not None:
+        cands.append(Path(run_tokens_dir) / "tokenizer.json")
+    for c in cands:
+        if c.is_file():
+            want = meta.get("tokenizer_sha256")
+            if want and tokenizer_sha256(c) != want:
+                raise SpeclmError(
+                    f"tokenizer {c} is not the one {checkpoint} was trained with (sha256 differs); "
+                    f"pass the run folder the model was trained in"
+                )
+            return c
+    raise SpeclmError(f"no tokenizer.json in {checkpoint}; pass --run with the run folder the model was trained in")
+
+
+def llama_config(model: Transformer, eos_id: Optional[int]) -> dict:
+    s = model.shape
+    return {
+        "architectures": ["LlamaForCausalLM"],
+        "model_type": "llama",
+        "vocab_size": s.vocab_size,
+        "hidden_size": s.d_model,
+        "intermediate_size": s.d_mlp,
+        "num_hidden_layers": s.n_layer,
+        "num_attention_heads": s.n_head,
+        "num_key_value_heads": s.n_head,
+        "head_dim": s.head_dim,
+        "hidden_act": "silu" if s.mlp == "swiglu" else "gelu",
+        "mlp_bias": s.mlp == "plain",
+        "attention_bias": False,
+        "attention_dropout": 0.0,
+        "max_position_embeddings": s.max_seq_len,
+        "rms_norm_eps": s.norm_eps,
+        "rope_theta": s.rope_theta,
+        "rope_parameters": {"rope_type": "default", "rope_theta": s.rope_theta},
+        "tie_word_embeddings": s.tie_embeddings,
+        "bos_token_id": eos_id,
+        "eos_token_id": eos_id,
+        "pad_token_id": None,
+        "initializer_range": 0.02,
+        "use_cache": True,
+        "torch_dtype": "float32",
+    }
+
+
+def llama_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
+    """Our weights under Llama's names (fused q/k/v and gate/up matrices split)."""
+    s = model.shape
+    sd = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    out = {"model.embed_tokens.weight": sd["embed.weight"], "model.norm.weight": sd["norm.weight"]}
+    if not s.tie_embeddings:
+        out["lm_head.weight"] = sd["lm_head.weight"]
+    for i in range(s.n_layer):
+        src, dst = f"blocks.{i}.", f"model.layers.{i}."
+        q, k, v = sd[src + "attn.qkv.weight"].chunk(3, dim=0)
+        out[dst + "self_attn.q_proj.weight"] = q
+        out[dst + "self_attn.k_proj.weight"] = k
+        out[dst + "self_attn.v_proj.weight"] = v
+        out[dst + "self_attn.o_proj.weight"] = sd[src + "attn.proj.weight"]
+        out[dst + "input_layernorm.weight"] = sd[src + "attn_norm.weight"]
+        out[dst + "post_attention_layernorm.weight"] = sd[src + "mlp_norm.weight"]
+        if s.mlp == "swiglu":
+            gate, up = sd[src + "mlp.gate_up.weight"].chunk(2, dim=0)
+            out[dst + "mlp.gate_proj.weight"] = gate
+            out[dst + "mlp.up_proj.weight"] = up
+            out[dst + "mlp.down_proj.weight"] = sd[src + "mlp.down.weight"]
+        else:
+            w_up = sd[src + "mlp.up.weight"]
+            out[dst + "mlp.gate_proj.weight"] = w_up
+            out[dst + "mlp.gate_proj.bias"] = torch.zeros(s.d_mlp)
+            out[dst + "mlp.up_proj.weight"] = torch.zeros_like(w_up)
+            out[dst + "mlp.up_proj.bias"] = torch.ones(s.d_mlp)
+            out[dst + "mlp.down_proj.weight"] = sd[src + "mlp.down.weight"]
+            out[dst + "mlp.down_proj.bias"] = torch.zeros(s.d_model)
+    return {k: v.contiguous() for k, v in out.items()}
+
+
+def export_hf(model: Transformer, tokenizer_path: str | Path, out_dir: str | Path) -> Path:
+    """Write ``model`` and its tokenizer as a transformers folder (atomically)."""
+    from tokenizers import Tokenizer
+
+    if not isinstance(model, Transformer):
+        raise SpeclmError("export needs a plain speclm transformer (specialize a method's model first)")
+    tok = Tokenizer.from_file(str(tokenizer_path))
+    n_tok = tok.get_vocab_size()
+    if n_tok > model.shape.vocab_size:
+        raise SpeclmError(
+            f"tokenizer {tokenizer_path} has {n_tok} tokens but the model only {model.shape.vocab_size}: "
+            f"not the tokenizer this model was trained with"
+        )
+    eos_id = tok.token_to_id(EOS)
+    tok_cfg = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": model.shape.max_seq_len,
+        "clean_up_tokenization_spaces": False,
+    }
+    if eos_id is not None:
+        tok_cfg.update({"eos_token": EOS, "bos_token": EOS, "unk_token": EOS})
+    out_dir = Path(out_dir)
+    with atomic.atomic_dir(out_dir) as tmp:
+        save_file(llama_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(llama_config(model, eos_id), indent=2) + "\n")
+        gen = {"bos_token_id": eos_id, "eos_token_id": eos_id, "max_length": model.shape.max_seq_len}
+        (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+        (tmp / "tokenizer.json").write_bytes(Path(tokenizer_path).read_bytes())
+        (tmp / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n")
+    return out_dir
+
+
+def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, run_tokens_dir: Optional[str | Path] = None) -> Path:
+    from .train.checkpoint import load_transformer
+
+    model = load_transformer(checkpoint)
+    return export_hf(model, find_tokenizer(checkpoint, run_tokens_dir), out_dir)
