@@ -8,13 +8,16 @@ class MethodsConfig:
     # Specialization-set sizes in tokens of the domain train split: "1M", "250k", "all".
     sizes: list[str] = field(default_factory=lambda: ["16k", "64k", "all"])
     # Fine-tuning (paper: smallest size lr/3, others lr; step caps scaled by the preset).
-    finetune_lr: float = 1e-4
+    finetune_lr: float = 0.0  # the base rate; 0 = train.lr (the paper fine-tunes at its pretraining rate)
     finetune_small_lr_factor: float = 0.3333333333333333
     finetune_max_steps: list[int] = field(default_factory=lambda: [60, 120, 240])  # one per size
     finetune_eval_every: int = 20
     finetune_patience: int = 3
+    finetune_warmup_steps: int = 0
+    finetune_schedule: str = "constant"  # constant | cosine (over the step cap)
     # Pretraining budget shared by every method, in steps of the train config (0 = train.max_steps).
     pretrain_steps: int = 0
+    budget: str = "tokens"  # tokens: same tokens for every method | flops: same FLOPs as the small model's run
     # SLM-is: importance sampling on clusters.
     is_k: int = 4
     is_smoothing: float = 0.0  # additive smoothing of the domain histogram

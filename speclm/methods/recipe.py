@@ -1,0 +1,115 @@
+"""The common recipe: pretrain one model on a stream of windows, then fine-tune it.
+
+SLM, LLM, LLM-lora, SLM-is and SLM-dsir are this recipe with another model size or
+another pretraining stream; SLM-mix, SLM-d and SLM-nopt override a verb. A method file
+says only what is particular to it.
+
+Folders: the pretraining job is ``pretrain/<name>[/<domain>]/`` (the loop's folder; the
+model is its ``final/``), the specialization job ``specialize/<name>/<domain>/<size>/``
+(its ``final/`` is the specialized model). Each job folder holds ``job.json`` (what it
+was computed from) and, once finished, ``done.json`` (its summary); see
+:func:`speclm.methods.common.open_job`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import ClassVar, Optional
+
+import numpy as np
+
+from . import common
+from .base import Context, Method
+from .finetune import FinetuneResult, finetune
+
+
+class PretrainThenFinetune(Method):
+    shape_kind: ClassVar[str] = "small"  # which model shape pretrains (small | large)
+    pretrain_fields: ClassVar[tuple[str, ...]] = ("pretrain_steps", "budget")  # methods.* the pretraining depends on
+    finetune_fields: ClassVar[tuple[str, ...]] = ("finetune_", "sizes")
+    pretrain_from: ClassVar[Optional[str]] = None  # reuse another method's pretraining (llm-lora -> llm)
+
+    # -- what a subclass may change ---------------------------------------------------------
+
+    def pretrain_key(self, ctx: Context, domain: Optional[str]) -> dict:
+        key = {
+            "method": self.pretrain_from or self.name,
+            "domain": domain,
+            "tokens": common.tokens_fingerprint(ctx),
+            "shape": self.shape_kind,
+            "config": common.config_part(ctx, self.pretrain_fields),
+        }
+        if self.cluster_ks(ctx):
+            key["clusters"] = common.clusters_fingerprint(ctx)
+        return key
+
+    def pretrain_indices(self, ctx: Context, domain: Optional[str]) -> tuple[Optional[np.ndarray], dict]:
+        """The generic train windows to sample (None: all, uniformly) and what to report."""
+        return None, {}
+
+    def budget_share(self, ctx: Context) -> float:
+        return 1.0
+
+    def finetune_kwargs(self, ctx: Context, domain: str, size: str) -> dict:
+        return {}
+
+    # -- the two verbs ----------------------------------------------------------------------
+
+    def pretrain_folder(self, ctx: Context, domain: Optional[str]) -> Path:
+        return ctx.pretrain_dir(self.pretrain_from or self.name, domain if self.needs_domain_for_pretrain else None)
+
+    def pretrain(self, ctx: Context, domain: Optional[str] = None) -> Path:
+        from ..model.transformer import Transformer
+        from ..train.data import WindowSampler
+
+        if not self.needs_domain_for_pretrain:
+            domain = None
+        folder = self.pretrain_folder(ctx, domain)
+        if common.open_job(folder, self.pretrain_key(ctx, domain), ctx.force and not self.pretrain_from):
+            return folder / "final"
+        cfg = common.pretrain_config(ctx, self.budget_share(ctx))
+        indices, report = self.pretrain_indices(ctx, domain)
+        generic = common.shards(ctx).windows(common.GENERIC, "train")
+        sampler = WindowSampler(generic, cfg.batch_size, seed=cfg.seed, indices=indices)
+        torch_seed(cfg.seed)
+        model = Transformer(common.shape(ctx, self.shape_kind))
+        ctx.log(f"pretrain {self.pretrain_from or self.name}{' / ' + domain if domain else ''} -> {folder}")
+        res = common.pretrain_model(ctx, model, sampler, folder, cfg, meta={"method": self.name, "domain": domain})
+        common.finish_job(folder, {"method": self.pretrain_from or self.name, "domain": domain, **report,
+                                   "train": _train_summary(res)})
+        return folder / "final"
+
+    def specialize(self, ctx: Context, domain: str, size: str) -> Path:
+        pre = self.pretrain(ctx, domain)
+        folder = ctx.specialize_dir(self.name, domain, size)
+        key = {
+            "method": self.name,
+            "domain": domain,
+            "size": size,
+            "pretrain": common.job_key_hash(common.read_job_key(pre.parent)),
+            "config": common.config_part(ctx, self.finetune_fields),
+        }
+        if common.open_job(folder, key, ctx.force):
+            return folder / common.job_summary(folder)["checkpoint"]
+        res = finetune(ctx, pre, domain, size, folder, **self.finetune_kwargs(ctx, domain, size))
+        return self.finish_specialize(ctx, folder, res, {})
+
+    def finish_specialize(self, ctx: Context, folder: Path, res: FinetuneResult, extra: dict) -> Path:
+        rel = res.final.relative_to(folder)
+        common.finish_job(
+            folder,
+            {"method": self.name, "checkpoint": str(rel), **res.to_json(),
+             "path": str(folder), "final": str(res.final), **extra},
+        )
+        return res.final
+
+
+def torch_seed(seed: int) -> None:
+    import torch
+
+    torch.manual_seed(seed)
+
+
+def _train_summary(res) -> dict:
+    return {"steps": res.steps, "tokens": res.tokens, "flops": res.flops, "stop_reason": res.stop_reason,
+            "best_valid": res.best_valid, "last_valid": res.last_valid}
