@@ -36,7 +36,16 @@ def test_round_trip_on_varied_unicode(tok):
     for text in VARIED + stdlib_texts(5, start=100):
         ids = tok.encode(text, add_special_tokens=False).ids
         assert tok.decode(ids, skip_special_tokens=False) == text
-        assert EOT_ID not in ids or EOT in text
+        assert EOT_ID not in ids  # even the literal "<|endoftext|>" is plain text
+
+
+def test_loaded_tokenizer_keeps_eot_as_text(tok, tmp_path):
+    from speclm.tokens.bpe import load_tokenizer, save_tokenizer
+
+    save_tokenizer(tok, tmp_path / "t.json")
+    again = load_tokenizer(tmp_path / "t.json")
+    text = "end <|endoftext|> start"
+    assert again.encode(text).ids == tok.encode(text).ids and EOT_ID not in again.encode(text).ids
 
 
 def test_eot_is_id_zero_and_vocab_size(tok):

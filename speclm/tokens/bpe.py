@@ -2,7 +2,10 @@
 
 Byte-level: every string round-trips exactly (``decode(encode(s)) == s``), whatever its
 script or whitespace, because the 256 byte symbols are always in the vocabulary. The one
-special token ``<|endoftext|>`` has id 0 and separates documents in the token stream.
+special token ``<|endoftext|>`` has id 0 and separates documents in the token stream;
+the literal string "<|endoftext|>" inside a document is encoded as ordinary text
+(``encode_special_tokens``; not saved in tokenizer.json, so load with :func:`load_tokenizer`),
+so id 0 in a stream is always a document boundary.
 """
 
 from __future__ import annotations
@@ -63,6 +66,7 @@ def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2, len
     tok.train_from_iterator(texts, trainer=trainer, length=length)
     if tok.token_to_id(EOT) != EOT_ID:  # pragma: no cover - tokenizers guarantees this order
         raise RuntimeError("BPE training did not give <|endoftext|> id 0")
+    tok.encode_special_tokens = True
     return tok
 
 
@@ -77,6 +81,8 @@ def load_tokenizer(path: str | Path):
     if not path.exists():
         raise SpeclmError(f"tokenizer not found: {path}; run `speclm tokens` first")
     try:
-        return Tokenizer.from_file(str(path))
+        tok = Tokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises a bare Exception on a bad file
         raise SpeclmError(f"{path} is not a valid tokenizer.json ({e}); rerun `speclm tokens --force`") from None
+    tok.encode_special_tokens = True
+    return tok
