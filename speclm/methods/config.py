@@ -36,6 +36,7 @@ class MethodsConfig:
     lora_rank: int = 8
     lora_alpha: float = 16.0
     lora_steps_factor: float = 2.0  # LoRA may take more steps than full fine-tuning
+    lora_lr_factor: float = 1.0  # multiplies the fine-tuning rate
     # SLM-dsir.
     dsir_ngrams: int = 2
     dsir_buckets: int = 10000

@@ -163,6 +163,8 @@ def finetune(
     prepare: Optional[Callable[[torch.nn.Module], torch.nn.Module]] = None,
     finish: Optional[Callable[[torch.nn.Module], torch.nn.Module]] = None,
     flops_per_token: Optional[float] = None,
+    lr_factor: float = 1.0,
+    train_config=None,
     meta: Optional[Mapping] = None,
     progress: bool = True,
 ) -> FinetuneResult:
@@ -170,7 +172,8 @@ def finetune(
 
     prior_cost: the cost.json the model was built from (default: the one next to ``init``).
     loss_fn: the loop's ``loss_fn(model, batch)`` (distillation); default cross-entropy.
-    steps_factor: multiplies the step cap (LoRA may take more steps).
+    steps_factor, lr_factor: multiply the step cap and the learning rate (LoRA).
+    train_config: the whole loop config instead of the paper's fine-tuning one (SLM-nopt).
     prepare / finish: transform the model before training (e.g. add LoRA adapters) and
         the trained model before it is saved as the result (e.g. merge them); with
         ``finish``, the result is ``OUT/merged`` (``OUT/final`` keeps the trained form).
@@ -181,10 +184,15 @@ def finetune(
     from .common import shards
 
     p = plan(ctx, domain, size, steps_factor)
+    if lr_factor <= 0:
+        raise SpeclmError(f"fine-tuning lr factor must be positive, got {lr_factor}")
+    p.lr *= lr_factor
     s = shards(ctx)
     windows = s.windows(domain, "train")
     idx = slice_indices(size, len(windows), s.window, seed=ctx.config.seed, domain=domain)
-    cfg = finetune_config(ctx, p)
+    cfg = train_config if train_config is not None else finetune_config(ctx, p)
+    if train_config is not None:
+        p.lr, p.max_steps = cfg.lr, cfg.max_steps
     sampler = WindowSampler(windows, cfg.batch_size, seed=cfg.seed, indices=idx)
     if prior_cost is None:
         prior_cost = prior_cost_of(init)

@@ -1,0 +1,46 @@
+"""SLM-nopt: the small model trained from scratch on the domain's specialization set only
+(no generic pretraining), with early stopping on the domain valid split."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Optional
+
+from . import common
+from .base import Context, register
+from .finetune import finetune
+from .recipe import PretrainThenFinetune, torch_seed
+
+
+@register
+class SLMNoPretrain(PretrainThenFinetune):
+    """Small model trained on the domain set alone (no pretraining), early stopping."""
+
+    name = "slm-nopt"
+    shared_pretraining = False
+
+    def pretrain(self, ctx: Context, domain: Optional[str] = None) -> Optional[Path]:
+        ctx.log("slm-nopt has no generic pretraining: nothing to do")
+        return None
+
+    def specialize(self, ctx: Context, domain: str, size: str) -> Path:
+        from ..model.transformer import Transformer
+
+        folder = ctx.specialize_dir(self.name, domain, size)
+        key = {
+            "method": self.name, "domain": domain, "size": size, "tokens": common.tokens_fingerprint(ctx),
+            "config": common.config_part(ctx, ("pretrain_steps", "budget", "finetune_", "sizes")),
+        }
+        if common.open_job(folder, key, ctx.force):
+            return folder / common.job_summary(folder)["checkpoint"]
+        m = ctx.config.methods
+        # The pretraining budget caps it (it learns everything from the domain set), with the
+        # pretraining rate and warmup; early stopping on the domain valid split ends it.
+        cfg = dataclasses.replace(
+            common.pretrain_config(ctx), eval_every=m.finetune_eval_every, patience=m.finetune_patience,
+        )
+        torch_seed(cfg.seed)
+        model = Transformer(common.shape(ctx, "small"))
+        res = finetune(ctx, model, domain, size, folder, train_config=cfg, prior_cost={})
+        return self.finish_specialize(ctx, folder, res, {})
