@@ -29,6 +29,7 @@ class MethodsConfig:
     pn_k: int = 4
     pn_h: int = 3  # capacity multiplier (paper ~0.72 k)
     pn_m: int = 4  # expert-vector size
+    pn_batching: str = "mixed"  # mixed: batches mix clusters (grouped per expert) | cluster: one cluster per batch
     # SLM-d: distillation.
     distill_alpha: float = 0.5  # weight of the teacher's distribution in the loss
     distill_temperature: float = 1.0
