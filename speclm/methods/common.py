@@ -260,3 +260,23 @@ def pretrain_model(
         files=tokenizer_files(ctx),
         flops_per_token=flops_per_token,
     )
+
+
+def budget_windows(ctx: Context, cfg, shape_kind: str = "small") -> int:
+    """How many windows a pretraining with loop config ``cfg`` reads (its stream's length)."""
+    from ..model.transformer import flops_per_token
+
+    s = shards(ctx)
+    per_step = cfg.batch_size * cfg.grad_accum
+    if cfg.max_steps:
+        return cfg.max_steps * per_step
+    fpt = flops_per_token(shape(ctx, shape_kind), s.window)
+    steps = -(-int(cfg.max_flops) // int(fpt * s.window * per_step))
+    return max(1, steps) * per_step
+
+
+def domain_seed(seed: int, domain: str) -> list[int]:
+    """A seed for per-domain randomness that does not depend on Python's hash salt."""
+    import zlib
+
+    return [seed, zlib.crc32(domain.encode("utf-8"))]

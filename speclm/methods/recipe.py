@@ -92,7 +92,9 @@ class PretrainThenFinetune(Method):
         if common.open_job(folder, key, ctx.force):
             return folder / common.job_summary(folder)["checkpoint"]
         res = finetune(ctx, pre, domain, size, folder, **self.finetune_kwargs(ctx, domain, size))
-        return self.finish_specialize(ctx, folder, res, {})
+        report = common.job_summary(pre.parent)
+        extra = {k: v for k, v in report.items() if k not in ("train", "method", "domain")}
+        return self.finish_specialize(ctx, folder, res, {"pretraining": extra} if extra else {})
 
     def finish_specialize(self, ctx: Context, folder: Path, res: FinetuneResult, extra: dict) -> Path:
         rel = res.final.relative_to(folder)

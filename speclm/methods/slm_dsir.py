@@ -1,0 +1,60 @@
+"""SLM-dsir (beyond the paper): SLM-is with n-gram instead of cluster importance weights.
+
+Per domain, the generic train windows are resampled with DSIR (hashed n-gram importance
+resampling, PyPI ``data-selection``; ``speclm.methods.dsir``) at the same token budget as
+SLM-is; a small model is trained from scratch on the resample, then fine-tuned. Like
+SLM-is, the pretraining is paid per domain (specialization cost). It needs no clusters,
+so it compares cluster-based and n-gram-based selection on equal terms.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from . import common, dsir, importance
+from .base import Context, register
+from .recipe import PretrainThenFinetune
+
+
+@register
+class SLMDSIR(PretrainThenFinetune):
+    """Small model pretrained per domain on generic data resampled by DSIR (hashed n-grams)."""
+
+    name = "slm-dsir"
+    shared_pretraining = False
+    needs_domain_for_pretrain = True
+    pretrain_fields = ("pretrain_steps", "budget", "dsir_")
+
+    def check(self, ctx: Context) -> None:
+        from ..errors import require
+
+        m = ctx.config.methods
+        require(m.dsir_ngrams > 0, f"methods.dsir_ngrams must be positive, got {m.dsir_ngrams}")
+        require(m.dsir_buckets > 0, f"methods.dsir_buckets must be positive, got {m.dsir_buckets}")
+
+    def pretrain_indices(self, ctx: Context, domain: Optional[str]) -> tuple[np.ndarray, dict]:
+        m = ctx.config.methods
+        s = common.shards(ctx)
+        generic, target = s.windows(common.GENERIC, "train"), s.windows(domain, "train")
+        lw, timing = dsir.log_weights(generic, target, m.dsir_ngrams, m.dsir_buckets, self.pretrain_folder(ctx, domain))
+        draws = common.budget_windows(ctx, common.pretrain_config(ctx, self.budget_share(ctx)))
+        rng = np.random.default_rng(common.domain_seed(ctx.config.seed, domain))
+        idx = dsir.resample(lw, draws, rng)
+        ess = importance.effective_sample_size(dsir.probs(lw), draws)
+        unique = int(len(np.unique(idx)))
+        report = {
+            "dsir": {
+                "ngrams": m.dsir_ngrams,
+                "buckets": m.dsir_buckets,
+                **timing,
+                **ess,
+                "drawn_unique": unique,
+                "drawn_repeat_factor": draws / max(unique, 1),
+                "without_replacement": bool(draws <= len(lw)),
+            }
+        }
+        ctx.log(f"slm-dsir {domain}: weights of {len(lw)} generic windows in {timing['seconds']:.1f}s; "
+                f"{draws} drawn, {unique} distinct")
+        return idx, report

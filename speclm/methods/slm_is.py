@@ -1,0 +1,76 @@
+"""SLM-is: cluster-based importance sampling (PAPER.md §2.3).
+
+Per domain, the generic train set is resampled to the domain's cluster histogram (k =
+``methods.is_k``; the paper: 1024): draw a cluster from the histogram, then a generic
+window uniformly inside it (``speclm.methods.importance``). A small model is trained
+from scratch on that stream within the grid's pretraining budget, then fine-tuned. The
+whole pretraining is paid per domain, so it counts as specialization cost (the paper's
+C_generic = 0).
+
+The pretraining report (``pretrain/slm-is/<domain>/done.json``, copied into each
+specialization's ``done.json``) gives the effective sample size of the resample: Kish's
+ESS of the importance weights and the expected repeats of the drawn stream.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from . import common, importance
+from .base import Context, register
+from .recipe import PretrainThenFinetune
+
+
+@register
+class SLMImportanceSampling(PretrainThenFinetune):
+    """Small model pretrained per domain on generic data resampled to its cluster histogram."""
+
+    name = "slm-is"
+    shared_pretraining = False
+    needs_domain_for_pretrain = True
+    pretrain_fields = ("pretrain_steps", "budget", "is_")
+
+    def check(self, ctx: Context) -> None:
+        from ..errors import require
+
+        m = ctx.config.methods
+        require(m.is_smoothing >= 0, f"methods.is_smoothing must be >= 0, got {m.is_smoothing}")
+        require(0 <= m.is_uniform_share <= 1, f"methods.is_uniform_share must be in [0, 1], got {m.is_uniform_share}")
+
+    def cluster_ks(self, ctx: Context) -> list[int]:
+        return [ctx.config.methods.is_k]
+
+    def pretrain_indices(self, ctx: Context, domain: Optional[str]) -> tuple[np.ndarray, dict]:
+        m = ctx.config.methods
+        k = m.is_k
+        c = common.clusters(ctx)
+        hist = np.asarray(c.histogram(k, domain, "train"), dtype=np.float64)
+        assign = np.asarray(c.assign(k, common.GENERIC, "train"), dtype=np.int64)
+        p = importance.plan(hist, assign, smoothing=m.is_smoothing, uniform_share=m.is_uniform_share)
+        draws = common.budget_windows(ctx, common.pretrain_config(ctx, self.budget_share(ctx)))
+        rng = np.random.default_rng(common.domain_seed(ctx.config.seed, domain))
+        idx = importance.draw(rng, p, importance.cluster_members(assign, k), draws, len(assign))
+        ess = importance.effective_sample_size(p.window_probs(assign), draws)
+        drawn_unique = int(len(np.unique(idx)))
+        report = {
+            "importance": {
+                "k": k,
+                "smoothing": m.is_smoothing,
+                "uniform_share": m.is_uniform_share,
+                "domain_histogram": hist.tolist(),
+                "cluster_probs": p.cluster_probs.tolist(),
+                "dropped_mass": p.dropped_mass,
+                "top_cluster_share": float(hist.max() / hist.sum()),
+                **ess,
+                "drawn_unique": drawn_unique,
+                "drawn_repeat_factor": draws / max(drawn_unique, 1),
+            }
+        }
+        ctx.log(
+            f"slm-is {domain}: k={k}, {draws} draws from {len(assign)} generic windows, "
+            f"Kish ESS {ess['kish_ess']:.0f} ({ess['kish_ess_fraction']:.1%}), {drawn_unique} distinct "
+            f"(each drawn {report['importance']['drawn_repeat_factor']:.2f}x on average)"
+        )
+        return idx, report
