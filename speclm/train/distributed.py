@@ -48,6 +48,13 @@ def setup(device: Optional[str | torch.device] = None) -> Dist:
     return Dist(rank=rank, world_size=world, local_rank=local, device=dev)
 
 
+def local(device: Optional[str | torch.device] = None) -> Dist:
+    """This process alone, even under torchrun (independent jobs spread over ranks)."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = torch.device(device) if device is not None else default_device(local_rank)
+    return Dist(rank=0, world_size=1, local_rank=local_rank, device=dev)
+
+
 def wrap(model: torch.nn.Module, dist: Dist) -> torch.nn.Module:
     if not dist.enabled:
         return model

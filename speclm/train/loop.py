@@ -135,6 +135,7 @@ def train(
     flops_per_token: Optional[float] = None,
     device: Optional[str | torch.device] = None,
     progress: bool = True,
+    ddp: bool = True,
 ) -> TrainResult:
     """Train ``model`` on ``sampler`` batches until the budget in ``cfg`` is spent.
 
@@ -151,11 +152,13 @@ def train(
     meta, files: extra model.json fields and files copied into every checkpoint folder
         (e.g. the tokenizer).
     flops_per_token: training FLOPs per token; default ``model.flops_per_token(seq_len)``.
+    ddp: False trains this process's model alone even under torchrun (independent jobs
+        spread over ranks, e.g. SLM-mix experts): no DDP, every rank writes its own folder.
     """
     check_phase(phase)
     _check_config(cfg)
     out = Path(out_dir)
-    dist = distributed.setup(device)
+    dist = distributed.setup(device) if ddp else distributed.local(device)
     dev = dist.device
     seq_len = int(sampler.seq_len)
     base = ckpt.unwrap(model)
