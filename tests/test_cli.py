@@ -53,3 +53,19 @@ def test_help_lists_the_commands(cli):
     assert code == 0
     for name in ("import", "tiny", "build-default", "summary"):
         assert name in out
+
+
+def test_tiny_corpus_and_tokens_on_the_tiny_preset(cli, tmp_path):
+    run = tmp_path / "tiny"
+    code, out, err = cli("corpus", "tiny", "--run", run, "--preset", "tiny")
+    assert code == 0, err
+    assert "corpus (tiny)" in out
+    code, out, err = cli("tokens", "--run", run)
+    assert code == 0, err
+    shards = TokenShards(run / "tokens")
+    assert shards.sets()[0] == "generic" and len(shards.domains()) >= 1
+    for s in shards.sets():
+        for split in ("train", "valid", "test"):
+            w = shards.windows(s, split)
+            assert len(w) >= 1
+            assert w.batch([0]).shape == (1, shards.window + 1)

@@ -64,12 +64,13 @@ def _saved_summary(corpus_dir: Path) -> dict:
     return read_summary(corpus_dir)
 
 
-def _collect(run: Run) -> dict[str, list[Doc]]:
+def _collect(run: Run) -> tuple[dict[str, list[Doc]], list[str]]:
+    """({set name: documents}, ["skipped <source>: <why>", ...])."""
     source = run.config.corpus.source
     if source == "tiny":
         from .default import tiny_corpus
 
-        return tiny_corpus()
+        return tiny_corpus(), []
     if source == "default":
         from .default import collect_default
 
@@ -137,7 +138,7 @@ def build_corpus(run: Run, force: bool = False) -> dict:
         inputs["data"] = manifest.hash_tree(TINY_DATA)
     if not force and manifest.is_fresh(corpus_dir, STAGE, cfg, inputs):
         return _saved_summary(corpus_dir)
-    sets = _collect(run)
-    summary = write_corpus(corpus_dir, sets, run.config.corpus, source=source)
+    sets, skipped = _collect(run)
+    summary = write_corpus(corpus_dir, sets, run.config.corpus, source=source, skipped=skipped)
     manifest.write(corpus_dir, STAGE, cfg, inputs, [SUMMARY, *_outputs(sets)], summary["total"])
     return summary

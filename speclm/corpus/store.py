@@ -137,11 +137,14 @@ def summarize(sets: dict[str, list[Doc]], splits: dict[str, np.ndarray], source:
     return out
 
 
-def write_corpus(corpus_dir: str | Path, sets: dict[str, list[Doc]], cfg: CorpusConfig, source: str = "") -> dict:
+def write_corpus(
+    corpus_dir: str | Path, sets: dict[str, list[Doc]], cfg: CorpusConfig, source: str = "", skipped: list[str] | None = None
+) -> dict:
     """Validate, split and write every set, replacing ``corpus_dir`` whole (atomically).
 
-    ``sets`` maps "generic" and each domain name to its documents. Returns the summary
-    (also written as ``summary.json``). The caller writes the manifest afterwards.
+    ``sets`` maps "generic" and each domain name to its documents; ``skipped`` lists the
+    sources that could not be got (recorded in the summary). Returns the summary (also
+    written as ``summary.json``). The caller writes the manifest afterwards.
     """
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -152,6 +155,7 @@ def write_corpus(corpus_dir: str | Path, sets: dict[str, list[Doc]], cfg: Corpus
         for name, docs in sets.items()
     }
     summary = summarize(sets, splits, source or cfg.source)
+    summary["skipped"] = list(skipped or [])
     with atomic.atomic_dir(corpus_dir) as tmp:
         for name, docs in sets.items():
             table = pa.table(
@@ -270,5 +274,6 @@ def format_summary(summary: dict) -> str:
             "",
             "by source",
             text_table(["set", "source", "docs", "MB", "~tokens"], src_rows),
+            *summary.get("skipped", []),
         ]
     )
