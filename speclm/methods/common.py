@@ -241,6 +241,7 @@ def pretrain_model(
     loss_fn=None,
     flops_per_token: float | None = None,
     prior_cost: dict | None = None,
+    ddp: bool = True,
 ):
     """Pretrain ``model`` on ``sampler`` into ``out_dir`` (the loop's folder; the model is
     ``out_dir/final``), validating on ``valid_set``'s valid split for the log."""
@@ -259,6 +260,7 @@ def pretrain_model(
         meta=meta,
         files=tokenizer_files(ctx),
         flops_per_token=flops_per_token,
+        ddp=ddp,
     )
 
 

@@ -1,0 +1,215 @@
+"""The experiment grid: every method x domain x size, pretrained, specialized, evaluated.
+
+For each (method, domain, size) the grid specializes the method (which pretrains first
+when needed: once per run for shared pretraining, once per domain for SLM-is/SLM-dsir),
+evaluates the specialized small model on the domain's test split, and appends one row to
+``eval/<name>.jsonl``:
+
+    method, domain, size, train_tokens, nll, ppl,
+    cost: {generic: {...}, specialization: {...}}   (tokens, flops, device_hours, wall_seconds)
+    extra: what the method reports (expert choice, effective sample size, ...)
+
+Rows carry a hash of the config; rows already present with the same hash are skipped, so
+a killed grid resumes where it stopped. After every row the markdown table
+``eval/<name>.md`` is rewritten: per-domain perplexity and the macro average
+(exp of the mean per-domain NLL, PAPER.md §3) for every method and size, with costs.
+
+Cost split (PAPER.md Eq. 1): a method with shared pretraining pays its pretraining once
+(C_generic); SLM-is/SLM-dsir pay theirs per domain, so it counts as specialization.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Callable, Optional
+
+from . import atomic
+from .config import to_dict
+from .errors import SpeclmError
+from .manifest import hash_obj
+from .rundir import Run
+
+COST_KEYS = ("tokens", "flops", "device_hours", "wall_seconds")
+MACRO = "macro"
+
+# Methods that reuse another method's results run after it (SLM-d reuses the LLM teacher).
+_ORDER = ["slm", "slm-nopt", "llm", "llm-lora", "slm-d", "slm-is", "slm-dsir", "slm-mix", "slm-pn"]
+
+
+def config_hash(run: Run) -> str:
+    """What makes a row stale: every config section except the preset's name."""
+    d = to_dict(run.config)
+    d.pop("name", None)
+    return hash_obj(d)[:16]
+
+
+def _order(methods: list[str]) -> list[str]:
+    return sorted(methods, key=lambda m: (_ORDER.index(m) if m in _ORDER else len(_ORDER), m))
+
+
+def _phase(doc: dict, phase: str) -> dict:
+    p = doc.get(phase) or {}
+    return {k: p.get(k, 0) for k in COST_KEYS}
+
+
+def _add(a: dict, b: dict) -> dict:
+    return {k: a.get(k, 0) + b.get(k, 0) for k in COST_KEYS}
+
+
+def split_costs(cost_doc: dict, shared_pretraining: bool) -> dict:
+    """cost.json phases -> the paper's generic / specialization split."""
+    pre, spec = _phase(cost_doc, "pretrain"), _phase(cost_doc, "specialize")
+    if shared_pretraining:
+        return {"generic": pre, "specialization": spec}
+    return {"generic": {k: 0 for k in COST_KEYS}, "specialization": _add(pre, spec)}
+
+
+def evaluate_model(run: Run, ckpt: Path, domain: str) -> dict:
+    """Mean per-token NLL of a specialized checkpoint on the domain's test split."""
+    from .evaluate import mean_nll
+    from .tokens.shards import TokenShards
+    from .train.checkpoint import load_transformer
+
+    model = load_transformer(ckpt)
+    t = run.config.train
+    nll, n = mean_nll(model, TokenShards(run.tokens_dir).windows(domain, "test"), batch_size=t.batch_size,
+                      dtype=t.dtype, progress=True, desc=f"eval {domain}")
+    return {"nll": nll, "tokens": n, "params": model.param_count()}
+
+
+def run_grid(
+    run: Run,
+    methods: Optional[list[str]] = None,
+    domains: Optional[list[str]] = None,
+    sizes: Optional[list[str]] = None,
+    name: str = "results",
+    log: Callable[[str], None] = print,
+) -> Path:
+    from .methods import base, common
+    from .methods.sizes import size_label
+    from .train.cost import read_cost
+
+    ctx = base.Context(run=run, log=log)
+    methods = _order(methods or base.known())
+    objs = {m: base.get(m) for m in methods}  # unknown names fail here, before any work
+    all_domains = common.domains(ctx)
+    domains = domains or all_domains
+    for d in domains:
+        if d not in all_domains:
+            raise SpeclmError(f"unknown domain {d!r}; known: {', '.join(all_domains) or '(none)'}")
+    sizes = [size_label(s) for s in (sizes or run.config.methods.sizes)]
+    for m, obj in objs.items():
+        obj.check(ctx)
+        for d in domains:
+            common.check_domain(ctx, obj, d)
+    for d in domains:
+        for s in sizes:
+            common.check_size(ctx, d, s)
+    run.save_config()
+
+    chash = config_hash(run)
+    results = run.path / "eval" / f"{name}.jsonl"
+    table = run.path / "eval" / f"{name}.md"
+    done = {(r["method"], r["domain"], r["size"]) for r in atomic.read_jsonl(results) if r.get("config") == chash}
+    todo = [(m, d, s) for m in methods for d in domains for s in sizes if (m, d, s) not in done]
+    log(f"grid: {len(methods)} methods x {len(domains)} domains x {len(sizes)} sizes; {len(todo)} rows to do")
+    for m, d, s in todo:
+        obj = objs[m]
+        log(f"grid: {m} / {d} / {s}")
+        out = Path(obj.specialize(ctx, d, s))
+        ev = evaluate_model(run, out, d)
+        cost_doc = read_cost(out)
+        row = {
+            "method": m,
+            "domain": d,
+            "size": s,
+            "config": chash,
+            "nll": float(ev["nll"]),
+            "ppl": float(math.exp(ev["nll"])),
+            "eval_tokens": int(ev["tokens"]),
+            "inference_params": int(ev["params"]),
+            "cost": split_costs(cost_doc, obj.shared_pretraining),
+            "shared_pretraining": obj.shared_pretraining,
+            "small_at_inference": obj.small_at_inference,
+            "checkpoint": str(out.relative_to(run.path)) if out.is_relative_to(run.path) else str(out),
+            "extra": _extra(out),
+        }
+        atomic.append_jsonl(results, row)
+        write_table(results, table, chash)
+    write_table(results, table, chash)
+    return table
+
+
+def _extra(out: Path) -> dict:
+    """What the method reported about this specialization (its job's done.json)."""
+    import json
+
+    p = out.parent / "done.json"
+    if p.exists():
+        try:
+            return json.loads(p.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return {}
+    return {}
+
+
+def macro_rows(rows: list[dict]) -> dict[tuple[str, str], dict]:
+    """(method, size) -> macro-averaged NLL/PPL over the domains present, and cost sums."""
+    out: dict[tuple[str, str], dict] = {}
+    groups: dict[tuple[str, str], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["method"], r["size"]), []).append(r)
+    for key, rs in groups.items():
+        nll = sum(r["nll"] for r in rs) / len(rs)
+        out[key] = {"nll": nll, "ppl": math.exp(nll), "domains": sorted(r["domain"] for r in rs)}
+    return out
+
+
+def _fmt_cost(c: dict) -> str:
+    return f"{c.get('flops', 0):.2e}"
+
+
+def write_table(results: Path, table: Path, chash: str) -> None:
+    rows = [r for r in atomic.read_jsonl(results) if r.get("config") == chash]
+    if not rows:
+        return
+    methods = _order(list(dict.fromkeys(r["method"] for r in rows)))
+    domains = sorted({r["domain"] for r in rows})
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    from .methods.sizes import parse_size
+
+    sizes.sort(key=lambda s: parse_size(s) or math.inf)
+    by = {(r["method"], r["domain"], r["size"]): r for r in rows}
+    macro = macro_rows(rows)
+    lines = ["# Specialized perplexity (domain test split, after fine-tuning)", ""]
+    for s in sizes:
+        lines += [f"## size {s}", ""]
+        head = ["method", *domains, "macro", "generic FLOPs", "spec. FLOPs / domain", "generic dev-h", "spec. dev-h / domain"]
+        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for m in methods:
+            cells = [m]
+            mrows = [by[(m, d, s)] for d in domains if (m, d, s) in by]
+            if not mrows:
+                continue
+            for d in domains:
+                r = by.get((m, d, s))
+                cells.append(f"{r['ppl']:.2f}" if r else "–")
+            mac = macro.get((m, s))
+            complete = mac and len(mac["domains"]) == len(domains)
+            cells.append(f"{mac['ppl']:.2f}" + ("" if complete else "*") if mac else "–")
+            gen = max(r["cost"]["generic"]["flops"] for r in mrows)
+            spec = sum(r["cost"]["specialization"]["flops"] for r in mrows) / len(mrows)
+            gen_h = max(r["cost"]["generic"]["device_hours"] for r in mrows)
+            spec_h = sum(r["cost"]["specialization"]["device_hours"] for r in mrows) / len(mrows)
+            cells += [f"{gen:.2e}", f"{spec:.2e}", f"{gen_h:.4f}", f"{spec_h:.4f}"]
+            lines.append("| " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += [
+        "Macro: exp(mean over domains of the per-token NLL); * = not every domain done yet.",
+        "Costs: generic = pretraining shared by every domain (paid once); spec. = per domain "
+        "(fine-tuning, plus per-domain pretraining for slm-is / slm-dsir, plus the teacher's fine-tuning "
+        "and forward passes for slm-d). Device-hours on this run's device.",
+        "",
+    ]
+    atomic.write_text(table, "\n".join(lines))
