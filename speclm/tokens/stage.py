@@ -103,11 +103,11 @@ def build_tokens(run: Run, force: bool = False) -> dict:
     sets = list_sets(corpus_dir)
     progress = sys.stderr.isatty()
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     sample = tokenizer_sample(read_texts(corpus_dir, "generic", "train"), cfg.tokenizer_train_mb, run.config.seed)
     sample_mb = sum(len(t.encode("utf-8")) for t in sample) / 1e6
     tok = train_bpe(sample, cfg.vocab_size, cfg.min_frequency, length=len(sample), progress=progress)
-    train_s = time.perf_counter() - t0
+    train_s, train_cpu_s = time.perf_counter() - t0, time.process_time() - c0
     del sample
     vocab_size = tok.get_vocab_size()
     dtype = token_dtype(vocab_size)
@@ -117,7 +117,7 @@ def build_tokens(run: Run, force: bool = False) -> dict:
     jobs = sorted(((s, sp) for s in sets for sp in SPLITS), key=lambda j: corpus_mb[j[0]][j[1]]["mb"])
     total_bytes = int(sum(corpus_mb[s][sp]["mb"] for s, sp in jobs) * 1e6)
     stats: dict[str, dict] = {s: {} for s in sets}
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     with atomic.atomic_dir(tokens_dir) as tmp, tqdm(
         total=total_bytes, unit="B", unit_scale=True, desc="encode", disable=None, file=sys.stderr
     ) as bar:
@@ -145,16 +145,17 @@ def build_tokens(run: Run, force: bool = False) -> dict:
                 "mb": round(nbytes / 1e6, 4),
                 "bytes_per_token": round(nbytes / max(1, n_tokens - len(docs)), 3),
             }
-        encode_s = time.perf_counter() - t1
+        encode_s, encode_cpu_s = time.perf_counter() - t1, time.process_time() - c1
         summary = {
             "vocab_size": vocab_size,
             "window": cfg.window,
             "dtype": dtype.name,
             "sets": {s: {sp: stats[s][sp] for sp in SPLITS} for s in sets},
-            "tokenizer": {"train_mb": round(sample_mb, 3), "train_s": round(train_s, 3)},
+            "tokenizer": {"train_mb": round(sample_mb, 3), "train_s": round(train_s, 3), "train_cpu_s": round(train_cpu_s, 3)},
             "encode": {
                 "mb": round(total_bytes / 1e6, 3),
                 "s": round(encode_s, 3),
+                "cpu_s": round(encode_cpu_s, 3),
                 "mb_per_s": round(total_bytes / 1e6 / max(encode_s, 1e-9), 3),
                 "tokens_per_s": round(sum(v["tokens"] for d in stats.values() for v in d.values()) / max(encode_s, 1e-9)),
                 "workers": cfg.workers,
@@ -188,7 +189,8 @@ def format_tokens_summary(summary: dict) -> str:
     tk, enc = summary["tokenizer"], summary["encode"]
     head = (
         f"tokens: byte-level BPE, vocab {summary['vocab_size']:,}, window {summary['window']}, {summary['dtype']}; "
-        f"tokenizer trained on {tk['train_mb']:.1f} MB in {tk['train_s']:.1f} s; "
-        f"encoded {enc['mb']:.1f} MB in {enc['s']:.1f} s ({enc['mb_per_s']:.1f} MB/s, {enc['tokens_per_s']:,} tokens/s)"
+        f"tokenizer trained on {tk['train_mb']:.1f} MB in {tk['train_s']:.1f} s (cpu {tk.get('train_cpu_s', 0):.1f} s); "
+        f"encoded {enc['mb']:.1f} MB in {enc['s']:.1f} s, cpu {enc.get('cpu_s', 0):.1f} s "
+        f"({enc['mb_per_s']:.1f} MB/s, {enc['tokens_per_s']:,} tokens/s)"
     )
     return head + "\n" + text_table(["set", "split", "docs", "tokens", "windows", "MB", "bytes/token"], rows)
