@@ -106,3 +106,16 @@ def test_fingerprint_depends_on_config_and_inputs():
     assert a == manifest.fingerprint("s", {"x": 1}, {"up": "h"})
     assert a != manifest.fingerprint("s", {"x": 2}, {"up": "h"})
     assert a != manifest.fingerprint("s", {"x": 1}, {"up": "g"})
+
+
+def test_import_records_absolute_paths(tmp_path, spec, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    rel = ImportSpec(generic="generic.jsonl", domains={"dom": "dom.jsonl"})
+    run = _run(tmp_path)
+    import_corpus(run, rel)
+    saved = manifest.read(run.corpus_dir)["config"]["import"]
+    assert saved["generic"] == str(tmp_path.resolve() / "generic.jsonl")
+    monkeypatch.chdir(tmp_path / "run")
+    before = _mtimes(run.corpus_dir)
+    build_corpus(_run(tmp_path))  # from another folder: still fresh, nothing rewritten
+    assert _mtimes(run.corpus_dir) == before

@@ -33,6 +33,15 @@ class ImportSpec:
     text_field: str = "text"
     hf_split: str | None = None
 
+    def resolved(self) -> "ImportSpec":
+        """The same spec with every existing path made absolute (a later run may start elsewhere)."""
+
+        def fix(p: str) -> str:
+            path = Path(p).expanduser()
+            return str(path.resolve()) if path.exists() else p
+
+        return dataclasses.replace(self, generic=fix(self.generic), domains={k: fix(v) for k, v in self.domains.items()})
+
     def paths(self) -> dict[str, str]:
         return {GENERIC: self.generic, **{f"domain:{k}": v for k, v in self.domains.items()}}
 
@@ -98,6 +107,7 @@ def import_corpus(run: Run, spec: ImportSpec, force: bool = False) -> dict:
         raise SpeclmError("give at least one domain: --domain NAME=PATH")
     for name in spec.domains:
         check_domain_name(name)
+    spec = spec.resolved()
     cfg = _stage_config(run, spec)
     inputs = _input_hashes(spec)
     if not force and manifest.is_fresh(run.corpus_dir, STAGE, cfg, inputs):
