@@ -141,7 +141,8 @@ def _rows(ds, text_field: str, where: str, prefix: str, source: str, max_doc_mb:
         raise SpeclmError(
             f"{where}: no column {text_field!r} (columns: {', '.join(ds.column_names)}); name the text column with --text-field"
         )
-    for i, text in enumerate(ds[text_field] if len(ds) < 100_000 else (r[text_field] for r in ds)):
+    column = (t for batch in ds.select_columns([text_field]).iter(batch_size=1000) for t in batch[text_field])
+    for i, text in enumerate(column):
         if text is None:
             continue
         doc = _doc(f"{prefix}{i}", text, source, f"{where} row {i}", text_field, max_doc_mb)
