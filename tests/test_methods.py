@@ -1,0 +1,295 @@
+"""Every method pretrains and specializes on the tiny preset (real training, a few steps),
+and its output is a plain transformer checkpoint with per-stage costs."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from speclm.errors import SpeclmError
+
+# A few steps of everything: each method's test runs in seconds.
+FAST = [
+    "train.max_steps=4",
+    "train.warmup_steps=1",
+    "train.eval_every=2",
+    "train.eval_batches=2",
+    "train.checkpoint_every=2",
+    "train.log_every=2",
+    "methods.sizes=['2k', '8k', 'all']",
+    "methods.finetune_max_steps=[3, 4, 5]",
+    "methods.finetune_eval_every=2",
+    "methods.is_k=2",
+    "methods.mix_k=2",
+    "methods.lora_rank=4",
+    "methods.dsir_buckets=2000",
+]
+
+
+def _has_clusters_stage() -> bool:
+    try:
+        import speclm.clusters.stage  # noqa: F401
+        import speclm.clusters.store  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The tiny preset's corpus, tokens and clusters (k=2), built once for this module."""
+    from speclm.pipeline import run_pipeline
+    from speclm.rundir import open_run
+
+    torch.set_num_threads(1)
+    path = tmp_path_factory.mktemp("methods") / "run"
+    run = open_run(path, "tiny", FAST)
+    run_pipeline(run)
+    if _has_clusters_stage() and not (run.clusters_dir / "manifest.json").exists():
+        from speclm.clusters.stage import build_clusters
+
+        build_clusters(run)
+    return run
+
+
+@pytest.fixture
+def ctx(tiny_run):
+    from speclm.methods.base import Context
+
+    return Context(run=tiny_run, log=lambda s: None)
+
+
+def _domain(ctx) -> str:
+    from speclm.methods import common
+
+    return common.domains(ctx)[0]
+
+
+def _shape(ckpt: Path) -> dict:
+    return json.loads((Path(ckpt) / "model.json").read_text())["shape"]
+
+
+def _weights(ckpt: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(Path(ckpt) / "model.safetensors"))
+
+
+def _cost(ckpt: Path) -> dict:
+    from speclm.train.cost import read_cost
+
+    return read_cost(ckpt)
+
+
+def _assert_plain(ckpt: Path, ctx, which: str = "small") -> None:
+    from speclm.methods import common
+    from speclm.train.checkpoint import load_transformer
+
+    assert _shape(ckpt) == common.shape(ctx, which).to_dict()
+    model = load_transformer(ckpt)  # a plain transformer loads strictly
+    x = torch.randint(0, model.shape.vocab_size, (1, 8))
+    assert torch.isfinite(model(x)[0]).all()
+
+
+def test_slm_pretrains_once_and_specializes(ctx):
+    from speclm.methods.base import get
+
+    m, d = get("slm"), _domain(ctx)
+    pre = m.pretrain(ctx)
+    out = m.specialize(ctx, d, "2k")
+    _assert_plain(out, ctx)
+    before, after = _weights(pre), _weights(out)
+    assert any(not torch.equal(before[k], after[k]) for k in before)  # fine-tuning changed the model
+    cost = _cost(out)
+    assert cost["pretrain"]["tokens"] > 0 and cost["specialize"]["tokens"] > 0
+    assert cost["specialize"]["steps"] <= 3  # the 2k cap
+    done = json.loads((out.parent / "done.json").read_text())
+    assert done["plan"]["lr"] == pytest.approx(ctx.config.train.lr / 3)  # smallest size: lr / 3
+    # a second call reuses both jobs: same result, nothing retrained
+    mtime = (out / "model.safetensors").stat().st_mtime_ns
+    assert m.specialize(ctx, d, "2k") == out
+    assert (out / "model.safetensors").stat().st_mtime_ns == mtime
+
+
+def test_larger_size_uses_base_rate_and_larger_cap(ctx):
+    from speclm.methods.base import get
+
+    out = get("slm").specialize(ctx, _domain(ctx), "8k")
+    done = json.loads((out.parent / "done.json").read_text())
+    assert done["plan"]["lr"] == pytest.approx(ctx.config.train.lr)
+    assert done["plan"]["max_steps"] == 4 and done["plan"]["train_tokens"] <= 8000
+
+
+def test_slm_nopt_has_no_pretraining_cost(ctx):
+    from speclm.methods.base import get
+
+    out = get("slm-nopt").specialize(ctx, _domain(ctx), "2k")
+    _assert_plain(out, ctx)
+    cost = _cost(out)
+    assert "pretrain" not in cost and cost["specialize"]["tokens"] > 0
+
+
+def test_llm_and_lora_are_large_and_lora_merges(ctx):
+    from speclm.methods.base import get
+
+    d = _domain(ctx)
+    pre = get("llm").pretrain(ctx)
+    full = get("llm").specialize(ctx, d, "2k")
+    lora = get("llm-lora").specialize(ctx, d, "2k")
+    _assert_plain(full, ctx, "large")
+    _assert_plain(lora, ctx, "large")  # merged: no adapter tensors left
+    base, merged = _weights(pre), _weights(lora)
+    assert set(base) == set(merged)
+    assert torch.equal(base["embed.weight"], merged["embed.weight"])  # LoRA leaves embeddings alone
+    assert not torch.equal(base["blocks.0.attn.qkv.weight"], merged["blocks.0.attn.qkv.weight"])
+    assert get("llm-lora").pretrain(ctx) == pre  # reuses the LLM's pretraining
+
+
+def test_distillation_loss_mixes_targets_and_teacher():
+    from speclm.methods.slm_d import distillation_loss
+    from speclm.model.transformer import Transformer, named_shape
+
+    torch.manual_seed(0)
+    student = Transformer(named_shape("tiny", 50, max_seq_len=8))
+    teacher = Transformer(named_shape("tiny", 50, max_seq_len=8))
+    x, y = torch.randint(0, 50, (2, 8)), torch.randint(0, 50, (2, 8))
+    ce = student(x, y)[1]
+    assert torch.allclose(distillation_loss(teacher, 0.0, 1.0)(student, (x, y)), ce)
+    assert distillation_loss(student, 1.0, 2.0)(student, (x, y)).abs() < 1e-5  # KL to itself
+    assert distillation_loss(teacher, 1.0, 1.0)(student, (x, y)) > 0
+
+
+def test_slm_d_counts_teacher_and_student(ctx):
+    from speclm.methods.base import get
+
+    d = _domain(ctx)
+    out = get("slm-d").specialize(ctx, d, "2k")
+    _assert_plain(out, ctx)
+    cost = _cost(out)
+    slm_pre = _cost(get("slm").pretrain(ctx))["pretrain"]
+    teacher = _cost(get("llm").specialize(ctx, d, "2k"))
+    assert cost["pretrain"]["flops"] == pytest.approx(slm_pre["flops"] + teacher["pretrain"]["flops"])
+    # specialization: the teacher's fine-tune + the student's steps (with teacher forwards)
+    assert cost["specialize"]["flops"] > teacher["specialize"]["flops"]
+
+
+def test_slm_dsir_resamples_per_domain(ctx):
+    from speclm.methods import common
+    from speclm.methods.base import get
+
+    d = _domain(ctx)
+    out = get("slm-dsir").specialize(ctx, d, "2k")
+    _assert_plain(out, ctx)
+    report = common.job_summary(ctx.pretrain_dir("slm-dsir", d))["dsir"]
+    t = ctx.config.train
+    assert report["draws"] == t.max_steps * t.batch_size
+    assert 0 < report["kish_ess"] <= report["generic_windows"]
+    assert json.loads((out.parent / "done.json").read_text())["pretraining"]["dsir"]["draws"] == report["draws"]
+
+
+needs_clusters = pytest.mark.skipif(not _has_clusters_stage(), reason="the clusters stage has not landed yet")
+
+
+@needs_clusters
+def test_slm_is_follows_the_domain_histogram(ctx):
+    from speclm.methods import common
+    from speclm.methods.base import get
+
+    d = _domain(ctx)
+    out = get("slm-is").specialize(ctx, d, "2k")
+    _assert_plain(out, ctx)
+    rep = common.job_summary(ctx.pretrain_dir("slm-is", d))["importance"]
+    hist = np.asarray(common.clusters(ctx).histogram(2, d, "train"))
+    assert np.allclose(rep["domain_histogram"], hist)
+    assert rep["repeat_factor"] >= 1 and 0 < rep["kish_ess_fraction"] <= 1
+    assert "pretrain" not in _cost(out) or get("slm-is").shared_pretraining is False
+
+
+@needs_clusters
+@pytest.mark.parametrize("rule", ["most_frequent", "best_pretrained", "finetune_all"])
+def test_slm_mix_rules(ctx, rule, tiny_run):
+    import dataclasses
+
+    from speclm.methods import common
+    from speclm.methods.base import Context, get
+
+    cfg = dataclasses.replace(tiny_run.config, methods=dataclasses.replace(tiny_run.config.methods, expert_rule=rule))
+    c = Context(run=dataclasses.replace(tiny_run, config=cfg), log=lambda s: None)
+    m, d = get("slm-mix"), _domain(c)
+    mix = m.pretrain(c)
+    info = common.job_summary(mix)
+    expert_cost = [_cost(mix / f"expert-{i:03d}")["pretrain"]["flops"] for i in info["experts"]]
+    out = m.specialize(c, d, "2k")
+    _assert_plain(out, c)
+    cost = _cost(out)
+    assert cost["pretrain"]["flops"] == pytest.approx(sum(expert_cost))  # every expert counts
+    chosen = json.loads((out.parent / "done.json").read_text())["expert"]
+    assert chosen["rule"] == rule
+    if rule == "most_frequent":
+        hist = np.asarray(common.clusters(c).histogram(2, d, "train"))
+        assert chosen["expert"] == int(np.argmax(hist))
+    if rule == "finetune_all":
+        assert chosen["finetunes"] == len(info["experts"])
+        one = _cost(out.parent / "experts" / f"e{chosen['expert']:03d}")["specialize"]["flops"]
+        assert cost["specialize"]["flops"] == pytest.approx(one * len(info["experts"]), rel=0.5)
+
+
+# -- bad input ------------------------------------------------------------------------------
+
+
+def test_unknown_method_lists_known():
+    from speclm.methods.base import get
+
+    with pytest.raises(SpeclmError, match="slm-is.*|known: .*slm"):
+        get("slm-magic")
+
+
+def test_bad_domain_size_and_rule(ctx):
+    from speclm.methods import common
+    from speclm.methods.base import get
+
+    with pytest.raises(SpeclmError, match="unknown domain 'nope'"):
+        common.check_domain(ctx, get("slm"), "nope")
+    with pytest.raises(SpeclmError, match="larger than"):
+        common.check_size(ctx, _domain(ctx), "5M")
+    with pytest.raises(SpeclmError, match="bad size"):
+        common.check_size(ctx, _domain(ctx), "lots")
+    import dataclasses
+
+    from speclm.methods.base import Context
+
+    cfg = dataclasses.replace(ctx.config, methods=dataclasses.replace(ctx.config.methods, expert_rule="coin_flip"))
+    with pytest.raises(SpeclmError, match="unknown expert rule 'coin_flip'.*most_frequent"):
+        get("slm-mix").check(Context(run=dataclasses.replace(ctx.run, config=cfg)))
+
+
+def test_cli_errors_are_one_line(tiny_run, cli):
+    d = "legal"
+    code, _, err = cli("specialize", "slm-zzz", "--domain", d, "--size", "2k", "--run", tiny_run.path)
+    assert code == 2 and "unknown method 'slm-zzz'" in err and "slm-nopt" in err
+    code, _, err = cli("specialize", "slm", "--domain", d, "--size", "9M", "--run", tiny_run.path)
+    assert code == 2 and "larger than the legal train split" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("specialize", "slm-mix", "--domain", d, "--size", "2k", "--run", tiny_run.path,
+                       "--set", "methods.expert_rule=oracle")
+    assert code == 2 and "unknown expert rule 'oracle'" in err
+    code, _, err = cli("specialize", "slm-is", "--domain", d, "--size", "2k", "--run", tiny_run.path,
+                       "--set", "methods.is_k=7")
+    assert code == 2 and "k=7" in err
+    code, out, _ = cli("methods")
+    assert code == 0 and "slm-is" in out and "llm-lora" in out
+
+
+def test_domain_not_clustered_is_refused(tmp_path, cli):
+    """A run with tokens but no clusters: cluster-based methods say what to run."""
+    from speclm.pipeline import run_pipeline
+    from speclm.rundir import open_run
+
+    run = open_run(tmp_path / "r", "tiny", FAST)
+    run_pipeline(run)
+    code, _, err = cli("pretrain", "slm-is", "--domain", "legal", "--run", run.path)
+    assert code == 2 and "speclm clusters" in err
