@@ -110,6 +110,7 @@ def run_grid(
 
     chash = config_hash(run)
     results = run.path / "eval" / f"{name}.jsonl"
+    _repair(results)
     table = run.path / "eval" / f"{name}.md"
     done = {(r["method"], r["domain"], r["size"]) for r in atomic.read_jsonl(results) if r.get("config") == chash}
     todo = [(m, d, s) for m in methods for d in domains for s in sizes if (m, d, s) not in done]
@@ -139,6 +140,17 @@ def run_grid(
         write_table(results, table, chash)
     write_table(results, table, chash)
     return table
+
+
+def _repair(results: Path) -> None:
+    """Drop a torn last line (a grid killed while appending), so new rows start clean."""
+    if results.exists():
+        data = results.read_bytes()
+        if data and not data.endswith(b"\n"):
+            import json
+
+            rows = atomic.read_jsonl(results)
+            atomic.write_text(results, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
 
 
 def _extra(out: Path) -> dict:

@@ -1,0 +1,85 @@
+"""The experiment grid: rows per (method, domain, size), resumable, a table with costs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from speclm import atomic
+from speclm.errors import SpeclmError
+
+FAST = [
+    "train.max_steps=3",
+    "train.warmup_steps=1",
+    "train.eval_every=3",
+    "train.eval_batches=1",
+    "train.checkpoint_every=3",
+    "methods.sizes=['2k', 'all']",
+    "methods.finetune_max_steps=[2, 3]",
+    "methods.finetune_eval_every=2",
+]
+
+
+@pytest.fixture(scope="module")
+def grid_run(tmp_path_factory):
+    from speclm.pipeline import run_pipeline
+    from speclm.rundir import open_run
+
+    torch.set_num_threads(1)
+    run = open_run(tmp_path_factory.mktemp("grid") / "run", "tiny", FAST)
+    run_pipeline(run)
+    return run
+
+
+def test_grid_rows_table_and_resume(grid_run):
+    from speclm.experiment import run_grid
+
+    domains = ["kjv", "legal"]
+    table = run_grid(grid_run, methods=["slm-nopt", "slm"], domains=domains, sizes=["2k"], log=lambda s: None)
+    rows = atomic.read_jsonl(grid_run.path / "eval" / "results.jsonl")
+    assert [(r["method"], r["domain"]) for r in rows] == [("slm", "kjv"), ("slm", "legal"), ("slm-nopt", "kjv"), ("slm-nopt", "legal")]
+    for r in rows:
+        assert r["size"] == "2k" and math.isclose(r["ppl"], math.exp(r["nll"]))
+        assert r["cost"]["specialization"]["flops"] > 0 and r["eval_tokens"] > 0
+    slm = [r for r in rows if r["method"] == "slm"]
+    nopt = [r for r in rows if r["method"] == "slm-nopt"]
+    assert all(r["cost"]["generic"]["flops"] > 0 for r in slm)  # shared pretraining
+    assert all(r["cost"]["generic"]["flops"] == 0 for r in nopt)
+    assert slm[0]["cost"]["generic"] == slm[1]["cost"]["generic"]  # paid once, the same for both domains
+
+    text = table.read_text()
+    macro = math.exp(sum(r["nll"] for r in slm) / 2)
+    assert f"{macro:.2f}" in text and "| slm-nopt |" in text
+
+    # resume: nothing to redo; a lost row is recomputed alone (its jobs are finished, so it is cheap)
+    run_grid(grid_run, methods=["slm", "slm-nopt"], domains=domains, sizes=["2k"], log=lambda s: None)
+    assert len(atomic.read_jsonl(grid_run.path / "eval" / "results.jsonl")) == 4
+    path = grid_run.path / "eval" / "results.jsonl"
+    lines = path.read_text().splitlines()
+    path.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:20])  # a torn last line, as after a kill
+    run_grid(grid_run, methods=["slm", "slm-nopt"], domains=domains, sizes=["2k"], log=lambda s: None)
+    again = atomic.read_jsonl(path)
+    assert len(again) == 4 and again[-1]["nll"] == pytest.approx(rows[-1]["nll"])
+
+
+def test_grid_refuses_bad_names_before_work(grid_run):
+    from speclm.experiment import run_grid
+
+    with pytest.raises(SpeclmError, match="unknown method"):
+        run_grid(grid_run, methods=["slm", "nope"], log=lambda s: None)
+    with pytest.raises(SpeclmError, match="unknown domain"):
+        run_grid(grid_run, methods=["slm"], domains=["atlantis"], log=lambda s: None)
+    with pytest.raises(SpeclmError, match="larger than"):
+        run_grid(grid_run, methods=["slm"], domains=["kjv"], sizes=["50M"], log=lambda s: None)
+
+
+def test_grid_cli(grid_run, cli):
+    code, out, err = cli("grid", "--run", grid_run.path, "--methods", "slm", "--domains", "kjv", "--sizes", "2k",
+                         "--name", "cli")
+    assert code == 0, err
+    rows = [json.loads(x) for x in (grid_run.path / "eval" / "cli.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["method"] == "slm"
+    assert (grid_run.path / "eval" / "cli.md").exists()
