@@ -40,7 +40,7 @@ from torch import nn
 from torch.func import functional_call
 
 from ..errors import SpeclmError
-from .transformer import ModelShape, Transformer, default_mlp, param_breakdown
+from .transformer import ModelShape, Transformer, default_mlp, flops_per_token, param_breakdown
 
 INITS = ("random", "mixture")
 
@@ -57,8 +57,11 @@ class Route:
     """Which expert vector each example of a micro-batch uses, grouped.
 
     ``vectors[j]`` is the j-th group's expert vector (length m), ``counts[j]`` how many
-    examples it has; the groups are contiguous in ``order`` (a permutation of the batch)
-    and ``inverse`` undoes it. With one group nothing is permuted.
+    examples it has. The projected MLPs see the batch with its groups contiguous, in this
+    order: :class:`ProjectedNetwork` permutes the batch by ``order`` once at the input and
+    the logits back by ``inverse`` at the output (examples only meet in the MLP routing,
+    so this is the same computation), instead of a gather and scatter in every layer.
+    With one group nothing is permuted.
     """
 
     vectors: torch.Tensor  # [g, m]
@@ -159,14 +162,17 @@ class ProjectedMLP(nn.Module):
     def forward(self, x: torch.Tensor, route: Optional[Route] = None, **_: object) -> torch.Tensor:
         if route is None:
             raise SpeclmError("projected network: no expert given (call the ProjectedNetwork with expert=... or vector=...)")
+        if x.shape[0] != sum(route.counts):
+            raise SpeclmError(f"projected network: a route for {sum(route.counts)} examples got a batch of {x.shape[0]}")
         W = self.weights(route.vectors)
-        if route.order is None:
+        if len(route.counts) == 1:
             return self.plain_forward(x, {n: w[0] for n, w in W.items()})
-        xs = x.index_select(0, route.order).split(route.counts, dim=0)
-        # unbind, not w[j]: indexing's backward would allocate a zero [g, ...] tensor per group
+        # the batch arrives grouped (see Route); unbind, not w[j]: indexing's backward would
+        # allocate a zero [g, ...] tensor per group
         per_group = {n: w.unbind(0) for n, w in W.items()}
+        xs = x.split(route.counts, dim=0)
         outs = [self.plain_forward(xg, {n: ws[j] for n, ws in per_group.items()}) for j, xg in enumerate(xs)]
-        return torch.cat(outs, dim=0).index_select(0, route.inverse)
+        return torch.cat(outs, dim=0)
 
 
 class ProjectedNetwork(nn.Module):
@@ -253,7 +259,14 @@ class ProjectedNetwork(nn.Module):
         expert: Optional[torch.Tensor] = None,
         vector: Optional[torch.Tensor] = None,
     ):
-        return self.transformer(idx, targets, route=self.route(idx.shape[0], expert, vector))
+        route = self.route(idx.shape[0], expert, vector)
+        if route.order is None:
+            return self.transformer(idx, targets, route=route)
+        # group the batch by expert once; the mean loss does not depend on the row order
+        idx = idx.index_select(0, route.order)
+        targets = None if targets is None else targets.index_select(0, route.order)
+        logits, loss = self.transformer(idx, targets, route=route)
+        return logits.index_select(0, route.inverse), loss
 
     # -- materialization -----------------------------------------------------------------
 
@@ -282,6 +295,15 @@ class ProjectedNetwork(nn.Module):
 
     def param_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+    def flops_per_token(self, seq_len: Optional[int] = None, tokens_per_expert: Optional[int] = None) -> float:
+        """Training FLOPs per token: the plain model's (each token runs one SLM-sized
+        expert), plus the weight materialization amortized over ``tokens_per_expert``
+        tokens (forward ``alpha @ T`` and its two backward products: 6 h x MLP weights
+        per expert present in a micro-batch). Default: one window per expert."""
+        T = self.shape.max_seq_len if seq_len is None else seq_len
+        per_expert = tokens_per_expert or T
+        return flops_per_token(self.shape, T) + 6.0 * self.h * param_breakdown(self.shape)["mlp"] / per_expert
 
     def param_counts(self) -> dict[str, int]:
         return pn_param_counts(self.shape, self.k, self.h, self.m)
