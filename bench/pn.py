@@ -1,0 +1,105 @@
+"""Step cost of the projected network (SLM-pn) against the plain SLM, same shape, same tokens.
+
+The paper's PN costs 1.64x the SLM per token (3.6 vs 2.2 A100-hours per 1B tokens,
+PAPER.md Table 2); our target is at most 1.3x. One training step = forward + backward +
+AdamW step (the training loop's optimizer), on the same batch of windows. Configurations,
+timed in turn inside every repeat (so machine load hits them alike); medians over repeats:
+
+  slm          the plain small transformer (the peer)
+  pn/1 expert  every window of the micro-batch in one cluster (methods.pn_batching=cluster)
+  pn/mixed     windows drawn uniformly over k clusters (methods.pn_batching=mixed): with
+               batch 16 and k 16, about 10 experts per micro-batch
+
+Prints the medians, the ratios to the SLM and the parameter counts, including the paper's
+shape (k=32, h=23: ~1,422M, PAPER.md Table 7). Usage:
+
+    .venv/bin/python bench/pn.py [--shape cpu-small --seq 128 --batch 16 --k 16 --h 12 --m 16 --repeats 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from speclm.model.projected import ProjectedNetwork, pn_param_counts
+from speclm.model.transformer import Transformer, named_shape
+from speclm.train.config import TrainConfig
+from speclm.train.loop import make_optimizer
+
+
+def step_time(model, opt, x, y, **kw) -> float:
+    t0 = time.perf_counter()
+    _, loss = model(x, y, **kw)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+    opt.step()
+    opt.zero_grad(set_to_none=True)
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--shape", default="cpu-small", help="named model shape (transformer.py)")
+    ap.add_argument("--mlp", default="swiglu", choices=["swiglu", "plain"])
+    ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--seq", type=int, default=128)
+    ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--k", type=int, default=16)
+    ap.add_argument("--h", type=int, default=12, help="capacity (paper ~0.72 k)")
+    ap.add_argument("--m", type=int, default=16)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+
+    shape = named_shape(args.shape, args.vocab, max_seq_len=args.seq, mlp=args.mlp)
+    cfg = TrainConfig(lr=1e-3)
+    dev = torch.device("cpu")
+    slm = Transformer(shape)
+    pn = ProjectedNetwork(shape, args.k, args.h, args.m)
+    opt_slm = make_optimizer(list(slm.parameters()), cfg, dev)
+    opt_pn = make_optimizer(list(pn.parameters()), cfg, dev)
+
+    g = torch.Generator().manual_seed(args.seed)
+    data = torch.randint(0, args.vocab, (args.batch, args.seq + 1), generator=g)
+    x, y = data[:, :-1], data[:, 1:]
+    one = torch.full((args.batch,), 3 % args.k)
+    mixed = torch.randint(0, args.k, (args.batch,), generator=g)
+    groups = int(mixed.unique().numel())
+
+    runs = {
+        "slm": lambda: step_time(slm, opt_slm, x, y),
+        "pn/1 expert": lambda: step_time(pn, opt_pn, x, y, expert=one),
+        f"pn/mixed ({groups} experts)": lambda: step_time(pn, opt_pn, x, y, expert=mixed),
+    }
+    for fn in runs.values():  # warm-up (allocator, optimizer state)
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeats):
+        for name, fn in runs.items():
+            times[name].append(fn())
+
+    tokens = args.batch * args.seq
+    print(f"shape {args.shape} ({args.mlp} MLP), seq {args.seq}, batch {args.batch} = {tokens} tokens/step; "
+          f"PN k={args.k} h={args.h} m={args.m}; {torch.get_num_threads()} threads; {args.repeats} repeats")
+    c = pn.param_counts()
+    print(f"parameters: SLM {slm.param_count() / 1e6:.2f}M, PN {c['total'] / 1e6:.2f}M "
+          f"(bases {c['bases'] / 1e6:.2f}M, mixing {c['mixing']}), {c['total'] / slm.param_count():.2f}x")
+    base = statistics.median(times["slm"])
+    print(f"{'config':28s} {'median s/step':>14s} {'tokens/s':>10s} {'ratio to slm':>13s}")
+    for name, ts in times.items():
+        med = statistics.median(ts)
+        print(f"{name:28s} {med:14.3f} {tokens / med:10.0f} {med / base:13.2f}x")
+    paper = pn_param_counts(named_shape("paper-slm", 32768), 32, 23, 32)
+    print(f"paper shape (k=32, h=23, m=32): {paper['total'] / 1e6:,.0f}M total, {paper['inference'] / 1e6:.0f}M per "
+          f"expert (PAPER.md Table 7: 1,422M / 126M); paper's PN/SLM step cost: 3.6/2.2 = 1.64x")
+
+
+if __name__ == "__main__":
+    main()
