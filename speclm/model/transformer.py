@@ -136,18 +136,24 @@ class RMSNorm(nn.Module):
 
 
 def rotary_tables(head_dim: int, max_seq_len: int, theta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin tables [max_seq_len, head_dim] (Llama's half-split convention, fp32)."""
+    """cos and signed sin tables [max_seq_len, head_dim] (Llama's half-split convention, fp32).
+
+    The sin table carries the sign of the rotation (``-sin`` on the first half), so
+    :func:`apply_rotary` needs no negation: ``x * cos + swap_halves(x) * sin``.
+    """
     inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim))
     freqs = torch.outer(torch.arange(max_seq_len, dtype=torch.float32), inv_freq)
     emb = torch.cat((freqs, freqs), dim=-1)
-    return emb.cos(), emb.sin()
+    sin = emb.sin()
+    sin[:, : head_dim // 2] *= -1
+    return emb.cos(), sin
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """x: [B, H, T, hd]; cos/sin: [T, hd]."""
-    half = x.shape[-1] // 2
-    rotated = torch.cat((-x[..., half:], x[..., :half]), dim=-1)
-    return x * cos + rotated * sin
+    """x: [..., T, hd]; cos/sin: [T, hd] from :func:`rotary_tables`. Equals Llama's
+    ``x * cos + rotate_half(x) * sin`` with three ops (mul, flip, addcmul)."""
+    swapped = x.unflatten(-1, (2, -1)).flip(-2).flatten(-2)
+    return torch.addcmul(x * cos, swapped, sin)
 
 
 class Attention(nn.Module):
@@ -159,10 +165,9 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        cos, sin = cos.to(q.dtype), sin.to(q.dtype)
-        q, k = apply_rotary(q, cos, sin), apply_rotary(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        qkv = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # [3, B, H, T, hd]
+        qk = apply_rotary(qkv[:2], cos.to(qkv.dtype), sin.to(qkv.dtype))  # q and k rotated in one go
+        y = F.scaled_dot_product_attention(qk[0], qk[1], qkv[2], is_causal=True)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 

@@ -1,0 +1,153 @@
+"""Training throughput: speclm's transformer against transformers.LlamaForCausalLM.
+
+Both models are built from the identical config (``speclm.export.llama_config``), get the
+same batches, the same loss code (fp32 cross-entropy), the same AdamW and the same dtype,
+on the same machine in the same run; measurements alternate between the two so machine
+load hits both alike. Prints tokens/s for each, and the ratio ours / theirs.
+
+On a GPU it also runs the paper's SLM shape (7 layers, d=1024, 32k vocabulary, 1024-token
+windows) in bf16 and reports tokens/s and MFU (model FLOPs utilization, PaLM's count).
+
+    python bench/train.py                      # CPU: cpu-small and cpu-large, fp32 and bf16
+    python bench/train.py --shapes cpu-small --dtypes fp32 --repeats 3
+    python bench/train.py --compile            # also torch.compile (slow to compile on CPU)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from contextlib import nullcontext
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+
+from speclm.export import llama_config  # noqa: E402
+from speclm.model.transformer import Transformer, named_shape  # noqa: E402
+from speclm.train.loop import PEAK_BF16  # noqa: E402
+
+
+def build_peer(model: Transformer):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    cfg = llama_config(model, eos_id=0)
+    for k in ("architectures", "model_type", "torch_dtype"):
+        cfg.pop(k)
+    peer = LlamaForCausalLM(LlamaConfig(**cfg, attn_implementation="sdpa"))
+    return peer
+
+
+def ours_loss(model, x, y):
+    logits, _ = model(x)
+    return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def peer_loss(model, x, y):
+    logits = model(input_ids=x, use_cache=False).logits
+    return F.cross_entropy(logits.float().view(-1, logits.shape[-1]), y.reshape(-1))
+
+
+class Runner:
+    def __init__(self, name, model, loss_fn, device, dtype, compile_):
+        self.name, self.device, self.dtype = name, device, dtype
+        self.model = model.to(device).train()
+        self.fwd = torch.compile(self.model) if compile_ else self.model
+        self.loss_fn = loss_fn
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=device.type == "cuda")
+        self.times: list[float] = []
+
+    def step(self, x, y):
+        ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.dtype == "bf16" else nullcontext()
+        with ctx:
+            loss = self.loss_fn(self.fwd, x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        return loss
+
+    def timed(self, x, y, steps):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        t = time.perf_counter()
+        for _ in range(steps):
+            self.step(x, y)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        self.times.append((time.perf_counter() - t) / steps)
+
+
+def bench_pair(shape_name, vocab, seq, batch, device, dtype, compile_, repeats, steps, warmup, peer=True):
+    torch.manual_seed(0)
+    ours = Transformer(named_shape(shape_name, vocab, max_seq_len=seq))
+    runners = [Runner("speclm", ours, ours_loss, device, dtype, compile_)]
+    if peer:
+        runners.append(Runner("LlamaForCausalLM", build_peer(ours), peer_loss, device, dtype, compile_))
+    g = torch.Generator().manual_seed(0)
+    data = torch.randint(0, vocab, (batch, seq + 1), generator=g).to(device)
+    x, y = data[:, :-1], data[:, 1:]
+    for r in runners:
+        for _ in range(warmup):
+            r.step(x, y)
+    for _ in range(repeats):  # alternate, so machine load hits both alike
+        for r in runners:
+            r.timed(x, y, steps)
+    tok = batch * seq
+    out = {r.name: tok / statistics.median(r.times) for r in runners}
+    out["flops_per_token"] = ours.flops_per_token(seq)
+    out["params"] = ours.param_count()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--shapes", default="cpu-small,cpu-large")
+    ap.add_argument("--dtypes", default="fp32,bf16")
+    ap.add_argument("--vocab", type=int, default=8192)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=2, help="training steps per timed repeat")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    ap.add_argument("--compile", action="store_true", help="also measure torch.compile for both models")
+    ap.add_argument("--no-gpu", action="store_true", help="skip the GPU section even if CUDA exists")
+    ap.add_argument("--gpu-batch", type=int, default=16)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cpu = torch.device("cpu")
+    print(f"# CPU: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
+          f"batch {args.batch} x seq {args.seq}, vocab {args.vocab}; median of {args.repeats} repeats x "
+          f"{args.steps} steps (fwd+bwd+clip+AdamW)")
+    print(f"{'shape':<10} {'mode':<12} {'speclm tok/s':>13} {'Llama tok/s':>12} {'ratio':>6}")
+    modes = [(d, False) for d in args.dtypes.split(",")] + ([(d, True) for d in args.dtypes.split(",")] if args.compile else [])
+    for shape in args.shapes.split(","):
+        for dtype, comp in modes:
+            r = bench_pair(shape, args.vocab, args.seq, args.batch, cpu, dtype, comp, args.repeats, args.steps, args.warmup)
+            ratio = r["speclm"] / r["LlamaForCausalLM"]
+            mode = dtype + ("+compile" if comp else "")
+            print(f"{shape:<10} {mode:<12} {r['speclm']:>13,.0f} {r['LlamaForCausalLM']:>12,.0f} {ratio:>5.2f}x", flush=True)
+
+    if torch.cuda.is_available() and not args.no_gpu:
+        dev = torch.device("cuda")
+        name = torch.cuda.get_device_name(dev)
+        peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
+        print(f"\n# GPU: {name}; paper-slm (7 layers, d=1024, vocab 32768), seq 1024, batch {args.gpu_batch}, bf16")
+        for comp in (False, True):
+            r = bench_pair("paper-slm", 32768, 1024, args.gpu_batch, dev, "bf16", comp, args.repeats, 5, 3)
+            line = f"paper-slm bf16{'+compile' if comp else '':<8} speclm {r['speclm']:,.0f} tok/s, " \
+                   f"Llama {r['LlamaForCausalLM']:,.0f} tok/s, ratio {r['speclm'] / r['LlamaForCausalLM']:.2f}x"
+            if peak:
+                line += f", MFU speclm {r['speclm'] * r['flops_per_token'] / peak:.1%} " \
+                        f"Llama {r['LlamaForCausalLM'] * r['flops_per_token'] / peak:.1%}"
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
