@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from tqdm import tqdm
+
 from speclm.corpus.doc import Doc
 from speclm.corpus.sources import bible, dictd, licenses, markup, pycode, shakespeare
 from speclm.corpus.sources.fetch import (SourceUnavailable, debian_latest, debian_package,
@@ -49,10 +51,11 @@ def _rel_id(source: str, path: Path, root: Path, strip: str = "") -> str:
     return f"{source}:{rel[: -len(strip)] if strip and rel.endswith(strip) else rel}"
 
 
-def _render_all(paths: list[Path], render: Callable[[Path], str]) -> list[str]:
-    """Render files with an external program, two at a time (the machine has 2 cores)."""
+def _render_all(paths: list[Path], render: Callable[[Path], str], desc: str) -> list[str]:
+    """Render files with an external program, two at a time (the machine has 2 cores),
+    with a progress bar."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(render, paths))
+        return list(tqdm(pool.map(render, paths), total=len(paths), desc=desc, unit="file", leave=False))
 
 
 def _dictd(package: str, name: str, source: str, keep=None, clean=None) -> Callable[[str], list[Doc]]:
@@ -108,7 +111,7 @@ def _man_pages(cache_dir: str) -> list[Doc]:
     for package in ("manpages", "manpages-dev"):
         base = debian_package(package, cache_dir) / "usr/share/man"
         paths = [p for p in files_under(base, (".gz",)) if p.parent.name.startswith("man") and not markup.is_so_link(p)]
-        for path, text in zip(paths, _render_all(paths, markup.render_man)):
+        for path, text in zip(paths, _render_all(paths, markup.render_man, f"man ({package})")):
             docs.append(Doc(_rel_id("man", path, base, strip=".gz"), text, "man"))
     return docs
 
@@ -116,7 +119,7 @@ def _man_pages(cache_dir: str) -> list[Doc]:
 def _perl_doc(cache_dir: str) -> list[Doc]:
     base = debian_package("perl-doc", cache_dir) / "usr"
     paths = files_under(base, (".pod", ".pod.gz"))
-    return [Doc(_rel_id("perl_doc", p, base), text, "perl_doc") for p, text in zip(paths, _render_all(paths, markup.render_pod))]
+    return [Doc(_rel_id("perl_doc", p, base), text, "perl_doc") for p, text in zip(paths, _render_all(paths, markup.render_pod, "perl_doc"))]
 
 
 def _fortunes(cache_dir: str) -> list[Doc]:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from speclm.corpus.doc import Doc
 
-_SCENE = re.compile(r"^\s*(?:SCENE|Scene)\s+[IVXLC]+\b.*$|^\s*(?:ACT|Act)\s+[IVXLC]+\.?\s*$", re.MULTILINE)
+_SCENE = re.compile(r"^[ \t]*(?:SCENE|Scene)[ \t]+[IVXLC]+\b.*$|^[ \t]*(?:ACT|Act)[ \t]+[IVXLC]+\.?[ \t]*$", re.MULTILINE)
 MAX_CHARS = 6000
 
 
