@@ -210,3 +210,39 @@ def test_sampler_is_deterministic_and_covers_an_epoch():
     assert np.array_equal(s.window_ids(3), sampler(batch=7).window_ids(3))
     x, y = s.batch(0)
     assert torch.equal(x[:, 1:], y[:, :-1])
+
+
+def _ddp_worker(rank, port, out_dir):
+    import os
+
+    os.environ.update({"WORLD_SIZE": "2", "RANK": str(rank), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    try:
+        train(model(), sampler(batch=2), cfg(batch_size=2, max_steps=4), out_dir, progress=False)
+    finally:
+        import torch.distributed as td
+
+        if td.is_initialized():
+            td.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_ddp_two_ranks_equal_one_rank_with_accumulation(tmp_path):
+    """2 gloo ranks x 1 micro-batch see the same batches as 1 rank x 2 accumulated ones."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    mp.spawn(_ddp_worker, args=(port, str(tmp_path / "ddp")), nprocs=2, join=True)
+    single = model()
+    train(single, sampler(batch=2), cfg(batch_size=2, grad_accum=2, max_steps=4), tmp_path / "one", progress=False)
+    ddp = ckpt.load_transformer(tmp_path / "ddp" / "final")
+    for (k, a), b in zip(single.state_dict().items(), ddp.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-5), k
+    assert not torch.allclose(single.embed.weight, model().embed.weight)
+    cost = json.loads((tmp_path / "ddp" / "cost.json").read_text())
+    assert cost["pretrain"]["n_devices"] == 2 and cost["pretrain"]["tokens"] == 4 * 2 * 2 * T
