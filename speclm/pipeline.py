@@ -17,6 +17,9 @@ def run_pipeline(run, force: bool = False, echo=None) -> dict:
     echo(format_summary(summary["corpus"]))
     summary["tokens"] = build_tokens(run, force=force)
     echo(format_tokens_summary(summary["tokens"]))
+    from .clusters.stage import build_clusters, format_summary as format_clusters_summary
+    summary["clusters"] = build_clusters(run, force=force)
+    echo(format_clusters_summary(summary["clusters"]))
     return summary
 
 
