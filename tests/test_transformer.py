@@ -104,3 +104,36 @@ def test_too_long_input_is_a_clear_error():
     model = Transformer(tiny())
     with pytest.raises(SpeclmError, match="max_seq_len"):
         model(torch.zeros(1, 33, dtype=torch.long))
+
+
+def test_lora_starts_neutral_trains_only_adapters_and_merges(tmp_path):
+    import numpy as np
+
+    from speclm.model.lora import apply_lora, lora_param_count, merge_lora
+    from speclm.train.checkpoint import load_transformer, save_checkpoint
+    from speclm.train.config import TrainConfig
+    from speclm.train.data import ArrayWindows, WindowSampler
+    from speclm.train.loop import train
+
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = Transformer(tiny())
+    x = torch.randint(0, 97, (2, 16))
+    before, _ = model(x)
+    frozen = model.blocks[0].attn.qkv.weight.detach().clone()
+    names = apply_lora(model, rank=4)
+    assert len(names) == 2 * 4 and lora_param_count(model) > 0
+    assert torch.equal(model(x)[0], before)  # B = 0: no change yet
+
+    windows = ArrayWindows(np.random.default_rng(0).integers(0, 97, 2000), 16)
+    cfg = TrainConfig(lr=1e-2, warmup_steps=0, batch_size=4, max_steps=5, eval_every=0, checkpoint_every=0)
+    train(model, WindowSampler(windows, 4), cfg, tmp_path / "lora", phase="specialize", progress=False)
+    assert torch.equal(model.blocks[0].attn.qkv.base.weight, frozen)
+    adapted, _ = model(x)
+    assert not torch.allclose(adapted, before)
+
+    merged = merge_lora(model)
+    assert type(merged.blocks[0].attn.qkv) is nn.Linear
+    assert torch.allclose(merged(x)[0], adapted, atol=1e-5)
+    save_checkpoint(tmp_path / "merged", merged)  # a plain transformer again
+    assert torch.allclose(load_transformer(tmp_path / "merged")(x)[0], adapted, atol=1e-5)
