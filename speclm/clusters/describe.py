@@ -151,6 +151,11 @@ def top_terms(cluster_texts: dict[int, list[str]], n_terms: int = 8) -> dict[int
     from collections import Counter
 
     counts = {c: Counter(w.lower() for t in texts for w in WORD.findall(t)) for c, texts in cluster_texts.items()}
+    # words in most windows of every kind ("the", "and") say nothing about a cluster
+    df = Counter(w for texts in cluster_texts.values() for t in texts for w in {x.lower() for x in WORD.findall(t)})
+    n_texts = max(1, sum(len(t) for t in cluster_texts.values()))
+    common = {w for w, f in df.items() if f > 0.3 * n_texts}
+    counts = {c: Counter({w: f for w, f in cnt.items() if w not in common}) for c, cnt in counts.items()}
     total = Counter()
     for cnt in counts.values():
         total.update(cnt)

@@ -109,10 +109,12 @@ def window_texts(shards, windows, rows: np.ndarray) -> list[str]:
 # -- step 1: embed -----------------------------------------------------------------------
 
 
-def embed_windows(run: Run, progress: bool | None = None) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
-    """Embed the planned windows of every set/split (cached, resumable, sharded over ranks).
+def embed_windows(run: Run, progress: bool | None = None, rank: int | None = None, world: int | None = None,
+                  gather: bool = True) -> dict[tuple[str, str], tuple[np.ndarray, np.ndarray]]:
+    """Embed the planned windows of every set/split (cached, resumable, sharded over ranks:
+    rank r computes the missing shards i with i % world == r).
 
-    Returns {(set, split): (rows, embeddings)} on every rank."""
+    Returns {(set, split): (rows, embeddings)} (empty with ``gather=False``: fill only)."""
     from ..tokens.shards import TokenShards
 
     cfg = run.config.clusters
@@ -120,7 +122,9 @@ def embed_windows(run: Run, progress: bool | None = None) -> dict[tuple[str, str
     check_windows(shards)
     inputs = stage_inputs(run)
     device = resolve_device(cfg.device)
-    rank, world = dist_info()
+    env_rank, env_world = dist_info()
+    rank = env_rank if rank is None else rank
+    world = env_world if world is None else world
     if device == "cuda" and world > 1:
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
     dtype = effective_dtype(device.split(":")[0], cfg.dtype)
@@ -164,6 +168,8 @@ def embed_windows(run: Run, progress: bool | None = None) -> dict[tuple[str, str
               disable=not show or not todo, file=sys.stderr) as bar:
         for j, sh in todo:
             compute(j, sh, bar)
+    if not gather:
+        return {}
     barrier(world)
     # Pass 2: read everything back (a shard lost or corrupted since is recomputed here).
     out = {}
