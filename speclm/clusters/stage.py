@@ -168,6 +168,7 @@ def embed_windows(run: Run, progress: bool | None = None, rank: int | None = Non
               disable=not show or not todo, file=sys.stderr) as bar:
         for j, sh in todo:
             compute(j, sh, bar)
+    _write_run_stats(run, rank, state, dtype, device)
     if not gather:
         return {}
     barrier(world)
@@ -180,13 +181,21 @@ def embed_windows(run: Run, progress: bool | None = None, rank: int | None = Non
                 emb = cache.load(*j, sh, key, len(shard_rows(j, sh)), dim)
                 parts.append(emb if emb is not None else compute(j, sh, bar))
             out[j] = (rows, np.concatenate(parts) if parts else np.zeros((0, dim), np.float32))
-    if state["computed"]:
-        run_stats = {"windows": state["computed"], "seconds": round(state["seconds"], 2),
-                     "windows_per_s": round(state["computed"] / max(state["seconds"], 1e-9), 2)}
-        atomic.write_json(run.clusters_dir / "embeddings" / f"last-run-rank{rank}.json",
-                          {**run_stats, "dtype": dtype, "device": device, "mode": cfg.window_embedding,
-                           "chunk_pieces": cfg.chunk_pieces})
+    _write_run_stats(run, rank, state, dtype, device)
     return out
+
+
+def _write_run_stats(run: Run, rank: int, state: dict, dtype: str, device: str) -> None:
+    """Record the speed of the embeddings computed by this call (nothing when all were cached)."""
+    if not state["computed"]:
+        return
+    cfg = run.config.clusters
+    atomic.write_json(run.clusters_dir / "embeddings" / f"last-run-rank{rank}.json", {
+        "windows": state["computed"], "seconds": round(state["seconds"], 2),
+        "windows_per_s": round(state["computed"] / max(state["seconds"], 1e-9), 2),
+        "dtype": dtype, "device": device, "mode": cfg.window_embedding, "chunk_pieces": cfg.chunk_pieces,
+    })
+    state["computed"], state["seconds"] = 0, 0.0
 
 
 # -- step 2: fit and assign --------------------------------------------------------------
