@@ -99,6 +99,25 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             shutil.rmtree(tmp, ignore_errors=True)
 
 
+def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove what a killed writer of ``path`` left behind (``.NAME.*.tmp`` files and
+    folders, ``.NAME.old``). Call it before rebuilding ``path``, never while another
+    process writes it. Returns the removed paths."""
+    path = Path(path)
+    if not path.parent.exists():
+        return []
+    stale = [p for p in path.parent.glob(f".{path.name}.*.tmp")]
+    old = path.with_name(f".{path.name}.old")
+    if old.exists():
+        stale.append(old)
+    for p in stale:
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    return stale
+
+
 def append_jsonl(path: str | os.PathLike, row: dict) -> None:
     """Append one JSON line and flush it (logs; a torn last line is skipped by readers)."""
     path = Path(path)

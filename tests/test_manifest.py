@@ -119,3 +119,19 @@ def test_import_records_absolute_paths(tmp_path, spec, monkeypatch):
     before = _mtimes(run.corpus_dir)
     build_corpus(_run(tmp_path))  # from another folder: still fresh, nothing rewritten
     assert _mtimes(run.corpus_dir) == before
+
+
+def test_a_killed_build_leaves_nothing_that_survives_the_next(tmp_path, spec):
+    run = _run(tmp_path)
+    import_corpus(run, spec)
+    # what a kill during the tokens build leaves: a half-filled temporary folder, no tokens/
+    stale = tmp_path / "run" / ".tokens.killed.tmp"
+    (stale / "generic").mkdir(parents=True)
+    (stale / "generic" / "train.tokens.bin").write_bytes(b"\x00" * 10)
+    with pytest.raises(SpeclmError):
+        from speclm.tokens.shards import TokenShards
+
+        TokenShards(run.tokens_dir)
+    build_tokens(run)
+    assert not stale.exists()
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.toml", "corpus", "tokens"]

@@ -156,6 +156,7 @@ def write_corpus(
     }
     summary = summarize(sets, splits, source or cfg.source)
     summary["skipped"] = list(skipped or [])
+    atomic.remove_stale_temps(corpus_dir)  # what a killed build left behind
     with atomic.atomic_dir(corpus_dir) as tmp:
         for name, docs in sets.items():
             table = pa.table(

@@ -99,6 +99,7 @@ def build_tokens(run: Run, force: bool = False) -> dict:
     if cfg.window < 1:
         raise SpeclmError(f"tokens.window = {cfg.window} must be at least 1")
     set_threads(cfg.workers)
+    atomic.remove_stale_temps(tokens_dir)  # what a killed build left behind
     corpus_dir = run.corpus_dir
     sets = list_sets(corpus_dir)
     progress = sys.stderr.isatty()
