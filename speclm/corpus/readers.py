@@ -184,8 +184,10 @@ def read_hub(name: str, text_field: str = "text", split: str | None = None, max_
     except ImportError:
         raise SpeclmError(f"{name!r} is not a file or folder, and the `datasets` package is not installed to try the hub") from None
     host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
+    offline = any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE"))
     try:
-        socket.getaddrinfo(host, 443)  # fail at once offline instead of after minutes of retries
+        if not offline:  # fail at once without network instead of after a minute of retries
+            socket.getaddrinfo(host, 443)
     except OSError:
         raise SpeclmError(
             f"{name!r} is not a file or folder here, and the Hugging Face hub ({host}) cannot be reached "
