@@ -59,7 +59,8 @@ class Runner:
         self.fwd = torch.compile(self.model) if compile_ else self.model
         self.loss_fn = loss_fn
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, fused=device.type == "cuda")
-        self.times: list[float] = []
+        self.times: list[float] = []  # wall seconds per step
+        self.cpu_times: list[float] = []  # process CPU seconds per step (insensitive to other load)
 
     def step(self, x, y):
         ctx = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.dtype == "bf16" else nullcontext()
@@ -74,17 +75,18 @@ class Runner:
     def timed(self, x, y, steps):
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         for _ in range(steps):
             self.step(x, y)
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         self.times.append((time.perf_counter() - t) / steps)
+        self.cpu_times.append((time.process_time() - c) / steps)
 
 
-def bench_pair(shape_name, vocab, seq, batch, device, dtype, compile_, repeats, steps, warmup, peer=True):
+def bench_pair(shape_name, vocab, seq, batch, device, dtype, compile_, repeats, steps, warmup, peer=True, mlp=None):
     torch.manual_seed(0)
-    ours = Transformer(named_shape(shape_name, vocab, max_seq_len=seq))
+    ours = Transformer(named_shape(shape_name, vocab, max_seq_len=seq, mlp=mlp))
     runners = [Runner("speclm", ours, ours_loss, device, dtype, compile_)]
     if peer:
         runners.append(Runner("LlamaForCausalLM", build_peer(ours), peer_loss, device, dtype, compile_))
@@ -99,6 +101,7 @@ def bench_pair(shape_name, vocab, seq, batch, device, dtype, compile_, repeats, 
             r.timed(x, y, steps)
     tok = batch * seq
     out = {r.name: tok / statistics.median(r.times) for r in runners}
+    out.update({r.name + ":cpu": tok / statistics.median(r.cpu_times) for r in runners})
     out["flops_per_token"] = ours.flops_per_token(seq)
     out["params"] = ours.param_count()
     return out
@@ -125,14 +128,18 @@ def main() -> None:
     print(f"# CPU: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"batch {args.batch} x seq {args.seq}, vocab {args.vocab}; median of {args.repeats} repeats x "
           f"{args.steps} steps (fwd+bwd+clip+AdamW)")
-    print(f"{'shape':<10} {'mode':<12} {'speclm tok/s':>13} {'Llama tok/s':>12} {'ratio':>6}")
+    print("# wall: tokens per wall second; cpu: tokens per process CPU second (robust to other jobs on the machine)")
+    print(f"{'shape':<10} {'mode':<12} {'speclm tok/s':>13} {'Llama tok/s':>12} {'ratio':>6} "
+          f"{'speclm tok/cpu-s':>17} {'Llama tok/cpu-s':>16} {'ratio':>6}")
     modes = [(d, False) for d in args.dtypes.split(",")] + ([(d, True) for d in args.dtypes.split(",")] if args.compile else [])
     for shape in args.shapes.split(","):
         for dtype, comp in modes:
             r = bench_pair(shape, args.vocab, args.seq, args.batch, cpu, dtype, comp, args.repeats, args.steps, args.warmup)
             ratio = r["speclm"] / r["LlamaForCausalLM"]
             mode = dtype + ("+compile" if comp else "")
-            print(f"{shape:<10} {mode:<12} {r['speclm']:>13,.0f} {r['LlamaForCausalLM']:>12,.0f} {ratio:>5.2f}x", flush=True)
+            cratio = r["speclm:cpu"] / r["LlamaForCausalLM:cpu"]
+            print(f"{shape:<10} {mode:<12} {r['speclm']:>13,.0f} {r['LlamaForCausalLM']:>12,.0f} {ratio:>5.2f}x "
+                  f"{r['speclm:cpu']:>17,.0f} {r['LlamaForCausalLM:cpu']:>16,.0f} {cratio:>5.2f}x", flush=True)
 
     if torch.cuda.is_available() and not args.no_gpu:
         dev = torch.device("cuda")
@@ -140,14 +147,21 @@ def main() -> None:
         peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
         print(f"\n# GPU: {name}; paper-slm (7 layers, d=1024, vocab 32768), seq 1024, batch {args.gpu_batch}, bf16")
         for comp in (False, True):
-            r = bench_pair("paper-slm", 32768, 1024, args.gpu_batch, dev, "bf16", comp, args.repeats, 5, 3)
-            line = f"paper-slm bf16{'+compile' if comp else '':<8} speclm {r['speclm']:,.0f} tok/s, " \
+            tag = "+compile" if comp else ""
+            # the paper's plain MLP has no Llama twin (export adds a zero matrix), so the
+            # peer comparison uses the same shape with SwiGLU; MFU is reported for both
+            r = bench_pair("paper-slm", 32768, 1024, args.gpu_batch, dev, "bf16", comp, args.repeats, 5, 3, peer=False)
+            line = f"paper-slm (plain MLP) bf16{tag}: speclm {r['speclm']:,.0f} tok/s"
+            if peak:
+                line += f", MFU {r['speclm'] * r['flops_per_token'] / peak:.1%}"
+            print(line, flush=True)
+            r = bench_pair("paper-slm", 32768, 1024, args.gpu_batch, dev, "bf16", comp, args.repeats, 5, 3, mlp="swiglu")
+            line = f"paper-slm (SwiGLU) bf16{tag}: speclm {r['speclm']:,.0f} tok/s, " \
                    f"Llama {r['LlamaForCausalLM']:,.0f} tok/s, ratio {r['speclm'] / r['LlamaForCausalLM']:.2f}x"
             if peak:
                 line += f", MFU speclm {r['speclm'] * r['flops_per_token'] / peak:.1%} " \
                         f"Llama {r['LlamaForCausalLM'] * r['flops_per_token'] / peak:.1%}"
             print(line, flush=True)
-
 
 if __name__ == "__main__":
     main()

@@ -310,11 +310,11 @@ def train(
                 stop = "early_stopping"
         if stop is None:
             stop = budget.reached(st["step"], st["tokens"], st["flops"], st["wall_seconds"] * dist.world_size / 3600)
-        st["wall_seconds"] += time.perf_counter() - t1
         if stop is None and cfg.checkpoint_every and st["step"] % cfg.checkpoint_every == 0:
-            t1 = time.perf_counter()
             save_resumable()
-            st["wall_seconds"] += time.perf_counter() - t1
+        spent = time.perf_counter() - t1
+        st["wall_seconds"] += spent  # counts in the cost, not in tokens/s
+        t_last += spent
     bar.close()
 
     if valid_fn is not None and st["last_eval_step"] != st["step"]:
