@@ -192,7 +192,7 @@ def test_diatheke_output_parsed_into_chapters():
         '<title type="psalm">Junk.</title> <l sID="x"/>Esther (Greek) 13:1: Tagged.\n(engWEB2015eb)\n'
     )
     docs = parse_diatheke(out, "engWEB2015eb")
-    assert [d.id for d in docs] == ["web:Genesis.1", "web:Genesis.2", "web:Psalms.23", "web:Esther_(Greek).13"]
+    assert [d.id for d in docs] == ["web_bible:Genesis.1", "web_bible:Genesis.2", "web_bible:Psalms.23", "web_bible:Esther_(Greek).13"]
     assert docs[0].text == "Genesis 1\n\nIn the beginning.\nThe earth."
     assert docs[2].text == "Psalms 23\n\nYahweh is my shepherd;\nI shall lack nothing.\nGreen pastures."
     assert docs[3].text.endswith("Tagged.")

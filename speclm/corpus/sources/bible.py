@@ -48,7 +48,7 @@ _XML_TAG = re.compile(r"<[^>\n]*>")
 
 def parse_diatheke(output: str, module: str = "") -> list[Doc]:
     """Chapters of ``diatheke -f plain`` output: ``Book C:V: text`` lines, poetry running
-    onto the following lines; id ``web:<Book>.<chapter>``.
+    onto the following lines; id ``web_bible:<Book>.<chapter>``.
 
     diatheke repeats the last section heading before every following verse (and leaks
     some OSIS tags): a line that stands right before two or more verse lines is such a
@@ -74,7 +74,7 @@ def parse_diatheke(output: str, module: str = "") -> list[Doc]:
             continue
         chapters[current][-1] += "\n" + text
     return [
-        Doc(f"web:{book.replace(' ', '_')}.{chapter}", f"{book} {chapter}\n\n" + "\n".join(v for v in verses if v), "web")
+        Doc(f"web_bible:{book.replace(' ', '_')}.{chapter}", f"{book} {chapter}\n\n" + "\n".join(v for v in verses if v), "web_bible")
         for (book, chapter), verses in chapters.items()
     ]
 
