@@ -17,7 +17,7 @@ import gzip
 import io
 import json
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Callable
 
@@ -126,8 +126,10 @@ def collect_default(cfg: CorpusConfig, log: Callable[[str], None] = print) -> tu
         return source.name, kept
 
     with ThreadPoolExecutor(max_workers=2) as pool, tqdm(total=len(sources), desc="corpus sources", unit="source") as bar:
-        for name, outcome in pool.map(run, sources):
+        for future in as_completed([pool.submit(run, source) for source in sources]):
+            name, outcome = future.result()
             results[name] = outcome
+            bar.set_postfix_str(f"{name} done", refresh=False)
             bar.update(1)
 
     sets: dict[str, list[Doc]] = {}

@@ -80,7 +80,7 @@ def _text_files(package: str, folder: str, suffixes: tuple[str, ...], source: st
         root = debian_package(name, cache_dir)
         base = root / folder.format(name=name)
         docs = []
-        for path in files_under(base, suffixes):
+        for path in tqdm(files_under(base, suffixes), desc=source, unit="file", leave=False):
             text = markup.decode(markup.read_maybe_gzip(path))
             if html:
                 text = markup.html_to_text(text)
@@ -101,7 +101,7 @@ def _sphinx_sources(latest: str, folder: str, source: str) -> Callable[[str], li
             raise SourceUnavailable(f"{name} has no html/_sources folder")
         base = bases[0]
         return [Doc(_rel_id(source, p, base, strip=".rst.txt"), markup.decode(p.read_bytes()), source)
-                for p in files_under(base, (".rst.txt", ".txt"))]
+                for p in tqdm(files_under(base, (".rst.txt", ".txt")), desc=source, unit="file", leave=False)]
 
     return get
 
