@@ -25,12 +25,14 @@ FAST = [
 
 @pytest.fixture(scope="module")
 def grid_run(tmp_path_factory):
-    from speclm.pipeline import run_pipeline
+    from speclm.corpus.stage import build_corpus
     from speclm.rundir import open_run
+    from speclm.tokens.stage import build_tokens
 
     torch.set_num_threads(1)
     run = open_run(tmp_path_factory.mktemp("grid") / "run", "tiny", FAST)
-    run_pipeline(run)
+    build_corpus(run)
+    build_tokens(run)  # slm and slm-nopt need no clusters
     return run
 
 

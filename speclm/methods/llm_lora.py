@@ -1,10 +1,9 @@
 """LLM-lora: the LLM's pretraining, specialized with LoRA (PAPER.md Appendix F) instead of
 full fine-tuning; the adapters are merged before export, so the result is a plain (large)
-transformer. Adapters come from the peft library (LoRA on every attention and MLP matrix)."""
+transformer. Adapters: speclm.model.lora, on every attention and MLP matrix (rank
+``methods.lora_rank``, the paper: 64)."""
 
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 
@@ -13,20 +12,19 @@ from .base import Context, register
 from .finetune import finetune
 from .recipe import PretrainThenFinetune
 
-TARGETS = ["qkv", "proj", "gate_up", "up", "down"]  # attention and MLP matrices of speclm's Transformer
-
 
 def add_adapters(model: torch.nn.Module, rank: int, alpha: float) -> torch.nn.Module:
-    from peft import LoraConfig
-    from peft.tuners.lora import LoraModel
+    """Freeze the model and wrap its attention and MLP matrices (speclm.model.lora)."""
+    from ..model.lora import apply_lora
 
-    names = {n.rsplit(".", 1)[-1] for n, _ in model.named_modules()}
-    cfg = LoraConfig(r=rank, lora_alpha=alpha, lora_dropout=0.0, target_modules=[t for t in TARGETS if t in names])
-    return LoraModel(model, cfg, "default")  # freezes the base weights; only the adapters train
+    apply_lora(model, rank=rank, alpha=alpha)
+    return model
 
 
 def merge_adapters(model: torch.nn.Module) -> torch.nn.Module:
-    return model.merge_and_unload()
+    from ..model.lora import merge_lora
+
+    return merge_lora(model)
 
 
 @register
