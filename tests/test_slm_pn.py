@@ -77,3 +77,130 @@ def test_histogram_and_entropy():
         histogram_of(np.array([0, 4]), 4)
     with pytest.raises(SpeclmError):
         histogram_of(np.array([], dtype=np.int64), 4)
+
+
+# -- the method on the tiny preset (real corpus, tokens, clusters; a few training steps) ----
+
+FAST = [
+    "train.max_steps=4",
+    "train.warmup_steps=1",
+    "train.eval_every=2",
+    "train.eval_batches=2",
+    "train.checkpoint_every=2",
+    "train.log_every=2",
+    "methods.sizes=['2k', 'all']",
+    "methods.finetune_max_steps=[3, 4]",
+    "methods.finetune_eval_every=2",
+    "methods.pn_k=2",
+    "methods.pn_h=2",
+    "methods.pn_m=2",
+    # Sentence-BERT on a sample only (the rest by the stage's token-bag propagation): the slow part
+    "clusters.ks=[2]",
+    "clusters.embed_sample=256",
+    "clusters.embed_sample_other=32",
+    "clusters.window_embedding='first'",
+]
+
+
+def _has_clusters_stage() -> bool:
+    try:
+        import speclm.clusters.stage  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+needs_clusters = pytest.mark.skipif(not _has_clusters_stage(), reason="the clusters stage is not in this checkout")
+
+
+@pytest.fixture(scope="module")
+def pn_run(tmp_path_factory):
+    from speclm.pipeline import run_pipeline
+    from speclm.rundir import open_run
+
+    torch.set_num_threads(1)
+    run = open_run(tmp_path_factory.mktemp("pn") / "run", "tiny", FAST)
+    run_pipeline(run)
+    if not (run.clusters_dir / "manifest.json").exists():
+        from speclm.clusters.stage import build_clusters
+
+        build_clusters(run)
+    return run
+
+
+def _ctx(run, **methods):
+    import dataclasses
+
+    from speclm.methods.base import Context
+
+    cfg = dataclasses.replace(run.config, methods=dataclasses.replace(run.config.methods, **methods))
+    return Context(run=dataclasses.replace(run, config=cfg), log=lambda s: None)
+
+
+def _domain_windows(ctx, domain, n=3):
+    from speclm.methods import common
+
+    w = common.shards(ctx).windows(domain, "valid")
+    return torch.from_numpy(w.batch(np.arange(min(n, len(w)))))[:, :-1]
+
+
+@needs_clusters
+@pytest.mark.parametrize("method", ["slm-pn", "slm-pn-hist"])
+def test_pretrain_materialize_and_finetune(pn_run, method):
+    import json
+
+    from speclm.methods import common
+    from speclm.methods.base import get
+    from speclm.methods.slm_pn import load_projected
+    from speclm.methods.sizes import slice_indices
+    from speclm.train.checkpoint import load_transformer, read_meta
+    from speclm.train.cost import read_cost
+
+    ctx = _ctx(pn_run)
+    m = get(method)
+    domain = common.domains(ctx)[0]
+    pre = m.pretrain(ctx)
+    assert read_meta(pre)["projected"]["k"] == 2
+    out = m.specialize(ctx, domain, "2k")
+    info = json.loads((out / "method.json").read_text())
+    # the histogram is the specialization set's (the 2k slice of the domain train split)
+    s = common.shards(ctx)
+    idx = slice_indices("2k", len(s.windows(domain, "train")), s.window, seed=ctx.config.seed, domain=domain)
+    hist = np.bincount(common.clusters(ctx).assign(2, domain, "train")[idx], minlength=2) / len(idx)
+    assert np.allclose(info["histogram"], hist, atol=1e-6)
+    assert info["histogram_entropy"] == pytest.approx(entropy(hist))
+    pn = load_projected(pre)
+    if method == "slm-pn":
+        assert info["rule"] == "most_frequent" and info["expert"] == int(np.argmax(hist))
+        vector = pn.expert_vector(info["expert"])
+    else:
+        assert info["rule"] == "histogram"
+        vector = torch.from_numpy(hist).float() @ pn.E
+    # the materialized expert on disk is a plain small model computing the network's expert
+    expert = load_transformer(out.parent / "expert")
+    assert expert.shape == common.shape(ctx, "small")
+    x = _domain_windows(ctx, domain)
+    with torch.no_grad():
+        torch.testing.assert_close(expert(x)[0], pn(x, vector=vector)[0], rtol=1e-4, atol=1e-4)
+    # then fine-tuned like an SLM: a plain checkpoint with pretraining + specialization costs
+    final = load_transformer(out)
+    assert any(not torch.equal(a, b) for a, b in zip(final.state_dict().values(), expert.state_dict().values()))
+    cost = read_cost(out)
+    assert cost["pretrain"]["tokens"] == read_cost(pre)["pretrain"]["tokens"] > 0
+    assert cost["specialize"]["tokens"] > 0
+    assert m.specialize(ctx, domain, "2k") == out  # finished: reused
+
+
+@needs_clusters
+def test_bad_settings_are_refused(pn_run):
+    from speclm.methods import common
+    from speclm.methods.base import get
+
+    domain = common.domains(_ctx(pn_run))[0]
+    with pytest.raises(SpeclmError, match="k=3"):  # the clustering has no k=3
+        common.check_domain(_ctx(pn_run, pn_k=3), get("slm-pn"), domain)
+    with pytest.raises(SpeclmError, match="clustering has k="):
+        get("slm-pn").pretrain(_ctx(pn_run, pn_k=3))
+    for bad in (dict(pn_h=0), dict(pn_m=0), dict(pn_batching="random"), dict(expert_rule="coin_flip")):
+        with pytest.raises(SpeclmError):
+            get("slm-pn").check(_ctx(pn_run, **bad))
