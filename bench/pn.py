@@ -14,6 +14,11 @@ Prints the medians, the ratios to the SLM and the parameter counts, including th
 shape (k=32, h=23: ~1,422M, PAPER.md Table 7). Usage:
 
     .venv/bin/python bench/pn.py [--shape cpu-small --seq 128 --batch 16 --k 16 --h 12 --m 16 --repeats 5]
+
+``--rules`` compares the paper's argmax instantiation with the histogram one on every
+domain of a run (see :func:`compare_rules`):
+
+    .venv/bin/python bench/pn.py --rules --run runs/pn-rules --preset tiny --set methods.pn_k=4 ...
 """
 
 from __future__ import annotations
@@ -40,8 +45,75 @@ def step_time(model, opt, x, y, **kw) -> float:
     return time.perf_counter() - t0
 
 
+def compare_rules(args) -> None:
+    """Argmax vs histogram instantiation on every domain of a run, with the plain SLM beside.
+
+    Builds the run's missing stages, runs the grid for slm, slm-pn (most_frequent) and
+    slm-pn-hist (eval/pn-rules.jsonl), and evaluates both instantiations of the pretrained
+    network before fine-tuning. Prints one row per domain with its histogram entropy."""
+    import math
+
+    import numpy as np
+
+    from speclm import atomic
+    from speclm.evaluate import mean_nll
+    from speclm.experiment import config_hash, run_grid
+    from speclm.methods import common
+    from speclm.methods.base import Context
+    from speclm.methods.slm_pn import entropy, load_projected
+    from speclm.pipeline import run_pipeline
+    from speclm.rundir import open_run
+
+    run = open_run(args.run, args.preset, args.set)
+    run_pipeline(run)
+    ctx = Context(run=run, log=lambda s: None)
+    k = run.config.methods.pn_k
+    run_grid(run, methods=["slm", "slm-pn", "slm-pn-hist"], sizes=args.sizes, name="pn-rules", log=lambda s: None)
+    chash = config_hash(run)
+    rows = [r for r in atomic.read_jsonl(run.path / "eval" / "pn-rules.jsonl") if r.get("config") == chash]
+    by = {(r["method"], r["domain"], r["size"]): r for r in rows}
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    pn = load_projected(ctx.pretrain_dir("slm-pn") / "final")
+    t = run.config.train
+    print(f"run {run.path}: PN k={k} h={run.config.methods.pn_h} m={run.config.methods.pn_m}; "
+          f"test perplexity; hist/argmax < 1 means the histogram helps")
+    head = ["domain", "entropy", "top share", "no-FT argmax", "no-FT hist", "hist/argmax"]
+    for s in sizes:
+        head += [f"{s} slm", f"{s} argmax", f"{s} hist", f"{s} hist/argmax"]
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    nll = {"argmax": [], "hist": []}
+    for d in common.domains(ctx):
+        hist = np.asarray(common.clusters(ctx).histogram(k, d, "train"))
+        test = common.shards(ctx).windows(d, "test")
+        ppl = {}
+        for name, vec in (("argmax", pn.expert_vector(int(np.argmax(hist)))), ("hist", pn.histogram_vector(hist))):
+            with torch.no_grad():
+                ppl[name] = math.exp(mean_nll(pn.materialize(vec), test, batch_size=t.batch_size)[0])
+        cells = [d, f"{entropy(hist):.2f}", f"{hist.max():.2f}", f"{ppl['argmax']:.2f}", f"{ppl['hist']:.2f}",
+                 f"{ppl['hist'] / ppl['argmax']:.3f}"]
+        for s in sizes:
+            r = {m: by.get((m, d, s)) for m in ("slm", "slm-pn", "slm-pn-hist")}
+            if not all(r.values()):
+                cells += ["–"] * 4
+                continue
+            nll["argmax"].append(r["slm-pn"]["nll"])
+            nll["hist"].append(r["slm-pn-hist"]["nll"])
+            cells += [f"{r['slm']['ppl']:.2f}", f"{r['slm-pn']['ppl']:.2f}", f"{r['slm-pn-hist']['ppl']:.2f}",
+                      f"{r['slm-pn-hist']['ppl'] / r['slm-pn']['ppl']:.3f}"]
+        print("| " + " | ".join(cells) + " |")
+    if nll["argmax"]:
+        a, h = (math.exp(sum(v) / len(v)) for v in (nll["argmax"], nll["hist"]))
+        print(f"fine-tuned, macro over domains and sizes: argmax {a:.2f}, histogram {h:.2f}, ratio {h / a:.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rules", action="store_true", help="compare argmax and histogram instantiation on a run instead")
+    ap.add_argument("--run", default="runs/pn-rules", help="--rules: the run folder (built if missing)")
+    ap.add_argument("--preset", default=None, help="--rules: preset of a new run")
+    ap.add_argument("--set", action="append", default=[], help="--rules: config override section.key=value")
+    ap.add_argument("--sizes", nargs="*", default=None, help="--rules: specialization sizes (default methods.sizes)")
     ap.add_argument("--shape", default="cpu-small", help="named model shape (transformer.py)")
     ap.add_argument("--mlp", default="swiglu", choices=["swiglu", "plain"])
     ap.add_argument("--vocab", type=int, default=8192)
@@ -54,6 +126,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
+    if args.rules:
+        return compare_rules(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
