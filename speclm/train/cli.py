@@ -54,8 +54,9 @@ def register(app: typer.Typer) -> None:
         preset: PresetOpt = None,
         set_: SetOpt = None,
         set_name: str = typer.Option("generic", "--set-name", help="Which token set to train on: generic or a domain."),
-        shape: str = typer.Option("small", "--shape", help="small / large (the run's model.small / model.large), or a "
-                                  "named shape: tiny, tiny-large, cpu-small, cpu-large, paper-slm, paper-llm, dial:N."),
+        shape: Optional[str] = typer.Option(None, "--shape", help="small / large (the run's model.small / "
+                                            "model.large), or a named shape: tiny, tiny-large, cpu-small, cpu-large, "
+                                            "paper-slm, paper-llm, dial:N. Default: the --init checkpoint's, else small."),
         out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: RUN/train/SET/SHAPE)."),
         init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint (fine-tuning)."),
         phase: Optional[str] = typer.Option(None, "--phase", help="pretrain or specialize (default: specialize with "
@@ -67,9 +68,11 @@ def register(app: typer.Typer) -> None:
         """Train a plain transformer on one token set with the one training loop.
 
         Writes OUT/final (the model), OUT/checkpoint (resume state), metrics.jsonl,
-        cost.json and train.json. Rerunning the same command resumes a killed run; under
-        torchrun it trains with DDP. Budgets: --set train.max_steps=N (or max_tokens,
-        max_flops, max_device_hours; the first reached stops).
+        cost.json and train.json. Rerunning the same command resumes a killed run.
+        Under torchrun it trains with DDP.
+
+        Budgets: --set train.max_steps=N (or max_tokens, max_flops, max_device_hours;
+        the first reached stops).
         """
         from ..evaluate import make_valid_fn
         from ..model.transformer import Transformer, describe
@@ -85,7 +88,11 @@ def register(app: typer.Typer) -> None:
         shards.tokenizer  # checks the tokenizer against the shards
         if set_name not in shards.sets():
             raise SpeclmError(f"no set {set_name!r} in {r.tokens_dir}; sets: {', '.join(shards.sets())}")
-        shape_name, model_shape = resolve_shape(r, shards, shape)
+        if shape is None and init is not None:
+            model_shape = ckpt.read_shape(init)
+            shape_name = ckpt.read_meta(init).get("shape_name", f"{model_shape.n_layer}x{model_shape.d_model}")
+        else:
+            shape_name, model_shape = resolve_shape(r, shards, shape or "small")
         import torch
 
         torch.manual_seed(cfg.seed)

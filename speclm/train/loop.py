@@ -106,6 +106,13 @@ def _peak_flops(device: torch.device) -> Optional[float]:
     return next((v for k, v in PEAK_BF16.items() if k in name), None)
 
 
+def cpu_has_fast_bf16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def _check_config(cfg: TrainConfig) -> None:
     for name in ("batch_size", "grad_accum"):
         if getattr(cfg, name) <= 0:
@@ -208,6 +215,9 @@ def train(
     else:
         torch.manual_seed(cfg.seed)
 
+    if cfg.dtype == "bf16" and dev.type == "cpu" and not cpu_has_fast_bf16() and dist.is_main:
+        tqdm.write("speclm: warning: train.dtype=bf16 on a CPU without native bf16 (AVX512-BF16/AMX) is several "
+                   "times slower than fp32 here (measured ~7x on AVX2); consider --set train.dtype=fp32")
     fwd = distributed.wrap(base, dist)
     if cfg.compile:
         fwd = torch.compile(fwd)
