@@ -39,6 +39,8 @@ def setup(device: Optional[str | torch.device] = None) -> Dist:
     rank = int(os.environ.get("RANK", "0"))
     local = int(os.environ.get("LOCAL_RANK", str(rank)))
     dev = torch.device(device) if device is not None else default_device(local)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local % max(1, torch.cuda.device_count()))
     if world > 1 and not td.is_initialized():
         if dev.type == "cuda":
             torch.cuda.set_device(dev)
