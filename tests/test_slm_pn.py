@@ -189,6 +189,17 @@ def test_pretrain_materialize_and_finetune(pn_run, method):
     assert cost["pretrain"]["tokens"] == read_cost(pre)["pretrain"]["tokens"] > 0
     assert cost["specialize"]["tokens"] > 0
     assert m.specialize(ctx, domain, "2k") == out  # finished: reused
+    if method == "slm-pn-hist":
+        # the expert folder stands alone (weights + tokenizer): it exports to Hugging Face
+        # and computes the network's expert there too
+        import transformers
+
+        from speclm.export import export_checkpoint
+
+        hf_dir = export_checkpoint(out.parent / "expert", out.parent.parent / "hf-expert")
+        hf = transformers.AutoModelForCausalLM.from_pretrained(str(hf_dir), torch_dtype=torch.float32).eval()
+        with torch.no_grad():
+            torch.testing.assert_close(hf(x).logits, pn(x, vector=vector)[0], rtol=1e-4, atol=1e-4)
 
 
 @needs_clusters
