@@ -143,8 +143,9 @@ def entropy(p: np.ndarray) -> float:
 
 @register
 class SLMProjected(Method):
-    """Projected network: per-cluster experts projected from shared tensors; one is
-    materialized into a plain SLM and fine-tuned."""
+    """Projected network: per-cluster experts from shared tensors; the chosen one is materialized and fine-tuned.
+
+    The expert is chosen by ``methods.expert_rule`` (the SLM-mix rules, or histogram)."""
 
     name = "slm-pn"
     fixed_rule: Optional[str] = None  # slm-pn-hist: "histogram"
@@ -334,8 +335,9 @@ class SLMProjected(Method):
 
 @register
 class SLMProjectedHistogram(SLMProjected):
-    """Projected network instantiated from the domain's whole cluster histogram
-    (e = sum_c p(c) E[c]; beyond the paper), then fine-tuned."""
+    """Projected network instantiated from the domain's whole cluster histogram (beyond the paper), fine-tuned.
+
+    e = sum_c p_domain(c) E[c] instead of the most frequent cluster's E[c]."""
 
     name = "slm-pn-hist"
     fixed_rule = HISTOGRAM
