@@ -74,7 +74,8 @@ def evaluate_model(run: Run, ckpt: Path, domain: str) -> dict:
     model = load_transformer(ckpt)
     t = run.config.train
     nll, n = mean_nll(model, TokenShards(run.tokens_dir).windows(domain, "test"), batch_size=t.batch_size,
-                      dtype=t.dtype, progress=True, desc=f"eval {domain}")
+                      max_windows=run.config.methods.eval_max_windows, dtype=t.dtype, progress=True,
+                      desc=f"eval {domain}")
     return {"nll": nll, "tokens": n, "params": model.param_count()}
 
 

@@ -15,6 +15,13 @@ class MethodsConfig:
     finetune_patience: int = 3
     finetune_warmup_steps: int = 0
     finetune_schedule: str = "constant"  # constant | cosine (over the step cap)
+    finetune_batch_size: int = 0  # windows per fine-tuning step (0 = train.batch_size)
+    # SLM-nopt trains from scratch on the domain set: its cap is the size's fine-tuning cap
+    # times this factor (0 = the whole pretraining budget); early stopping ends it sooner.
+    nopt_steps_factor: float = 0.0
+    # Evaluation of the specialized models in the grid: at most this many test windows per
+    # domain, evenly spread (0 = the whole test split).
+    eval_max_windows: int = 0
     # Pretraining budget shared by every method, in steps of the train config (0 = train.max_steps).
     pretrain_steps: int = 0
     budget: str = "tokens"  # tokens: same tokens for every method | flops: same FLOPs as the small model's run

@@ -107,6 +107,7 @@ def finetune_config(ctx: Context, p: FinetunePlan):
         max_tokens=0,
         max_flops=0.0,
         max_device_hours=0.0,
+        batch_size=m.finetune_batch_size or t.batch_size,
         eval_every=max(1, min(m.finetune_eval_every, p.max_steps)),
         patience=m.finetune_patience,
         checkpoint_every=max(t.checkpoint_every, m.finetune_eval_every),
