@@ -126,5 +126,33 @@ def evaluate_sets(
     return result
 
 
+def check_tokenizer(meta: Mapping, shards, checkpoint) -> None:
+    """Refuse a checkpoint trained with another tokenizer than the shards'."""
+    want = meta.get("tokenizer_sha256")
+    if want and want != shards.tokenizer_sha256:
+        raise SpeclmError(
+            f"checkpoint {checkpoint} was trained with another tokenizer than the one in {shards.dir}; "
+            f"pass the run folder it was trained in"
+        )
+    vocab = meta.get("shape", {}).get("vocab_size")
+    if vocab is not None and vocab < shards.vocab_size:
+        raise SpeclmError(
+            f"checkpoint {checkpoint} has a vocabulary of {vocab} but the shards in {shards.dir} use {shards.vocab_size}"
+        )
+
+
+def evaluate_checkpoint(checkpoint: str | Path, shards, device=None, **kw) -> dict:
+    """Load a checkpoint folder (checked against the shards' tokenizer) and run
+    :func:`evaluate_sets` on it (keywords: sets, split, max_windows, batch_size, dtype, progress)."""
+    from .train.checkpoint import load_transformer, read_meta
+    from .train.distributed import default_device
+
+    check_tokenizer(read_meta(checkpoint), shards, checkpoint)
+    model = load_transformer(checkpoint, device=device or default_device())
+    result = evaluate_sets(model, shards, **kw)
+    result["checkpoint"] = str(checkpoint)
+    return result
+
+
 def write_results(path: str | Path, result: Mapping) -> None:
     atomic.write_json(path, dict(result))

@@ -28,21 +28,6 @@ def resolve_shape(run, shards, shape: str):
                              tie_embeddings=m.tie_embeddings)
 
 
-def check_tokenizer(meta: dict, shards, checkpoint) -> None:
-    """A checkpoint trained with another tokenizer cannot read these shards."""
-    want = meta.get("tokenizer_sha256")
-    if want and want != shards.tokenizer_sha256:
-        raise SpeclmError(
-            f"checkpoint {checkpoint} was trained with another tokenizer than the one in {shards.dir}; "
-            f"pass the run folder it was trained in"
-        )
-    vocab = meta.get("shape", {}).get("vocab_size")
-    if vocab is not None and vocab < shards.vocab_size:
-        raise SpeclmError(
-            f"checkpoint {checkpoint} has a vocabulary of {vocab} but the shards in {shards.dir} use {shards.vocab_size}"
-        )
-
-
 def _tokens_dir(run: Optional[Path]) -> Optional[Path]:
     return None if run is None else Path(run) / "tokens"
 
@@ -99,6 +84,8 @@ def register(app: typer.Typer) -> None:
         model = Transformer(model_shape)
         prior = None
         if init is not None:
+            from ..evaluate import check_tokenizer
+
             check_tokenizer(ckpt.read_meta(init), shards, init)
             ckpt.load_weights(model, init)
             try:
@@ -142,19 +129,13 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Perplexity of a checkpoint on each domain's and the generic set's split, and the
         paper's macro-average over domains (exp of the mean per-domain NLL)."""
-        from ..evaluate import evaluate_sets, write_results
+        from ..evaluate import evaluate_checkpoint, write_results
         from ..tokens.shards import TokenShards
-        from . import checkpoint as ckpt
-        from .distributed import default_device
 
         r = open_run(run, None, None, save=False)
         shards = TokenShards(r.tokens_dir)
-        meta = ckpt.read_meta(checkpoint)
-        check_tokenizer(meta, shards, checkpoint)
-        model = ckpt.load_transformer(checkpoint, device=device or default_device())
-        result = evaluate_sets(model, shards, sets=sets or None, split=split, max_windows=max_windows,
-                               batch_size=batch_size, dtype=dtype)
-        result["checkpoint"] = str(checkpoint)
+        result = evaluate_checkpoint(checkpoint, shards, device=device, sets=sets or None, split=split,
+                                     max_windows=max_windows, batch_size=batch_size, dtype=dtype)
         target = out or Path(checkpoint) / f"eval-{split}.json"
         write_results(target, result)
         for name, row in result["sets"].items():
