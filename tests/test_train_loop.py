@@ -158,7 +158,7 @@ def test_tied_embeddings_round_trip(tmp_path):
 
 def test_finished_run_returns_at_once_and_refuses_other_settings(tmp_path):
     m = model()
-    first = train(m, sampler(), cfg(), tmp_path, progress=False)
+    first = train(m, sampler(), cfg(), tmp_path, progress=False, ddp=False)
     again = model(seed=3)
     second = train(again, sampler(), cfg(), tmp_path, progress=False)
     assert second.steps == first.steps and torch.equal(again.embed.weight, m.embed.weight)

@@ -54,6 +54,8 @@ def local(device: Optional[str | torch.device] = None) -> Dist:
     """This process alone, even under torchrun (independent jobs spread over ranks)."""
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     dev = torch.device(device) if device is not None else default_device(local_rank)
+    if dev.type == "cuda" and dev.index is None:
+        dev = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
     return Dist(rank=0, world_size=1, local_rank=local_rank, device=dev)
 
 
