@@ -145,3 +145,30 @@ def test_a_set_with_no_train_windows_is_a_clear_error():
 
     with pytest.raises(SpeclmError, match="domain 'law' has no windows in its train split"):
         check_windows(Counts())
+
+
+@pytest.mark.slow
+def test_two_torchrun_ranks_share_the_embedding(run, built):
+    """torchrun with 2 CPU ranks (gloo): both embed, rank 0 fits; the result is complete."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from speclm.clusters.store import Clusters
+
+    shutil.rmtree(run.clusters_dir)
+    torchrun = Path(sys.executable).parent / "torchrun"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = run.path.parent / "clusters_ranks.py"  # torchrun would read --run as its own option
+    script.write_text(f"from speclm.cli import main\nmain(['clusters', '--run', {str(run.path)!r}])\n")
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", str(script)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stats = sorted(p.name for p in (run.clusters_dir / "embeddings").glob("last-run-rank*.json"))
+    assert stats == ["last-run-rank0.json", "last-run-rank1.json"]  # both ranks embedded a share
+    assert (run.clusters_dir / "manifest.json").exists()
+    assert Clusters(run.clusters_dir).ks == [2, 4]
