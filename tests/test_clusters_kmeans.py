@@ -125,3 +125,33 @@ def test_histogram_of_a_set_with_no_windows_is_an_error(tmp_path):
         c.histogram(2, "law")
     with pytest.raises(SpeclmError, match="no clustering with k=4"):
         c.assign(4, "law", "train")
+
+
+class _Windows:
+    """Token windows held in memory: the two members token_bags reads (batch, window)."""
+
+    def __init__(self, tokens: np.ndarray):
+        self.tokens, self.window = tokens, tokens.shape[1] - 1
+
+    def batch(self, idx):
+        return self.tokens[np.asarray(idx)]
+
+
+def test_token_bag_proxy_learns_clusters_and_keeps_nesting():
+    from speclm.clusters.propagate import TokenBagProxy, agreement, token_bags
+
+    # 4 "topics", each drawing its tokens from its own part of a 40-token vocabulary
+    rng = np.random.default_rng(0)
+    topic = np.repeat(np.arange(4), 30)
+    tokens = np.stack([rng.integers(10 * t, 10 * t + 10, size=17) for t in topic])
+    bags = token_bags(_Windows(tokens), np.arange(len(topic)), 40)
+    assert bags.shape == (120, 40) and bags.sum() == 120 * 16  # the window's 16 tokens, not the extra one
+    labels = {2: (topic // 2).astype(np.int32), 4: topic.astype(np.int32)}
+    proxy = TokenBagProxy(bags, 40).fit(bags, labels, {2: 0, 4: 2})
+    pred = proxy.predict(bags)
+    assert np.array_equal(pred[4], topic) and np.array_equal(pred[4] // 2, pred[2])
+    agree = agreement(bags, labels, {2: 0, 4: 2}, 40)
+    assert agree[4] == 1.0 and agree[2] == 1.0
+    # labels unrelated to the tokens cannot be predicted well
+    noise = {4: rng.integers(0, 4, size=120).astype(np.int32)}
+    assert agreement(bags, noise, {}, 40)[4] < 0.6
