@@ -50,13 +50,14 @@ def main() -> None:
     ap.add_argument("--size", default=None, help="fine-tuning size (default: the smallest of methods.sizes)")
     ap.add_argument("--repeats", type=int, default=3, help="timings of each selection (median)")
     ap.add_argument("--no-train", action="store_true", help="only time the selections")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (1: a shared machine's spin-waits hurt)")
     args = ap.parse_args()
 
     import statistics
 
     import torch
 
-    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+    torch.set_num_threads(args.threads)
     new = not (args.run / "config.toml").exists()
     overrides = (TINY if new and args.preset in (None, "tiny") else []) + args.set
     run = open_run(args.run, args.preset or ("tiny" if new else None), overrides)

@@ -21,6 +21,7 @@ Cost split (PAPER.md Eq. 1): a method with shared pretraining pays its pretraini
 from __future__ import annotations
 
 import math
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -114,10 +115,12 @@ def run_grid(
     _repair(results)
     table = run.path / "eval" / f"{name}.md"
     done = {(r["method"], r["domain"], r["size"]) for r in atomic.read_jsonl(results) if r.get("config") == chash}
-    todo = [(m, d, s) for m in methods for d in domains for s in sizes if (m, d, s) not in done]
+    # size-major: a grid stopped early still has every method and domain at the first sizes
+    todo = [(m, d, s) for s in sizes for m in methods for d in domains if (m, d, s) not in done]
     log(f"grid: {len(methods)} methods x {len(domains)} domains x {len(sizes)} sizes; {len(todo)} rows to do")
     for m, d, s in todo:
         obj = objs[m]
+        t0 = time.perf_counter()
         log(f"grid: {m} / {d} / {s}")
         out = Path(obj.specialize(ctx, d, s))
         ev = evaluate_model(run, out, d)
@@ -137,8 +140,10 @@ def run_grid(
             "checkpoint": str(out.relative_to(run.path)) if out.is_relative_to(run.path) else str(out),
             "extra": _extra(out),
         }
+        row["grid_seconds"] = time.perf_counter() - t0
         atomic.append_jsonl(results, row)
         write_table(results, table, chash)
+        log(f"grid: {m} / {d} / {s}: ppl {row['ppl']:.2f} ({row['grid_seconds']:.0f} s)")
     write_table(results, table, chash)
     return table
 
@@ -201,10 +206,10 @@ def write_table(results: Path, table: Path, chash: str) -> None:
         head = ["method", *domains, "macro", "generic FLOPs", "spec. FLOPs / domain", "generic dev-h", "spec. dev-h / domain"]
         lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         for m in methods:
-            cells = [m]
             mrows = [by[(m, d, s)] for d in domains if (m, d, s) in by]
             if not mrows:
                 continue
+            cells = [m if mrows[0].get("small_at_inference", True) else f"{m} (large)"]
             for d in domains:
                 r = by.get((m, d, s))
                 cells.append(f"{r['ppl']:.2f}" if r else "–")
@@ -219,7 +224,8 @@ def write_table(results: Path, table: Path, chash: str) -> None:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += [
-        "Macro: exp(mean over domains of the per-token NLL); * = not every domain done yet.",
+        "Macro: exp(mean over domains of the per-token NLL); * = not every domain done yet. "
+        "(large): the specialized model is the large shape (breaks the inference budget).",
         "Costs: generic = pretraining shared by every domain (paid once); spec. = per domain "
         "(fine-tuning, plus per-domain pretraining for slm-is / slm-dsir, plus the teacher's fine-tuning "
         "and forward passes for slm-d). Device-hours on this run's device.",

@@ -294,3 +294,30 @@ def test_domain_not_clustered_is_refused(tmp_path, cli):
     build_tokens_only(run)
     code, _, err = cli("pretrain", "slm-is", "--domain", "legal", "--run", run.path)
     assert code == 2 and "speclm clusters" in err
+
+
+def test_slm_mix_experts_spread_over_two_torchrun_ranks(tiny_run, tmp_path):
+    """Two gloo ranks train disjoint experts (no DDP between them); rank 0 closes the mixture."""
+    import shutil
+    import subprocess
+    import sys
+
+    from speclm.methods import common
+
+    run = tmp_path / "run"
+    run.mkdir()
+    for part in ("config.toml", "corpus", "tokens", "clusters"):
+        src = tiny_run.path / part
+        (shutil.copytree if src.is_dir() else shutil.copyfile)(src, run / part)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    script = tmp_path / "pretrain_mix.py"  # torchrun would take the CLI's --run for its own option
+    script.write_text(f"from speclm.cli import main\nmain(['pretrain', 'slm-mix', '--run', {str(run)!r}])\n")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29517", str(script)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    mix = run / "pretrain" / "slm-mix"
+    info = common.job_summary(mix)
+    ranks = {i: common.job_summary(mix / f"expert-{i:03d}")["rank"] for i in info["experts"]}
+    assert ranks == {i: n % 2 for n, i in enumerate(info["experts"])}
+    assert all(common.job_summary(mix / f"expert-{i:03d}")["world_size"] == 2 for i in info["experts"])
+    assert (mix / "cost.json").exists()

@@ -114,3 +114,42 @@ def test_effective_sample_size_measures_repeats():
     concentrated = importance.effective_sample_size(np.r_[np.full(10, 0.1), np.zeros(90)], draws=100)
     assert concentrated["kish_ess"] == pytest.approx(10)
     assert concentrated["repeat_factor"] > 5 > uniform["repeat_factor"] > 1
+
+
+def test_dsir_weights_equal_the_data_selection_package(tmp_path):
+    """Our cached featurization + estimator gives the package's HashedNgramDSIR weights."""
+    from data_selection import HashedNgramDSIR
+
+    from conftest import stdlib_texts
+    from speclm.methods import dsir
+
+    class Texts:
+        def __init__(self, texts):
+            self.texts = texts
+
+        def __len__(self):
+            return len(self.texts)
+
+        def text(self, i):
+            return self.texts[i]
+
+    generic, domain = Texts(stdlib_texts(30, 0, 600)), Texts(stdlib_texts(8, 40, 600))
+    sets = {"g": generic, "d": domain}
+    load = lambda name: ({"text": t} for t in sets[name].texts)  # noqa: E731
+    ref = HashedNgramDSIR(["g"], ["d"], cache_dir=str(tmp_path / "c"), raw_load_dataset_fn=load,
+                          target_load_dataset_fn=load, num_proc=1, ngrams=2, num_buckets=500, min_example_length=0)
+    ref.fit_importance_estimator(num_tokens_to_fit="all")
+    ref.compute_importance_weights()
+    expected = np.load(tmp_path / "c" / "log_importance_weights" / "0.npy")
+    key = {"t": 1}
+    pool, feats, _ = dsir.generic_pool(tmp_path / "pool", generic, key, 0, 0, 2, 500)
+    got = dsir.log_weights(feats, dsir.featurize(domain, np.arange(8), 2, 500))
+    assert np.array_equal(pool, np.arange(30))
+    assert np.allclose(got, expected, rtol=1e-5, atol=1e-6)
+    again, feats2, _ = dsir.generic_pool(tmp_path / "pool", generic, key, 0, 0, 2, 500)  # from the cache
+    assert (feats2 != feats).nnz == 0
+    rng = np.random.default_rng(0)
+    picked = dsir.resample(got, 5, rng)
+    assert len(set(picked)) == 5  # without replacement while the pool is large enough
+    assert len(dsir.resample(got, 60, rng)) == 60
+    assert len(dsir.pool_indices(30, 10, 0)) == 10

@@ -48,3 +48,4 @@ class MethodsConfig:
     # SLM-dsir.
     dsir_ngrams: int = 2
     dsir_buckets: int = 10000
+    dsir_pool: int = 0  # candidate generic windows (a seeded sample; 0 = all)

@@ -86,7 +86,7 @@ class SLMMixture(PretrainThenFinetune):
             ctx.log(f"slm-mix expert {i}/{k}: {sizes[i]} generic windows -> {sub}")
             res = common.pretrain_model(ctx, model, sampler, sub, cfg, meta={"method": self.name, "expert": i}, ddp=False)
             common.finish_job(sub, {"expert": i, "windows": int(sizes[i]), "steps": res.steps, "tokens": res.tokens,
-                                    "best_valid": res.best_valid})
+                                    "best_valid": res.best_valid, "rank": rank, "world_size": world})
         if dist:
             distributed.barrier(dist)
         if rank != 0:
