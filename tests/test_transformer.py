@@ -78,6 +78,20 @@ def test_custom_mlp_plugs_in_and_receives_kwargs():
     assert not torch.allclose(a, b)
 
 
+@pytest.mark.parametrize("mlp", ["swiglu", "plain"])
+def test_flops_per_token_equals_counted_training_flops(mlp):
+    """Our formula against torch's FLOP counter on one forward+backward (math attention,
+    whose matrix products the counter sees)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = Transformer(tiny(mlp=mlp))
+    x = torch.randint(0, 97, (2, 32))
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        model(x, x)[1].backward()
+    assert counter.get_total_flops() == model.flops_per_token(32) * x.numel()
+
+
 def test_flops_grow_with_context_and_dial():
     s = named_shape("dial:2", 100)
     assert (s.n_layer, s.d_model, s.n_head) == (2, 128, 2)

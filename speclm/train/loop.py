@@ -217,7 +217,7 @@ def train(
 
     if cfg.dtype == "bf16" and dev.type == "cpu" and not cpu_has_fast_bf16() and dist.is_main:
         tqdm.write("speclm: warning: train.dtype=bf16 on a CPU without native bf16 (AVX512-BF16/AMX) is several "
-                   "times slower than fp32 here (measured ~7x on AVX2); consider --set train.dtype=fp32")
+                   "times slower than fp32 (measured 7-15x on AVX2); consider --set train.dtype=fp32")
     fwd = distributed.wrap(base, dist)
     if cfg.compile:
         fwd = torch.compile(fwd)
