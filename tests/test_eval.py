@@ -114,3 +114,10 @@ def test_cli_train_eval_export_generate(tmp_path, imported_run, cli):
     code, out, err = cli("train", "--run", run, "--set", "train.max_steps=0", "--out", tmp_path / "y")
     assert code == 2 and "budget is zero" in err
     assert not (tmp_path / "y" / "final").exists()
+
+
+def test_cli_shapes_prints_counts(cli):
+    code, out, err = cli("shapes", "--vocab", "32768", "--seq", "1024")
+    assert code == 0, err
+    line = next(l for l in out.splitlines() if "paper-slm" in l)
+    assert "121.65M parameters" in line and "MLP 58.72M" in line
