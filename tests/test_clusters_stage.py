@@ -128,7 +128,7 @@ def test_k_larger_than_the_fit_sample_is_a_clear_error(run, built):
     from speclm.clusters.stage import build_clusters
     from speclm.rundir import open_run
 
-    r = open_run(run.path, None, ["clusters.ks=[2, 100]"])
+    r = open_run(run.path, None, ["clusters.ks=[2, 100]"], save=False)
     with pytest.raises(SpeclmError, match="k=100 is larger than the number of generic windows"):
         build_clusters(r, progress=False)
 
