@@ -7,7 +7,20 @@ import typer
 from .cli_options import PresetOpt, RunOpt, SetOpt, open_run
 
 
-def run_pipeline(run, force: bool = False, echo=None) -> dict:
+STAGES = ("corpus", "tokens", "clusters", "grid")
+
+
+def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters") -> dict:
+    """Run the stages in order up to ``until`` (one of STAGES) and return their summaries.
+
+    ``until="grid"`` also runs the method grid (pretrain, specialize, evaluate every
+    method x domain x size; see speclm.experiment), which is what ``speclm run`` does.
+    """
+    from .errors import SpeclmError
+
+    if until not in STAGES:
+        raise SpeclmError(f"unknown stage {until!r}; known: {', '.join(STAGES)}")
+    last = STAGES.index(until)
     from .corpus.stage import build_corpus
     from .corpus.store import format_summary
     from .tokens.stage import build_tokens, format_tokens_summary
@@ -15,11 +28,24 @@ def run_pipeline(run, force: bool = False, echo=None) -> dict:
     echo = echo or (lambda text: None)
     summary = {"corpus": build_corpus(run, force=force)}
     echo(format_summary(summary["corpus"]))
+    if last < 1:
+        return summary
     summary["tokens"] = build_tokens(run, force=force)
     echo(format_tokens_summary(summary["tokens"]))
+    if last < 2:
+        return summary
     from .clusters.stage import build_clusters, format_summary as format_clusters_summary
+
     summary["clusters"] = build_clusters(run, force=force)
     echo(format_clusters_summary(summary["clusters"]))
+    if last < 3:
+        return summary
+    from .experiment import run_grid
+
+    table = run_grid(run, log=echo)
+    summary["grid"] = str(table)
+    echo(table.read_text(encoding="utf-8"))
+    echo(f"results: {table} (one row per method, domain and size: {table.with_suffix('.jsonl')})")
     return summary
 
 
@@ -30,8 +56,10 @@ def register(app: typer.Typer) -> None:
         preset: PresetOpt = None,
         set_: SetOpt = None,
         force: bool = typer.Option(False, "--force", help="Recompute every stage even if its manifest matches."),
+        until: str = typer.Option("grid", "--until", help="Stop after this stage: corpus, tokens, clusters or grid."),
     ) -> None:
-        """Run the whole pipeline (corpus, tokens, ...) on one run folder; finished stages are skipped."""
+        """Run the whole pipeline on one run folder: corpus, tokens, clusters, then the method
+        grid (every method x domain x size, evaluated); finished stages and rows are skipped."""
         r = open_run(run, preset, set_)
-        run_pipeline(r, force=force, echo=typer.echo)
+        run_pipeline(r, force=force, echo=typer.echo, until=until)
         typer.echo(f"run folder: {r.path}")

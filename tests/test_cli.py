@@ -69,3 +69,10 @@ def test_tiny_corpus_and_tokens_on_the_tiny_preset(cli, tmp_path):
             w = shards.windows(s, split)
             assert len(w) >= 1
             assert w.batch([0]).shape == (1, shards.window + 1)
+
+
+def test_run_refuses_an_unknown_stage(cli, tmp_path):
+    code, _, err = cli("run", "--run", tmp_path / "r", "--preset", "tiny", "--until", "nowhere")
+    assert code == 2
+    assert "unknown stage 'nowhere'" in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "r" / "corpus").exists()
