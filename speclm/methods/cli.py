@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
     @app.command("methods")
     def methods_cmd() -> None:
         """List the methods that `speclm pretrain` and `speclm specialize` know."""
-        from . import base, common
+        from . import base
 
         for name in base.known():
             cls = base.REGISTRY[name]

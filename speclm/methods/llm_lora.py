@@ -9,7 +9,6 @@ import torch
 
 from . import common
 from .base import Context, register
-from .finetune import finetune
 from .recipe import PretrainThenFinetune
 
 
