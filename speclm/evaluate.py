@@ -8,7 +8,6 @@ size (up to float rounding inside the model) and repeats exactly.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from pathlib import Path
@@ -22,16 +21,9 @@ from tqdm.auto import tqdm
 from . import atomic
 from .errors import SpeclmError
 from .train.data import eval_indices, to_batch
+from .train.loop import autocast
 
 GENERIC = "generic"
-
-
-def autocast(device: torch.device, dtype: str):
-    if dtype == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    if dtype != "fp32":
-        raise SpeclmError(f"dtype must be fp32 or bf16, got {dtype!r}")
-    return contextlib.nullcontext()
 
 
 @torch.no_grad()

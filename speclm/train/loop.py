@@ -83,11 +83,12 @@ def _to_device(batch, device: torch.device):
     return tuple(out)
 
 
-def _autocast(device: torch.device, dtype: str):
+def autocast(device: torch.device, dtype: str):
+    """bf16 autocast or nothing (fp32); shared by training and evaluation."""
     if dtype == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     if dtype != "fp32":
-        raise SpeclmError(f"train.dtype must be fp32 or bf16, got {dtype!r}")
+        raise SpeclmError(f"dtype must be fp32 or bf16, got {dtype!r}")
     return contextlib.nullcontext()
 
 
@@ -272,7 +273,7 @@ def train(
             batch = _to_device(sampler.batch(pos), dev)
             sync = micro == cfg.grad_accum - 1 or not dist.enabled
             with (contextlib.nullcontext() if sync else fwd.no_sync()):
-                with _autocast(dev, cfg.dtype):
+                with autocast(dev, cfg.dtype):
                     loss = loss_fn(fwd, batch)
                 (loss / cfg.grad_accum).backward()
             loss_sum += float(loss.detach())
