@@ -3,7 +3,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class ClustersConfig:
-    """Sentence-BERT embeddings of windows and k-means over them (docs/notes/clusters.md)."""
+    """Sentence-BERT embeddings of windows and k-means over them (docs/clusters.md)."""
 
     ks: list[int] = field(default_factory=lambda: [4, 16, 64])
     nested: bool = False  # each level splits the clusters of the level above (each k a multiple of the previous)

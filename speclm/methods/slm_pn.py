@@ -6,7 +6,7 @@ expert-vector size ``pn_m``, trained through the one loop. Each generic window g
 expert of its cluster: the batch carries ``expert`` ids, which the network groups so that
 an expert's weights are materialized once per micro-batch. ``methods.pn_batching``:
 ``mixed`` (uniform batches, several experts each) or ``cluster`` (each micro-batch drawn
-from a single cluster: one expert per batch, the cheapest step; see docs/notes/projected.md).
+from a single cluster: one expert per batch, the cheapest step; see docs/projected.md).
 
 Specialization: pick an expert vector, materialize it into a plain small transformer
 (``specialize/<method>/<domain>/<size>/expert/``, a checkpoint anyone can fine-tune without
