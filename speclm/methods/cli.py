@@ -19,6 +19,15 @@ def _split(values: Optional[list[str]]) -> Optional[list[str]]:
     return out or None
 
 
+def _open(method: str, run, preset, set_, force: bool):
+    """The method, the run (config not saved yet: bad input must leave nothing) and its context."""
+    from . import base
+
+    m = base.get(method)
+    r = open_run(run, preset, set_, save=False)
+    return m, r, base.Context(run=r, log=typer.echo, force=force)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("methods")
     def methods_cmd() -> None:
@@ -46,11 +55,9 @@ def register(app: typer.Typer) -> None:
         force: ForceOpt = False,
     ) -> None:
         """Pretrain a method (once, or per domain for slm-is / slm-dsir); a finished run is skipped."""
-        from . import base, common
+        from . import common
 
-        m = base.get(method)
-        r = open_run(run, preset, set_, save=False)
-        ctx = base.Context(run=r, log=typer.echo, force=force)
+        m, r, ctx = _open(method, run, preset, set_, force)
         domain = common.check_domain(ctx, m, domain, for_pretrain=True)
         m.check(ctx)
         r.save_config()
@@ -68,11 +75,9 @@ def register(app: typer.Typer) -> None:
         force: ForceOpt = False,
     ) -> None:
         """Specialize a method on a domain (pretraining first if needed); writes a plain small transformer."""
-        from . import base, common
+        from . import common
 
-        m = base.get(method)
-        r = open_run(run, preset, set_, save=False)
-        ctx = base.Context(run=r, log=typer.echo, force=force)
+        m, r, ctx = _open(method, run, preset, set_, force)
         domain = common.check_domain(ctx, m, domain)
         label = common.check_size(ctx, domain, size)
         m.check(ctx)
