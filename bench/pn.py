@@ -32,16 +32,22 @@ import torch
 from speclm.model.projected import ProjectedNetwork, pn_param_counts
 from speclm.model.transformer import Transformer, named_shape
 from speclm.train.config import TrainConfig
-from speclm.train.loop import make_optimizer
+from speclm.train.loop import autocast, make_optimizer
 
 
-def step_time(model, opt, x, y, **kw) -> float:
+def step_time(model, opt, x, y, dtype="fp32", **kw) -> float:
+    cuda = x.device.type == "cuda"
+    if cuda:
+        torch.cuda.synchronize()
     t0 = time.perf_counter()
-    _, loss = model(x, y, **kw)
+    with autocast(x.device, dtype):
+        _, loss = model(x, y, **kw)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
     opt.step()
     opt.zero_grad(set_to_none=True)
+    if cuda:
+        torch.cuda.synchronize()
     return time.perf_counter() - t0
 
 
@@ -125,6 +131,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16 = autocast, as train.dtype")
     args = ap.parse_args()
     if args.rules:
         return compare_rules(args)
@@ -134,23 +142,25 @@ def main() -> None:
 
     shape = named_shape(args.shape, args.vocab, max_seq_len=args.seq, mlp=args.mlp)
     cfg = TrainConfig(lr=1e-3)
-    dev = torch.device("cpu")
-    slm = Transformer(shape)
-    pn = ProjectedNetwork(shape, args.k, args.h, args.m)
+    dev = torch.device(args.device)
+    slm = Transformer(shape).to(dev)
+    pn = ProjectedNetwork(shape, args.k, args.h, args.m).to(dev)
     opt_slm = make_optimizer(list(slm.parameters()), cfg, dev)
     opt_pn = make_optimizer(list(pn.parameters()), cfg, dev)
 
     g = torch.Generator().manual_seed(args.seed)
     data = torch.randint(0, args.vocab, (args.batch, args.seq + 1), generator=g)
-    x, y = data[:, :-1], data[:, 1:]
+    x, y = data[:, :-1].to(dev), data[:, 1:].to(dev)
     one = torch.full((args.batch,), 3 % args.k)
     mixed = torch.randint(0, args.k, (args.batch,), generator=g)
     groups = int(mixed.unique().numel())
+    one, mixed = one.to(dev), mixed.to(dev)
+    dt = args.dtype
 
     runs = {
-        "slm": lambda: step_time(slm, opt_slm, x, y),
-        "pn/1 expert": lambda: step_time(pn, opt_pn, x, y, expert=one),
-        f"pn/mixed ({groups} experts)": lambda: step_time(pn, opt_pn, x, y, expert=mixed),
+        "slm": lambda: step_time(slm, opt_slm, x, y, dt),
+        "pn/1 expert": lambda: step_time(pn, opt_pn, x, y, dt, expert=one),
+        f"pn/mixed ({groups} experts)": lambda: step_time(pn, opt_pn, x, y, dt, expert=mixed),
     }
     for fn in runs.values():  # warm-up (allocator, optimizer state)
         fn()
@@ -160,8 +170,9 @@ def main() -> None:
             times[name].append(fn())
 
     tokens = args.batch * args.seq
+    where = torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"shape {args.shape} ({args.mlp} MLP), seq {args.seq}, batch {args.batch} = {tokens} tokens/step; "
-          f"PN k={args.k} h={args.h} m={args.m}; {torch.get_num_threads()} threads; {args.repeats} repeats")
+          f"PN k={args.k} h={args.h} m={args.m}; {where}, {args.dtype}; {args.repeats} repeats")
     c = pn.param_counts()
     print(f"parameters: SLM {slm.param_count() / 1e6:.2f}M, PN {c['total'] / 1e6:.2f}M "
           f"(bases {c['bases'] / 1e6:.2f}M, mixing {c['mixing']}), {c['total'] / slm.param_count():.2f}x")

@@ -11,6 +11,12 @@ windows) in bf16 and reports tokens/s and MFU (model FLOPs utilization, PaLM's c
     python bench/train.py                      # CPU: cpu-small and cpu-large, fp32 and bf16
     python bench/train.py --shapes cpu-small --dtypes fp32 --repeats 3
     python bench/train.py --compile            # also torch.compile (slow to compile on CPU)
+    python bench/train.py --shapes none --loop-steps 60   # GPU only: the peer pairs and the real loop
+
+``--loop-steps N`` (GPU) also runs speclm's one training loop (``speclm.train.loop.train``:
+bf16 autocast, torch.compile, fused AdamW, gradient clipping, metrics, a checkpoint at the
+end) on the paper-slm shape for N steps of random tokens, and reports the loop's own
+tokens/s and MFU (median of its logged intervals after the first), next to the bare step.
 """
 
 from __future__ import annotations
@@ -121,7 +127,9 @@ def main() -> None:
     ap.add_argument("--compile", action="store_true", help="also measure torch.compile for both models")
     ap.add_argument("--no-gpu", action="store_true", help="skip the GPU section even if CUDA exists")
     ap.add_argument("--gpu-batch", type=int, default=16)
+    ap.add_argument("--loop-steps", type=int, default=0, help="GPU: also run the training loop for N steps")
     args = ap.parse_args()
+    shapes = [] if args.shapes in ("", "none") else args.shapes.split(",")
     if args.threads:
         torch.set_num_threads(args.threads)
     cpu = torch.device("cpu")
@@ -132,7 +140,7 @@ def main() -> None:
     print(f"{'shape':<10} {'mode':<12} {'speclm tok/s':>13} {'Llama tok/s':>12} {'ratio':>6} "
           f"{'speclm tok/cpu-s':>17} {'Llama tok/cpu-s':>16} {'ratio':>6}")
     modes = [(d, False) for d in args.dtypes.split(",")] + ([(d, True) for d in args.dtypes.split(",")] if args.compile else [])
-    for shape in args.shapes.split(","):
+    for shape in shapes:
         for dtype, comp in modes:
             r = bench_pair(shape, args.vocab, args.seq, args.batch, cpu, dtype, comp, args.repeats, args.steps, args.warmup)
             ratio = r["speclm"] / r["LlamaForCausalLM"]
@@ -162,6 +170,47 @@ def main() -> None:
                 line += f", MFU speclm {r['speclm'] * r['flops_per_token'] / peak:.1%} " \
                         f"Llama {r['LlamaForCausalLM'] * r['flops_per_token'] / peak:.1%}"
             print(line, flush=True)
+        if args.loop_steps:
+            loop_bench(dev, args.gpu_batch, args.loop_steps, peak)
+
+
+class RandomTokens:
+    """A sampler of the loop's interface: batch(position) -> (x, y), seeded by position."""
+
+    def __init__(self, vocab, seq_len, batch):
+        self.vocab, self.seq_len, self.batch_size = vocab, seq_len, batch
+
+    def batch(self, position):
+        g = torch.Generator().manual_seed(position)
+        data = torch.randint(0, self.vocab, (self.batch_size, self.seq_len + 1), generator=g)
+        return data[:, :-1], data[:, 1:]
+
+
+def loop_bench(dev, batch, steps, peak, shape="paper-slm", vocab=32768, seq=1024, dtype="bf16"):
+    import json
+    import tempfile
+
+    from speclm.train.config import TrainConfig
+    from speclm.train.loop import train
+
+    torch.manual_seed(0)
+    model = Transformer(named_shape(shape, vocab, max_seq_len=seq))
+    cfg = TrainConfig(lr=3e-4, warmup_steps=10, batch_size=batch, dtype=dtype, compile=True, max_steps=steps,
+                      log_every=5, eval_every=0, checkpoint_every=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        res = train(model, RandomTokens(vocab, seq, batch), cfg, tmp, device=dev, progress=False)
+        wall = time.perf_counter() - t0
+        rows = [json.loads(x) for x in open(os.path.join(tmp, "metrics.jsonl")) if '"tok_s"' in x]
+    rates = [r["tok_s"] for r in rows[1:]] or [r["tok_s"] for r in rows]
+    tok_s = statistics.median(rates)
+    line = (f"speclm training loop, {shape} {dtype}+compile, batch {batch} x {seq}: {tok_s:,.0f} tok/s "
+            f"(median of {len(rates)} intervals of 5 steps), {res.steps} steps, loss {rows[-1]['loss']:.3f}, "
+            f"{wall:.0f} s with compile and checkpoint")
+    if peak:
+        line += f", MFU {tok_s * model.flops_per_token(seq) / peak:.1%}"
+    print(line, flush=True)
+
 
 if __name__ == "__main__":
     main()
