@@ -143,9 +143,23 @@ def run_grid(
         row["grid_seconds"] = time.perf_counter() - t0
         atomic.append_jsonl(results, row)
         write_table(results, table, chash)
+        _plot(results, chash, log)
         log(f"grid: {m} / {d} / {s}: ppl {row['ppl']:.2f} ({row['grid_seconds']:.0f} s)")
     write_table(results, table, chash)
+    _plot(results, chash, log)
     return table
+
+
+def _plot(results: Path, chash: str, log: Callable[[str], None]) -> None:
+    """Redraw eval/<name>.png and <name>-domains.png (speclm/experiment_plots.py). The
+    pictures are derived from the rows and redrawn at the next row, so a failure to draw
+    is reported, not allowed to stop the grid."""
+    from .experiment_plots import plot_grid
+
+    try:
+        plot_grid(results, chash)
+    except Exception as e:  # noqa: BLE001 - a report, not a result
+        log(f"grid: could not draw the plots: {type(e).__name__}: {e}")
 
 
 def _repair(results: Path) -> None:
@@ -229,6 +243,9 @@ def write_table(results: Path, table: Path, chash: str) -> None:
         "Costs: generic = pretraining shared by every domain (paid once); spec. = per domain "
         "(fine-tuning, plus per-domain pretraining for slm-is / slm-dsir, plus the teacher's fine-tuning "
         "and forward passes for slm-d). Device-hours on this run's device.",
+        "",
+        f"![macro perplexity vs size and cost]({results.stem}.png)",
+        f"![perplexity per domain]({results.stem}-domains.png)",
         "",
     ]
     atomic.write_text(table, "\n".join(lines))

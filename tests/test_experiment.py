@@ -55,6 +55,7 @@ def test_grid_rows_table_and_resume(grid_run):
     text = table.read_text()
     macro = math.exp(sum(r["nll"] for r in slm) / 2)
     assert f"{macro:.2f}" in text and "| slm-nopt |" in text
+    assert (grid_run.path / "eval" / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and "](results.png)" in text
 
     # resume: nothing to redo; a lost row is recomputed alone (its jobs are finished, so it is cheap)
     run_grid(grid_run, methods=["slm", "slm-nopt"], domains=domains, sizes=["2k"], log=lambda s: None)
