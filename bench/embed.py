@@ -76,8 +76,7 @@ def main() -> None:
 
     import torch
 
-    from speclm.clusters.embed import Embedder, load_model
-    from speclm.clusters.stage import effective_dtype
+    from speclm.clusters.embed import Embedder, effective_dtype, load_model
 
     if args.texts:
         with open(args.texts, encoding="utf-8") as f:

@@ -28,7 +28,7 @@ from .. import atomic, manifest
 from ..errors import SpeclmError
 from ..rundir import Run
 from . import describe as desc
-from .embed import EMBED_DIM, MODEL_PACKAGE, Embedder, model_version, resolve_device
+from .embed import EMBED_DIM, MODEL_PACKAGE, Embedder, effective_dtype, model_version, resolve_device
 from .kmeans import assign_levels, check_ks, cluster_sizes, fit_levels, normalize
 from .store import Clusters, EmbeddingCache, k_dir
 
@@ -69,16 +69,6 @@ def barrier(world: int) -> None:
     if not dist.is_initialized():
         dist.init_process_group("gloo")
     dist.barrier()
-
-
-def effective_dtype(device: str, dtype: str) -> str:
-    """bf16 autocast only where the CPU runs it natively (elsewhere it is several times
-    slower than fp32: measured 0.5 vs 6 windows/s on an AVX2-only CPU)."""
-    import torch
-
-    if dtype == "bf16" and device == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
-        return "fp32"
-    return dtype
 
 
 def sample_rows(n: int, cap: int, seed: int, salt: str) -> np.ndarray:
