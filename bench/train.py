@@ -128,6 +128,8 @@ def main() -> None:
     ap.add_argument("--no-gpu", action="store_true", help="skip the GPU section even if CUDA exists")
     ap.add_argument("--gpu-batch", type=int, default=16)
     ap.add_argument("--loop-steps", type=int, default=0, help="GPU: also run the training loop for N steps")
+    ap.add_argument("--loop-only", action="store_true", help="GPU: only the training loop (no peer pairs)")
+    ap.add_argument("--loop-batches", default="", help="GPU: batch sizes for the loop (default: --gpu-batch)")
     args = ap.parse_args()
     shapes = [] if args.shapes in ("", "none") else args.shapes.split(",")
     if args.threads:
@@ -154,7 +156,7 @@ def main() -> None:
         name = torch.cuda.get_device_name(dev)
         peak = next((v for k, v in PEAK_BF16.items() if k in name), None)
         print(f"\n# GPU: {name}; paper-slm (7 layers, d=1024, vocab 32768), seq 1024, batch {args.gpu_batch}, bf16")
-        for comp in (False, True):
+        for comp in () if args.loop_only else (False, True):
             tag = "+compile" if comp else ""
             # the paper's plain MLP has no Llama twin (export adds a zero matrix), so the
             # peer comparison uses the same shape with SwiGLU; MFU is reported for both
@@ -171,7 +173,8 @@ def main() -> None:
                         f"Llama {r['LlamaForCausalLM'] * r['flops_per_token'] / peak:.1%}"
             print(line, flush=True)
         if args.loop_steps:
-            loop_bench(dev, args.gpu_batch, args.loop_steps, peak)
+            for b in [int(v) for v in args.loop_batches.split(",") if v] or [args.gpu_batch]:
+                loop_bench(dev, b, args.loop_steps, peak)
 
 
 class RandomTokens:
