@@ -15,6 +15,18 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp/mkdtemp create private files (0600) and folders (0700); an artifact gets the
+# permissions any other new file of this process would get (0644/0755 under umask 022)
+_UMASK = _read_umask()
+FILE_MODE, DIR_MODE = 0o666 & ~_UMASK, 0o777 & ~_UMASK
+
+
 def _fsync_dir(path: Path) -> None:
     try:
         fd = os.open(path, os.O_RDONLY)
@@ -44,6 +56,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp_path
         with open(tmp_path, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     finally:
@@ -84,6 +97,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, DIR_MODE)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old")

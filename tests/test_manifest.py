@@ -135,3 +135,23 @@ def test_a_killed_build_leaves_nothing_that_survives_the_next(tmp_path, spec):
     build_tokens(run)
     assert not stale.exists()
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.toml", "corpus", "tokens"]
+
+
+def test_atomic_artifacts_get_ordinary_permissions(tmp_path):
+    """Temp files are private (0600/0700) while written; the artifact under its final name
+    gets the mode any new file of the process gets (0644/0755 under umask 022)."""
+    import os
+    import stat
+
+    from speclm import atomic
+
+    old = os.umask(0o022)
+    try:
+        f = tmp_path / "a.json"
+        atomic.write_json(f, {"x": 1})
+        with atomic.atomic_dir(tmp_path / "d") as d:
+            (d / "inner.txt").write_text("x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(f.stat().st_mode) == atomic.FILE_MODE
+    assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == atomic.DIR_MODE
