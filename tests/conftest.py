@@ -53,6 +53,27 @@ def user_files(tmp_path) -> dict[str, Path]:
 
 SMALL = ["--preset", "tiny", "--set", "tokens.vocab_size=300", "--set", "tokens.window=16"]
 
+# Config overrides (``open_run(..., overrides)``) that keep real stages to seconds in tests.
+# A few steps of training, with evaluation, checkpoints and logs all exercised:
+FAST_TRAIN = [
+    "train.max_steps=4",
+    "train.warmup_steps=1",
+    "train.eval_every=2",
+    "train.eval_batches=2",
+    "train.checkpoint_every=2",
+    "train.log_every=2",
+]
+# Sentence-BERT is the slow part: embed a small sample with short chunks, propagate to the
+# other windows; k-means for k=2 and 4 with few iterations.
+FAST_CLUSTERS = [
+    "clusters.ks=[2, 4]",
+    "clusters.embed_sample=48",
+    "clusters.embed_sample_other=4",
+    "clusters.chunk_pieces=16",
+    "clusters.window_embedding='first'",
+    "clusters.niter=5",
+]
+
 
 @pytest.fixture
 def cli(capsys):

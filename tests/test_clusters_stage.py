@@ -7,17 +7,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import FAST_CLUSTERS
 
 from speclm.errors import SpeclmError
-
-SMALL = [
-    "clusters.ks=[2, 4]",
-    "clusters.embed_sample=48",
-    "clusters.embed_sample_other=4",
-    "clusters.chunk_pieces=16",
-    "clusters.window_embedding='first'",
-    "clusters.niter=5",
-]
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +18,7 @@ def run(tmp_path_factory):
     from speclm.rundir import open_run
     from speclm.tokens.stage import build_tokens
 
-    r = open_run(tmp_path_factory.mktemp("clusters") / "run", "tiny", SMALL)
+    r = open_run(tmp_path_factory.mktemp("clusters") / "run", "tiny", FAST_CLUSTERS)
     build_corpus(r)
     build_tokens(r)
     return r

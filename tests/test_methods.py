@@ -10,17 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import FAST_CLUSTERS, FAST_TRAIN
 
 from speclm.errors import SpeclmError
 
 # A few steps of everything: each method's test runs in seconds.
 FAST = [
-    "train.max_steps=4",
-    "train.warmup_steps=1",
-    "train.eval_every=2",
-    "train.eval_batches=2",
-    "train.checkpoint_every=2",
-    "train.log_every=2",
+    *FAST_TRAIN,
     "methods.sizes=['2k', '8k', 'all']",
     "methods.finetune_max_steps=[3, 4, 5]",
     "methods.finetune_eval_every=2",
@@ -28,13 +24,7 @@ FAST = [
     "methods.mix_k=2",
     "methods.lora_rank=4",
     "methods.dsir_buckets=2000",
-    # Sentence-BERT is the slow part: embed a sample, propagate to the other windows
-    "clusters.ks=[2, 4]",
-    "clusters.embed_sample=48",
-    "clusters.embed_sample_other=4",
-    "clusters.chunk_pieces=16",
-    "clusters.window_embedding='first'",
-    "clusters.niter=5",
+    *FAST_CLUSTERS,
 ]
 
 

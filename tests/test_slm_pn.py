@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from conftest import FAST_TRAIN
 
 from speclm.errors import SpeclmError
 from speclm.methods.slm_pn import ClusterBatchSampler, entropy, histogram_of
@@ -82,12 +83,7 @@ def test_histogram_and_entropy():
 # -- the method on the tiny preset (real corpus, tokens, clusters; a few training steps) ----
 
 FAST = [
-    "train.max_steps=4",
-    "train.warmup_steps=1",
-    "train.eval_every=2",
-    "train.eval_batches=2",
-    "train.checkpoint_every=2",
-    "train.log_every=2",
+    *FAST_TRAIN,
     "methods.sizes=['2k', 'all']",
     "methods.finetune_max_steps=[3, 4]",
     "methods.finetune_eval_every=2",
