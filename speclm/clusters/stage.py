@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from .. import atomic, manifest
 from ..errors import SpeclmError
+from ..jsonfile import read_required_json
 from ..rundir import Run
 from . import describe as desc
 from .embed import EMBED_DIM, MODEL_PACKAGE, Embedder, effective_dtype, model_version, resolve_device
@@ -341,10 +342,7 @@ def build_clusters(run: Run, force: bool = False, progress: bool | None = None) 
 
 
 def read_summary(clusters_dir: str | Path) -> dict:
-    p = Path(clusters_dir) / SUMMARY
-    if not p.exists():
-        raise SpeclmError(f"no clusters summary in {clusters_dir}: run `speclm clusters` first")
-    return json.loads(p.read_text(encoding="utf-8"))
+    return read_required_json(Path(clusters_dir) / SUMMARY, f"no clusters summary in {clusters_dir}: run `speclm clusters` first")
 
 
 def format_summary(summary: dict) -> str:

@@ -11,6 +11,7 @@ from typing import Any
 
 from .. import manifest
 from ..errors import SpeclmError
+from ..jsonfile import read_required_json
 from .base import Context, Method
 from .sizes import size_label, size_windows
 
@@ -178,21 +179,11 @@ def finish_job(folder: Path, summary: dict) -> None:
 
 
 def read_job_key(folder: Path) -> dict:
-    import json
-
-    p = Path(folder) / JOB_FILE
-    if not p.exists():
-        raise SpeclmError(f"{folder} holds no job (no {JOB_FILE})")
-    return json.loads(p.read_text(encoding="utf-8"))["key"]
+    return read_required_json(Path(folder) / JOB_FILE, f"{folder} holds no job (no {JOB_FILE})")["key"]
 
 
 def job_summary(folder: Path) -> dict:
-    import json
-
-    p = Path(folder) / "done.json"
-    if not p.exists():
-        raise SpeclmError(f"{folder} is not finished (no done.json)")
-    return json.loads(p.read_text(encoding="utf-8"))
+    return read_required_json(Path(folder) / "done.json", f"{folder} is not finished (no done.json)")
 
 
 # -- pretraining through the one loop -------------------------------------------------------

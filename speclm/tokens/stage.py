@@ -19,6 +19,7 @@ from tqdm import tqdm
 from .. import atomic, manifest
 from ..corpus.store import SPLITS, list_sets, read_summary, read_texts, text_table
 from ..errors import SpeclmError
+from ..jsonfile import read_required_json
 from ..rundir import Run
 from .bpe import EOT_ID, check_vocab_size, save_tokenizer, set_threads, train_bpe
 from .shards import stream_paths, token_dtype
@@ -173,12 +174,7 @@ def build_tokens(run: Run, force: bool = False) -> dict:
 
 
 def read_tokens_summary(tokens_dir: str | Path) -> dict:
-    import json
-
-    path = Path(tokens_dir) / SUMMARY
-    if not path.exists():
-        raise SpeclmError(f"no tokens in {tokens_dir}: run `speclm tokens` first")
-    return json.loads(path.read_text(encoding="utf-8"))
+    return read_required_json(Path(tokens_dir) / SUMMARY, f"no tokens in {tokens_dir}: run `speclm tokens` first")
 
 
 def format_tokens_summary(summary: dict) -> str:
