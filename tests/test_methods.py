@@ -260,6 +260,21 @@ def test_bad_domain_size_and_rule(ctx):
         get("slm-mix").check(Context(run=dataclasses.replace(ctx.run, config=cfg)))
 
 
+@pytest.mark.parametrize("method, field, value", [
+    ("slm-dsir", "dsir_ngrams", 0), ("slm-dsir", "dsir_buckets", -1),
+    ("llm-lora", "lora_rank", 0), ("llm-lora", "lora_steps_factor", 0.0),
+])
+def test_non_positive_method_settings_are_refused(ctx, method, field, value):
+    import dataclasses
+
+    from speclm.methods.base import Context, get
+
+    get(method).check(ctx)  # the test config passes
+    cfg = dataclasses.replace(ctx.config, methods=dataclasses.replace(ctx.config.methods, **{field: value}))
+    with pytest.raises(SpeclmError, match=rf"^methods\.{field} must be positive, got {value}$"):
+        get(method).check(Context(run=dataclasses.replace(ctx.run, config=cfg)))
+
+
 def test_cli_errors_are_one_line(tiny_run, cli):
     d = "legal"
     code, _, err = cli("specialize", "slm-zzz", "--domain", d, "--size", "2k", "--run", tiny_run.path)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import manifest
-from ..errors import SpeclmError
+from ..errors import SpeclmError, require
 from ..jsonfile import read_required_json
 from .base import Context, Method
 from .sizes import size_label, size_windows
@@ -94,6 +94,13 @@ def check_clustered(ctx: Context, domain: str, k: int) -> None:
             raise SpeclmError(
                 f"{s} was not clustered at k={k} (no assignments in {ctx.run.clusters_dir}); run `speclm clusters`"
             ) from None
+
+
+def require_positive(ctx: Context, *fields: str) -> None:
+    """A one-line error unless every named ``methods.<field>`` of the run's config is > 0."""
+    for field in fields:
+        value = getattr(ctx.config.methods, field)
+        require(value > 0, f"methods.{field} must be positive, got {value}")
 
 
 def check_size(ctx: Context, domain: str, size: str) -> str:

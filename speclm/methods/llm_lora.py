@@ -37,11 +37,7 @@ class LLMLora(PretrainThenFinetune):
     finetune_fields = ("finetune_", "sizes", "lora_")
 
     def check(self, ctx: Context) -> None:
-        m = ctx.config.methods
-        from ..errors import require
-
-        require(m.lora_rank > 0, f"methods.lora_rank must be positive, got {m.lora_rank}")
-        require(m.lora_steps_factor > 0, f"methods.lora_steps_factor must be positive, got {m.lora_steps_factor}")
+        common.require_positive(ctx, "lora_rank", "lora_steps_factor")
 
     def finetune_kwargs(self, ctx: Context, domain: str, size: str) -> dict:
         m = ctx.config.methods

@@ -29,11 +29,7 @@ class SLMDSIR(PretrainThenFinetune):
     pretrain_fields = ("pretrain_steps", "budget", "dsir_")
 
     def check(self, ctx: Context) -> None:
-        from ..errors import require
-
-        m = ctx.config.methods
-        require(m.dsir_ngrams > 0, f"methods.dsir_ngrams must be positive, got {m.dsir_ngrams}")
-        require(m.dsir_buckets > 0, f"methods.dsir_buckets must be positive, got {m.dsir_buckets}")
+        common.require_positive(ctx, "dsir_ngrams", "dsir_buckets")
 
     def pretrain_indices(self, ctx: Context, domain: Optional[str]) -> tuple[np.ndarray, dict]:
         m = ctx.config.methods
