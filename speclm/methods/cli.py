@@ -9,6 +9,7 @@ import typer
 from ..cli_options import PresetOpt, RunOpt, SetOpt, open_run
 
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo the work even if a finished result exists.")]
+MethodArg = Annotated[str, typer.Argument(help="Method name (see `speclm methods`).")]
 
 
 def _split(values: Optional[list[str]]) -> Optional[list[str]]:
@@ -47,7 +48,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("pretrain")
     def pretrain_cmd(
-        method: Annotated[str, typer.Argument(help="Method name (see `speclm methods`).")],
+        method: MethodArg,
         domain: Annotated[Optional[str], typer.Option("--domain", "-d", help="Domain (methods that pretrain per domain).")] = None,
         run: RunOpt = None,
         preset: PresetOpt = None,
@@ -66,7 +67,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("specialize")
     def specialize_cmd(
-        method: Annotated[str, typer.Argument(help="Method name (see `speclm methods`).")],
+        method: MethodArg,
         domain: Annotated[str, typer.Option("--domain", "-d", help="Domain to specialize on.")],
         size: Annotated[str, typer.Option("--size", help="Tokens of the domain train split: e.g. 250k, 1M, all.")],
         run: RunOpt = None,
