@@ -20,71 +20,60 @@ def _assert_one_line_error(code, err, *words):
         assert w in lines[0], lines[0]
 
 
-def _import(cli, run, generic, *domains, extra=()):
-    args = ["corpus", "import", "--run", run, *SMALL, *extra, "--generic", generic]
-    for d in domains:
-        args += ["--domain", d]
-    return cli(*args)
+@pytest.fixture
+def import_is_refused(cli, tmp_path, user_files):
+    """Check that ``speclm corpus import`` of the generic file and ``domains`` fails with one
+    line naming ``words``, and writes no run folder."""
+
+    def check(*domains: str, words: tuple[str, ...], extra: tuple[str, ...] = ()) -> None:
+        run = tmp_path / "run"
+        args = ["corpus", "import", "--run", run, *SMALL, *extra, "--generic", user_files["generic"]]
+        for d in domains:
+            args += ["--domain", d]
+        code, _, err = cli(*args)
+        _assert_one_line_error(code, err, *words)
+        assert not run.exists()
+
+    return check
 
 
-def test_missing_path(cli, tmp_path, user_files):
-    run = tmp_path / "run"
-    code, _, err = _import(cli, run, user_files["generic"], f"law={tmp_path / 'nope' / 'law.jsonl'}")
-    _assert_one_line_error(code, err, "path not found", "law.jsonl")
-    assert not run.exists()
+def test_missing_path(import_is_refused, tmp_path):
+    import_is_refused(f"law={tmp_path / 'nope' / 'law.jsonl'}", words=("path not found", "law.jsonl"))
 
 
-def test_unreadable_parquet(cli, tmp_path, user_files):
+def test_unreadable_parquet(import_is_refused, tmp_path, user_files):
     bad = tmp_path / "broken.parquet"
     data = user_files["code"].read_bytes()
     bad.write_bytes(data[: len(data) // 2])
-    run = tmp_path / "run"
-    code, _, err = _import(cli, run, user_files["generic"], f"code={bad}")
-    _assert_one_line_error(code, err, "cannot read Parquet", "broken.parquet")
-    assert not run.exists()
+    import_is_refused(f"code={bad}", words=("cannot read Parquet", "broken.parquet"))
 
 
-def test_empty_domain(cli, tmp_path, user_files):
+def test_empty_domain(import_is_refused, tmp_path, user_files):
     empty = tmp_path / "empty.jsonl"
     empty.write_text(json.dumps({"text": ""}) + "\n" + json.dumps({"text": "  \n"}) + "\n", encoding="utf-8")
-    run = tmp_path / "run"
-    code, _, err = _import(cli, run, user_files["generic"], f"notes={user_files['notes']}", f"void={empty}")
-    _assert_one_line_error(code, err, "domain 'void'", "no documents")
-    assert not run.exists()
+    import_is_refused(f"notes={user_files['notes']}", f"void={empty}", words=("domain 'void'", "no documents"))
 
 
-def test_non_utf8_bytes(cli, tmp_path, user_files):
+def test_non_utf8_bytes(import_is_refused, user_files):
     (user_files["notes"] / "latin1.txt").write_bytes("déjà vu".encode("latin-1"))
-    run = tmp_path / "run"
-    code, _, err = _import(cli, run, user_files["generic"], f"notes={user_files['notes']}")
-    _assert_one_line_error(code, err, "latin1.txt", "not UTF-8", "byte offset 1")
-    assert not run.exists()
+    import_is_refused(f"notes={user_files['notes']}", words=("latin1.txt", "not UTF-8", "byte offset 1"))
 
 
-def test_document_over_the_size_limit(cli, tmp_path, user_files):
+def test_document_over_the_size_limit(import_is_refused, tmp_path):
     big = tmp_path / "big"
     big.mkdir()
     for i in range(3):
         (big / f"small{i}.txt").write_text("a small document", encoding="utf-8")
     (big / "huge.txt").write_text("word " * 1000, encoding="utf-8")  # 5 kB
-    run = tmp_path / "run"
-    code, _, err = _import(cli, run, user_files["generic"], f"big={big}", extra=["--set", "corpus.max_doc_mb=0.004"])
-    _assert_one_line_error(code, err, "huge.txt", "corpus.max_doc_mb")
-    assert not run.exists()
+    import_is_refused(f"big={big}", words=("huge.txt", "corpus.max_doc_mb"), extra=("--set", "corpus.max_doc_mb=0.004"))
 
 
-def test_two_domains_with_the_same_name(cli, tmp_path, user_files):
-    run = tmp_path / "run"
-    code, _, err = _import(cli, run, user_files["generic"], f"x={user_files['notes']}", f"x={user_files['code']}")
-    _assert_one_line_error(code, err, "domain 'x' is given twice")
-    assert not run.exists()
+def test_two_domains_with_the_same_name(import_is_refused, user_files):
+    import_is_refused(f"x={user_files['notes']}", f"x={user_files['code']}", words=("domain 'x' is given twice",))
 
 
-def test_unsafe_domain_name(cli, tmp_path, user_files):
-    run = tmp_path / "run"
-    code, _, err = _import(cli, run, user_files["generic"], f"../x={user_files['notes']}")
-    _assert_one_line_error(code, err, "not a safe identifier")
-    assert not run.exists()
+def test_unsafe_domain_name(import_is_refused, user_files):
+    import_is_refused(f"../x={user_files['notes']}", words=("not a safe identifier",))
 
 
 def test_vocabulary_too_small(cli, imported_run):
