@@ -113,6 +113,44 @@ def compare_rules(args) -> None:
         print(f"fine-tuned, macro over domains and sizes: argmax {a:.2f}, histogram {h:.2f}, ratio {h / a:.3f}")
 
 
+class MixedExperts:
+    """The loop's sampler interface with expert ids: random tokens, experts uniform in [0, k)."""
+
+    def __init__(self, vocab, seq_len, batch, k):
+        self.vocab, self.seq_len, self.batch_size, self.k = vocab, seq_len, batch, k
+
+    def batch(self, position):
+        g = torch.Generator().manual_seed(position)
+        data = torch.randint(0, self.vocab, (self.batch_size, self.seq_len + 1), generator=g)
+        return data[:, :-1], data[:, 1:], {"expert": torch.randint(0, self.k, (self.batch_size,), generator=g)}
+
+
+def loop_compare(args) -> None:
+    """PN through the real training loop, eager and with train.compile (the paper preset's
+    setting): tokens/s (median of the logged intervals after the first) and total seconds."""
+    import json
+    import os
+    import tempfile
+
+    from speclm.train.loop import train
+
+    shape = named_shape(args.shape, args.vocab, max_seq_len=args.seq, mlp=args.mlp)
+    for comp in (False, True):
+        torch.manual_seed(args.seed)
+        pn = ProjectedNetwork(shape, args.k, args.h, args.m)
+        cfg = TrainConfig(lr=3e-4, warmup_steps=5, batch_size=args.batch, dtype=args.dtype, compile=comp,
+                          max_steps=args.loop_steps, log_every=5, eval_every=0, checkpoint_every=0)
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            train(pn, MixedExperts(args.vocab, args.seq, args.batch, args.k), cfg, tmp, device=args.device, progress=False)
+            wall = time.perf_counter() - t0
+            rows = [json.loads(x) for x in open(os.path.join(tmp, "metrics.jsonl")) if '"tok_s"' in x]
+        rates = [r["tok_s"] for r in rows[1:]] or [r["tok_s"] for r in rows]
+        print(f"PN loop ({args.shape}, k={args.k}, batch {args.batch} x {args.seq}, {args.dtype}), "
+              f"compile={comp}: {statistics.median(rates):,.0f} tok/s (median of {len(rates)} intervals), "
+              f"{wall:.0f} s in all, loss {rows[-1]['loss']:.3f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rules", action="store_true", help="compare argmax and histogram instantiation on a run instead")
@@ -133,9 +171,13 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16 = autocast, as train.dtype")
+    ap.add_argument("--loop-steps", type=int, default=0,
+                    help="instead: the training loop on PN with mixed micro-batches, eager then compiled, N steps each")
     args = ap.parse_args()
     if args.rules:
         return compare_rules(args)
+    if args.loop_steps:
+        return loop_compare(args)
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)

@@ -159,6 +159,11 @@ class ProjectedMLP(nn.Module):
         """The plain MLP of transformer.py run with ``weights`` (one expert)."""
         return functional_call(self._template[0], weights, (x,))
 
+    # outside torch.compile: the grouping (route.counts) changes with every micro-batch, and
+    # dynamo would recompile for each new one until its recompile limit (then run eager).
+    # The MLPs are a few large matrix products each, which gain little from compiling;
+    # attention, norms and the loss around them still compile (tests/test_projected_compile.py)
+    @torch.compiler.disable
     def forward(self, x: torch.Tensor, route: Optional[Route] = None, **_: object) -> torch.Tensor:
         if route is None:
             raise SpeclmError("projected network: no expert given (call the ProjectedNetwork with expert=... or vector=...)")
@@ -238,6 +243,7 @@ class ProjectedNetwork(nn.Module):
 
     # -- forward -------------------------------------------------------------------------
 
+    @torch.compiler.disable  # data-dependent (unique, min/max checks): see ProjectedMLP.forward
     def route(self, batch: int, expert: Optional[torch.Tensor] = None, vector: Optional[torch.Tensor] = None) -> Route:
         if (expert is None) == (vector is None):
             raise SpeclmError("projected network: give exactly one of expert=ids or vector=e")
