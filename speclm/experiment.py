@@ -114,11 +114,14 @@ def run_grid(
     results = run.path / "eval" / f"{name}.jsonl"
     _repair(results)
     table = run.path / "eval" / f"{name}.md"
-    done = {(r["method"], r["domain"], r["size"]) for r in atomic.read_jsonl(results) if r.get("config") == chash}
+    done = set(grid_rows(results, chash))
     # size-major: a grid stopped early still has every method and domain at the first sizes
     todo = [(m, d, s) for s in sizes for m in methods for d in domains if (m, d, s) not in done]
     log(f"grid: {len(methods)} methods x {len(domains)} domains x {len(sizes)} sizes; {len(todo)} rows to do")
     for m, d, s in todo:
+        if (m, d, s) in grid_rows(results, chash):  # another grid process did it meanwhile
+            log(f"grid: {m} / {d} / {s}: already in {results.name}")
+            continue
         obj = objs[m]
         t0 = time.perf_counter()
         log(f"grid: {m} / {d} / {s}")
@@ -162,6 +165,12 @@ def _plot(results: Path, chash: str, log: Callable[[str], None]) -> None:
         log(f"grid: could not draw the plots: {type(e).__name__}: {e}")
 
 
+def grid_rows(results: Path, chash: Optional[str]) -> dict[tuple[str, str, str], dict]:
+    """The rows of ``results`` with config hash ``chash``, one per (method, domain, size):
+    when two grid processes computed the same row, the last one written counts."""
+    return {(r["method"], r["domain"], r["size"]): r for r in atomic.read_jsonl(results) if r.get("config") == chash}
+
+
 def _repair(results: Path) -> None:
     """Drop a torn last line (a grid killed while appending), so new rows start clean."""
     if results.exists():
@@ -203,7 +212,7 @@ def _fmt_cost(c: dict) -> str:
 
 
 def write_table(results: Path, table: Path, chash: str) -> None:
-    rows = [r for r in atomic.read_jsonl(results) if r.get("config") == chash]
+    rows = list(grid_rows(results, chash).values())
     if not rows:
         return
     methods = _order(list(dict.fromkeys(r["method"] for r in rows)))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import atomic
-from .experiment import _ORDER, _order, macro_rows
+from .experiment import _ORDER, _order, grid_rows, macro_rows
 from .methods.sizes import parse_size
 
 DPI = 90
@@ -306,10 +306,10 @@ def plot_grid(
     (``eval/<name>.jsonl``) with config hash ``chash`` (default: that of the last row),
     next to it or in ``out_dir``. Returns the two paths, or None when there is no row."""
     results = Path(results)
-    rows = atomic.read_jsonl(results)
-    if chash is None and rows:
-        chash = rows[-1].get("config")
-    rows = [r for r in rows if r.get("config") == chash]
+    if chash is None:
+        last = atomic.read_jsonl(results)[-1:]
+        chash = last[0].get("config") if last else None
+    rows = list(grid_rows(results, chash).values())
     if not rows:
         return None
     out = Path(out_dir) if out_dir is not None else results.parent

@@ -139,3 +139,19 @@ def test_styles_stable_and_all_position():
     rows = [row("slm", "kjv", "all", 5.0, train_tokens=30_000), row("slm", "legal", "all", 5.0, train_tokens=50_000)]
     assert size_positions(rows, ["4k", "16k", "all"]) == {"4k": 4000.0, "16k": 16000.0, "all": 40000.0}
     assert size_positions([row("slm", "kjv", "all", 5.0)], ["4k", "all"])["all"] == 8000.0
+
+
+def test_a_row_computed_twice_counts_once(tmp_path):
+    """Two grid processes over the same method can both append a row: the table's macro
+    uses one row per (method, domain, size), the last written."""
+    from speclm.experiment import grid_rows as rows_of
+
+    rows = [row("slm", "kjv", "4k", 3.0), row("slm", "legal", "4k", 6.0), row("slm", "kjv", "4k", 4.0)]
+    results = write_rows(tmp_path, rows)
+    got = rows_of(results, CHASH)
+    assert len(got) == 2 and got[("slm", "kjv", "4k")]["nll"] == 4.0
+    table = results.with_suffix(".md")
+    write_table(results, table, CHASH)
+    macro = f"{math.exp((4.0 + 6.0) / 2):.2f}"
+    cells = [c.strip() for c in next(x for x in table.read_text().splitlines() if x.startswith("| slm |")).split("|")]
+    assert cells[2:5] == ["54.60", "403.43", macro], cells  # kjv (the last row), legal, macro
