@@ -11,7 +11,7 @@ evaluates the specialized small model on the domain's test split, and appends on
 
 Rows carry a hash of the config; rows already present with the same hash are skipped, so
 a killed grid resumes where it stopped. After every row the markdown table
-``eval/<name>.md`` is rewritten: per-domain perplexity and the macro average
+``eval/<name>.md`` is rewritten (:mod:`speclm.results`): per-domain perplexity and the macro average
 (exp of the mean per-domain NLL, PAPER.md §3) for every method and size, with costs.
 
 Cost split (PAPER.md Eq. 1): a method with shared pretraining pays its pretraining once
@@ -29,24 +29,16 @@ from . import atomic
 from .config import to_dict
 from .errors import SpeclmError
 from .manifest import hash_obj
+from .results import grid_rows, order_methods, write_table
 from .rundir import Run
 
 COST_KEYS = ("tokens", "flops", "device_hours", "wall_seconds")
-MACRO = "macro"
-
-# Methods that reuse another method's results run after it (SLM-d reuses the LLM teacher).
-_ORDER = ["slm", "slm-nopt", "llm", "llm-lora", "slm-d", "slm-is", "slm-dsir", "slm-mix", "slm-pn"]
-
 
 def config_hash(run: Run) -> str:
     """What makes a row stale: every config section except the preset's name."""
     d = to_dict(run.config)
     d.pop("name", None)
     return hash_obj(d)[:16]
-
-
-def _order(methods: list[str]) -> list[str]:
-    return sorted(methods, key=lambda m: (_ORDER.index(m) if m in _ORDER else len(_ORDER), m))
 
 
 def _phase(doc: dict, phase: str) -> dict:
@@ -93,7 +85,7 @@ def run_grid(
     from .train.cost import read_cost
 
     ctx = base.Context(run=run, log=log)
-    methods = _order(methods or base.known())
+    methods = order_methods(methods or base.known())
     objs = {m: base.get(m) for m in methods}  # unknown names fail here, before any work
     all_domains = common.domains(ctx)
     domains = domains or all_domains
@@ -165,12 +157,6 @@ def _plot(results: Path, chash: str, log: Callable[[str], None]) -> None:
         log(f"grid: could not draw the plots: {type(e).__name__}: {e}")
 
 
-def grid_rows(results: Path, chash: Optional[str]) -> dict[tuple[str, str, str], dict]:
-    """The rows of ``results`` with config hash ``chash``, one per (method, domain, size):
-    when two grid processes computed the same row, the last one written counts."""
-    return {(r["method"], r["domain"], r["size"]): r for r in atomic.read_jsonl(results) if r.get("config") == chash}
-
-
 def _repair(results: Path) -> None:
     """Drop a torn last line (a grid killed while appending), so new rows start clean."""
     if results.exists():
@@ -193,68 +179,3 @@ def _extra(out: Path) -> dict:
         except json.JSONDecodeError:
             return {}
     return {}
-
-
-def macro_rows(rows: list[dict]) -> dict[tuple[str, str], dict]:
-    """(method, size) -> macro-averaged NLL/PPL over the domains present, and cost sums."""
-    out: dict[tuple[str, str], dict] = {}
-    groups: dict[tuple[str, str], list[dict]] = {}
-    for r in rows:
-        groups.setdefault((r["method"], r["size"]), []).append(r)
-    for key, rs in groups.items():
-        nll = sum(r["nll"] for r in rs) / len(rs)
-        out[key] = {"nll": nll, "ppl": math.exp(nll), "domains": sorted(r["domain"] for r in rs)}
-    return out
-
-
-def _fmt_cost(c: dict) -> str:
-    return f"{c.get('flops', 0):.2e}"
-
-
-def write_table(results: Path, table: Path, chash: str) -> None:
-    rows = list(grid_rows(results, chash).values())
-    if not rows:
-        return
-    methods = _order(list(dict.fromkeys(r["method"] for r in rows)))
-    domains = sorted({r["domain"] for r in rows})
-    sizes = list(dict.fromkeys(r["size"] for r in rows))
-    from .methods.sizes import parse_size
-
-    sizes.sort(key=lambda s: parse_size(s) or math.inf)
-    by = {(r["method"], r["domain"], r["size"]): r for r in rows}
-    macro = macro_rows(rows)
-    lines = ["# Specialized perplexity (domain test split, after fine-tuning)", ""]
-    for s in sizes:
-        lines += [f"## size {s}", ""]
-        head = ["method", *domains, "macro", "generic FLOPs", "spec. FLOPs / domain", "generic dev-h", "spec. dev-h / domain"]
-        lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-        for m in methods:
-            mrows = [by[(m, d, s)] for d in domains if (m, d, s) in by]
-            if not mrows:
-                continue
-            cells = [m if mrows[0].get("small_at_inference", True) else f"{m} (large)"]
-            for d in domains:
-                r = by.get((m, d, s))
-                cells.append(f"{r['ppl']:.2f}" if r else "–")
-            mac = macro.get((m, s))
-            complete = mac and len(mac["domains"]) == len(domains)
-            cells.append(f"{mac['ppl']:.2f}" + ("" if complete else "*") if mac else "–")
-            gen = max(r["cost"]["generic"]["flops"] for r in mrows)
-            spec = sum(r["cost"]["specialization"]["flops"] for r in mrows) / len(mrows)
-            gen_h = max(r["cost"]["generic"]["device_hours"] for r in mrows)
-            spec_h = sum(r["cost"]["specialization"]["device_hours"] for r in mrows) / len(mrows)
-            cells += [f"{gen:.2e}", f"{spec:.2e}", f"{gen_h:.4f}", f"{spec_h:.4f}"]
-            lines.append("| " + " | ".join(cells) + " |")
-        lines.append("")
-    lines += [
-        "Macro: exp(mean over domains of the per-token NLL); * = not every domain done yet. "
-        "(large): the specialized model is the large shape (breaks the inference budget).",
-        "Costs: generic = pretraining shared by every domain (paid once); spec. = per domain "
-        "(fine-tuning, plus per-domain pretraining for slm-is / slm-dsir, plus the teacher's fine-tuning "
-        "and forward passes for slm-d). Device-hours on this run's device.",
-        "",
-        f"![macro perplexity vs size and cost]({results.stem}.png)",
-        f"![perplexity per domain]({results.stem}-domains.png)",
-        "",
-    ]
-    atomic.write_text(table, "\n".join(lines))

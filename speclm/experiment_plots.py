@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Optional
 
 from . import atomic
-from .experiment import _ORDER, _order, grid_rows, macro_rows
+from .results import METHOD_ORDER, grid_rows, macro_rows, order_methods
 from .methods.sizes import parse_size
 
 DPI = 90
@@ -38,10 +38,10 @@ def method_styles(methods: list[str]) -> dict[str, dict]:
     """Color and marker per method: known methods by their place in the grid order (the
     same in every run), others after them in name order."""
     colors = _palette()
-    unknown = sorted(m for m in methods if m not in _ORDER)
+    unknown = sorted(m for m in methods if m not in METHOD_ORDER)
     out = {}
     for m in methods:
-        i = _ORDER.index(m) if m in _ORDER else len(_ORDER) + unknown.index(m)
+        i = METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER) + unknown.index(m)
         out[m] = {"color": colors[i % len(colors)], "marker": _MARKERS[i % len(_MARKERS)]}
     return out
 
@@ -184,7 +184,7 @@ def plot_rows(rows: list[dict], macro_png: Path, domains_png: Path, title: str) 
 
     if not rows:
         raise ValueError("no grid rows to plot")
-    methods = _order(list(dict.fromkeys(r["method"] for r in rows)))
+    methods = order_methods(list(dict.fromkeys(r["method"] for r in rows)))
     domains = sorted({r["domain"] for r in rows})
     sizes = list(dict.fromkeys(r["size"] for r in rows))
     sizes.sort(key=lambda s: parse_size(s) or math.inf)

@@ -7,13 +7,16 @@ Nothing here trains: training goes through the one loop (speclm.train) via
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Callable
 
 from .. import manifest
 from ..errors import SpeclmError, require
 from ..jsonfile import read_required_json
 from .base import Context, Method
 from .sizes import size_label, size_windows
+
+if TYPE_CHECKING:
+    import torch
 
 GENERIC = "generic"
 
@@ -227,6 +230,23 @@ def pretrain_config(ctx: Context, share: float = 1.0):
     raise SpeclmError(f"methods.budget must be tokens or flops, got {budget!r}")
 
 
+def valid_fn(ctx: Context, set_name: str) -> Callable[[torch.nn.Module], float]:
+    """Mean per-token NLL on (an evenly spread part of) a set's valid split."""
+    from ..evaluate import make_valid_fn
+
+    t = ctx.config.train
+    w = shards(ctx).windows(set_name, "valid")
+    if len(w) == 0:
+        raise SpeclmError(f"{set_name}: the valid split has no windows; early stopping needs one")
+    return make_valid_fn(w, max_windows=t.eval_batches * t.batch_size, batch_size=t.batch_size, dtype=t.dtype)
+
+
+def tokenizer_files(ctx: Context) -> dict[str, Path]:
+    """Files every checkpoint carries (the tokenizer, so a checkpoint stands alone)."""
+    p = ctx.run.tokens_dir / "tokenizer.json"
+    return {"tokenizer.json": p} if p.exists() else {}
+
+
 def pretrain_model(
     ctx: Context,
     model,
@@ -244,8 +264,6 @@ def pretrain_model(
     """Pretrain ``model`` on ``sampler`` into ``out_dir`` (the loop's folder; the model is
     ``out_dir/final``), validating on ``valid_set``'s valid split for the log."""
     from ..train.loop import train
-    from .finetune import tokenizer_files, valid_fn
-
     return train(
         model,
         sampler,

@@ -28,6 +28,7 @@ import torch
 
 from ..errors import SpeclmError
 from .base import Context
+from .common import tokenizer_files, valid_fn
 from .sizes import parse_size, size_label, slice_indices
 
 
@@ -112,24 +113,6 @@ def finetune_config(ctx: Context, p: FinetunePlan):
         patience=m.finetune_patience,
         checkpoint_every=max(t.checkpoint_every, m.finetune_eval_every),
     )
-
-
-def valid_fn(ctx: Context, set_name: str) -> Callable[[torch.nn.Module], float]:
-    """Mean per-token NLL on (an evenly spread part of) a set's valid split."""
-    from ..evaluate import make_valid_fn
-    from .common import shards
-
-    t = ctx.config.train
-    w = shards(ctx).windows(set_name, "valid")
-    if len(w) == 0:
-        raise SpeclmError(f"{set_name}: the valid split has no windows; early stopping needs one")
-    return make_valid_fn(w, max_windows=t.eval_batches * t.batch_size, batch_size=t.batch_size, dtype=t.dtype)
-
-
-def tokenizer_files(ctx: Context) -> dict[str, Path]:
-    """Files every checkpoint carries (the tokenizer, so a checkpoint stands alone)."""
-    p = ctx.run.tokens_dir / "tokenizer.json"
-    return {"tokenizer.json": p} if p.exists() else {}
 
 
 def load_model(init: Path | torch.nn.Module) -> torch.nn.Module:

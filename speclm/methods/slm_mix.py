@@ -25,7 +25,8 @@ import numpy as np
 from .. import atomic
 from . import common, selection
 from .base import Context, register
-from .finetune import finetune, valid_fn
+from .common import valid_fn
+from .finetune import finetune
 from .recipe import PretrainThenFinetune, torch_seed
 
 

@@ -23,7 +23,6 @@ domain train split): that is all the domain data the paper's setting allows.
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Optional
@@ -234,7 +233,7 @@ class SLMProjected(Method):
                             batch_size=t.batch_size, dtype=t.dtype, extras={"expert": valid_assign})[0]
 
         from ..train.loop import train
-        from .finetune import tokenizer_files
+        from .common import tokenizer_files
 
         res = train(
             pn, sampler, cfg, folder,
@@ -253,7 +252,8 @@ class SLMProjected(Method):
     def specialize(self, ctx: Context, domain: str, size: str) -> Path:
         from ..train.checkpoint import save_checkpoint
         from ..train.cost import read_cost
-        from .finetune import finetune, tokenizer_files
+        from .common import tokenizer_files
+        from .finetune import finetune
         from .sizes import slice_indices
 
         self.check(ctx)
