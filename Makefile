@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 # torch is pinned: 2.13.0 is the CPU build on this machine's disk; a bare `torch`
 # requirement would pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
+# a CUDA build instead: make demo TORCH_INDEX=https://download.pytorch.org/whl/cu128
+TORCH_INDEX ?=
 PRESET ?= demo
 RUN ?= runs/$(PRESET)
 
@@ -16,7 +18,7 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
-	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q "$(TORCH)" $(if $(TORCH_INDEX),--index-url "$(TORCH_INDEX)")
 	$(BIN)/python -m pip install -q -e ".[dev,hf,selection]"
 	touch $@
 
