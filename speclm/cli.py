@@ -35,6 +35,7 @@ STAGE_CLIS = [
     "speclm.train.cli",
     "speclm.methods.cli",
     "speclm.pipeline",
+    "speclm.plan",
 ]
 
 for _name in STAGE_CLIS:

@@ -1,0 +1,470 @@
+"""Which recipe fits the user's budgets: the paper's Figure 1, from the user's own grid.
+
+The grid (``speclm grid``) measured, for every method at every specialization size, the
+macro perplexity over the grid's domains, the generic (shared) cost and the cost per
+domain. Serving N domains costs (PAPER.md §1, Eq. 1)
+
+    C_total(N) = C_generic + N * C_spec
+
+with C_generic the largest generic cost among the method's rows (pretraining paid once)
+and C_spec the mean specialization cost per domain. A method is *admissible* when its
+macro covers every domain of the grid, its specialized model is small when the user needs
+a small one (``inference="small"``), and C_total(N) <= budget when a budget is given. The
+recommendation is the admissible method with the lowest macro perplexity; the picture
+``plan.png`` colors each (N, budget) cell by that recommendation (the data-driven
+Figure 1, PAPER.md §8).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .cli_options import RunOpt
+from .errors import SpeclmError
+from .results import grid_rows, macro_rows, order_methods
+
+INFERENCE = ("small", "any")
+COSTS = ("flops", "device_hours")
+COST_UNIT = {"flops": "FLOPs", "device_hours": "device-hours"}
+N_RANGE = (1, 1000)  # the picture's x axis
+
+
+@dataclass
+class PlanRow:
+    """One method at one size, seen from a user who must serve ``n_domains`` domains."""
+
+    method: str
+    ppl: float
+    generic: float  # C_generic (paid once)
+    spec: float  # C_spec (per domain)
+    total: float  # C_total(N)
+    small: bool  # the specialized model is the small shape
+    shared: bool  # pretraining shared by every domain
+    domains_done: int
+    domains_total: int
+    admissible: bool
+    why_not: str  # "" when admissible
+
+    @property
+    def complete(self) -> bool:
+        return self.domains_done == self.domains_total
+
+    def total_at(self, n: float) -> float:
+        return self.generic + n * self.spec
+
+
+@dataclass
+class Recommendation:
+    method: str
+    ppl: float
+    reason: str  # one line, in the paper's terms
+    crossover: Optional[str]  # "beyond N~X domains, Y becomes cheaper than Z", or None
+    switch: Optional[str]  # with a budget: from which N on the recommendation changes, or None
+    rows: list[PlanRow]
+
+
+def check_inputs(n_domains: int, inference: str, budget: Optional[float], cost: str) -> None:
+    if inference not in INFERENCE:
+        raise SpeclmError(f"unknown --inference {inference!r}; use one of: {', '.join(INFERENCE)}")
+    if cost not in COSTS:
+        raise SpeclmError(f"unknown --cost {cost!r}; use one of: {', '.join(COSTS)}")
+    if not isinstance(n_domains, int) or n_domains < 1:
+        raise SpeclmError(f"--domains must be a whole number >= 1, got {n_domains!r}")
+    if budget is not None and not (budget > 0 and math.isfinite(budget)):
+        raise SpeclmError(f"--budget must be a positive number, got {budget!r}")
+
+
+def sizes_of(rows: list[dict]) -> list[str]:
+    from .methods.sizes import parse_size
+
+    return sorted({r["size"] for r in rows}, key=lambda s: parse_size(s) or math.inf)
+
+
+def _size(rows: list[dict], size: str) -> str:
+    """The grid's label for ``size`` ("64000" -> "64k"), or a one-line error listing the sizes present."""
+    from .methods.sizes import size_label
+
+    present = sizes_of(rows)
+    label = size_label(size)
+    if label not in present:
+        raise SpeclmError(f"size {size} is not in the grid; sizes present: {', '.join(present) or '(none)'}")
+    return label
+
+
+def plan_rows(
+    rows: list[dict],
+    size: str,
+    n_domains: int,
+    inference: str = "small",
+    budget: Optional[float] = None,
+    cost: str = "flops",
+) -> list[PlanRow]:
+    """Every method present at ``size`` with its C_total(n_domains) and whether it is
+    admissible: admissible ones first by macro perplexity, then the others (by perplexity)
+    with the reason they are excluded."""
+    check_inputs(n_domains, inference, budget, cost)
+    label = _size(rows, size)
+    domains = sorted({r["domain"] for r in rows})
+    at = [r for r in rows if r["size"] == label]
+    macro = macro_rows(at)
+    out = []
+    for m in order_methods(list(dict.fromkeys(r["method"] for r in at))):
+        rs = [r for r in at if r["method"] == m]
+        generic = max(float(r["cost"]["generic"][cost]) for r in rs)
+        spec = sum(float(r["cost"]["specialization"][cost]) for r in rs) / len(rs)
+        total = generic + n_domains * spec
+        small = all(r.get("small_at_inference", True) for r in rs)
+        shared = any(r.get("shared_pretraining", generic > 0) for r in rs)
+        done = len(macro[(m, label)]["domains"])
+        why = []
+        if done < len(domains):
+            why.append(f"incomplete ({done}/{len(domains)} domains)")
+        if inference == "small" and not small:
+            why.append("large at inference")
+        if budget is not None and total > budget:
+            why.append(f"over budget ({_fmt(total, cost)} > {_fmt(budget, cost)})")
+        out.append(PlanRow(m, macro[(m, label)]["ppl"], generic, spec, total, small, shared, done, len(domains),
+                           not why, "; ".join(why)))
+    out.sort(key=lambda p: (not p.admissible, p.ppl))
+    return out
+
+
+def _fmt(value: float, cost: str) -> str:
+    return f"{value:.3g}" if cost == "device_hours" else f"{value:.2e}"
+
+
+def _cross(a: PlanRow, b: PlanRow) -> Optional[float]:
+    """The N > 0 at which the C_total lines of a and b meet, or None if they never do."""
+    if a.spec == b.spec:
+        return None
+    n = (b.generic - a.generic) / (a.spec - b.spec)
+    return n if n > 0 else None
+
+
+def _crossover(rec: PlanRow, plan: list[PlanRow], cost: str) -> Optional[str]:
+    """Where the recommended method's cost line crosses that of the best method of the
+    other kind (shared pretraining vs per-domain), among complete methods meeting the
+    inference constraint."""
+    others = [p for p in plan if p.complete and p.shared != rec.shared and not ("large at inference" in p.why_not)]
+    if not others:
+        return None
+    other = min(others, key=lambda p: p.ppl)
+    n = _cross(rec, other)
+    if n is not None and n < 1:  # they cross before the first domain: one is cheaper for every N >= 1
+        n = None
+    if n is None:
+        cheaper = rec if rec.total_at(1) <= other.total_at(1) else other
+        dearer = other if cheaper is rec else rec
+        return f"{cheaper.method} is cheaper than {dearer.method} for every N >= 1 (their cost lines do not cross there)"
+    # beyond n, the one with the smaller per-domain cost is cheaper
+    low, high = (rec, other) if rec.spec < other.spec else (other, rec)
+    return (f"beyond N≈{n:.2f} domains, {low.method} becomes cheaper than {high.method} "
+            f"(C_total {_fmt(low.total_at(n), cost)} at the crossing)")
+
+
+def _pick(plan: list[PlanRow]) -> Optional[PlanRow]:
+    return plan[0] if plan and plan[0].admissible else None
+
+
+def _nothing_fits(plan: list[PlanRow], n_domains: int, inference: str, budget: Optional[float], cost: str) -> str:
+    """What to relax, in one line."""
+    if not plan:
+        return "no method has results at this size"
+    complete = [p for p in plan if p.complete]
+    if not complete:
+        return "no method has results for every domain of the grid at this size; finish the grid (speclm grid) first"
+    fitting_inference = [p for p in complete if p.small or inference == "any"]
+    if not fitting_inference:
+        return "no complete method has a small model at inference; use --inference any or finish the grid"
+    cheapest = min(fitting_inference, key=lambda p: p.total)
+    hints = [f"raise --budget to at least {_fmt(cheapest.total, cost)} ({cheapest.method})"]
+    if cheapest.spec > 0 and budget is not None and budget > cheapest.generic:
+        n_max = math.floor((budget - cheapest.generic) / cheapest.spec)
+        if n_max >= 1:
+            hints.append(f"serve at most {n_max} domains")
+    if inference == "small":
+        large = [p for p in complete if not p.small and p.total <= (budget or math.inf)]
+        if large:
+            hints.append("or allow a large model (--inference any)")
+    return (f"nothing fits {n_domains} domain{'s' * (n_domains != 1)} with a budget of {_fmt(budget or 0, cost)} "
+            f"{COST_UNIT[cost]}: " + ", or ".join(hints))
+
+
+def recommend(
+    rows: list[dict],
+    size: str,
+    n_domains: int,
+    inference: str = "small",
+    budget: Optional[float] = None,
+    cost: str = "flops",
+) -> Recommendation:
+    """The admissible method with the lowest macro perplexity, why (in the paper's terms),
+    where its cost line crosses the best one of the other kind, and (with a budget) from
+    which N on the recommendation changes. Raises SpeclmError saying what to relax when
+    nothing is admissible."""
+    plan = plan_rows(rows, size, n_domains, inference, budget, cost)
+    rec = _pick(plan)
+    if rec is None:
+        raise SpeclmError(_nothing_fits(plan, n_domains, inference, budget, cost))
+    better = [p for p in plan if p.ppl < rec.ppl and p.complete and (p.small or inference == "any")]
+    unit = COST_UNIT[cost]
+    if not rec.small:
+        reason = (f"large inference budget: a large model pretrained on generic data then fine-tuned "
+                  f"({rec.method}) has the best perplexity")
+    elif not rec.shared and budget is None:
+        reason = (f"no budget given: {rec.method} has the best perplexity whatever it costs; it pays its "
+                  f"pretraining per domain, so C_total = {n_domains} x {_fmt(rec.spec, cost)} = {_fmt(rec.total, cost)} "
+                  f"{unit} (give --budget to see when shared pretraining wins)")
+    elif not rec.shared:
+        reason = (f"few domains: a per-domain pretraining ({rec.method}) is affordable: "
+                  f"{n_domains} x {_fmt(rec.spec, cost)} = {_fmt(rec.total, cost)} <= {_fmt(budget, cost)} {unit}")
+    else:
+        reason = (f"many domains: shared pretraining wins ({rec.method}: C_generic {_fmt(rec.generic, cost)} paid once, "
+                  f"{_fmt(rec.spec, cost)} per domain)")
+        if not better:
+            reason = (f"shared pretraining ({rec.method}) has the best perplexity: C_generic {_fmt(rec.generic, cost)} "
+                      f"paid once, {_fmt(rec.spec, cost)} per domain")
+    if better:
+        b = min(better, key=lambda p: p.ppl)
+        reason += f"; {b.method} (ppl {b.ppl:.4g}) would cost {_fmt(b.total, cost)} > budget"
+    switch = None
+    if budget is not None and rec.spec > 0:
+        n_max = math.floor((budget - rec.generic) / rec.spec)
+        nxt = _pick(plan_rows(rows, size, n_max + 1, inference, budget, cost))
+        switch = f"{rec.method} fits the budget up to N={n_max} domains; beyond, " + (
+            f"{nxt.method} (ppl {nxt.ppl:.4g})" if nxt else "nothing fits")
+    return Recommendation(rec.method, rec.ppl, reason, _crossover(rec, plan, cost), switch, plan)
+
+
+# --- reading the grid -------------------------------------------------------------------
+
+
+def load_rows(run, name: str = "results") -> tuple[list[dict], Path]:
+    """The grid rows of ``run`` computed with its current config (as ``speclm grid`` and its
+    plots pick them), and the results file; a one-line error when there are none."""
+    from . import atomic
+    from .experiment import config_hash
+
+    results = run.path / "eval" / f"{name}.jsonl"
+    if not results.exists():
+        raise SpeclmError(f"no grid results in {results}; run `speclm grid --run {run.path}` first")
+    rows = list(grid_rows(results, config_hash(run)).values())
+    if not rows:
+        other = len(atomic.read_jsonl(results))
+        raise SpeclmError(f"no grid results for this run's current config in {results}"
+                          + (f" ({other} rows from another config)" if other else "")
+                          + f"; run `speclm grid --run {run.path}` first")
+    return rows, results
+
+
+# --- the picture ------------------------------------------------------------------------
+
+
+def _candidates(plan: list[PlanRow], inference: str) -> list[PlanRow]:
+    """Methods that can be recommended at some budget: complete, meeting the inference
+    constraint; best macro perplexity first."""
+    return sorted((p for p in plan if p.complete and (p.small or inference == "any")), key=lambda p: p.ppl)
+
+
+def region_map(cands: list[PlanRow], ns, budgets):
+    """int array [len(budgets), len(ns)]: the index in ``cands`` (best perplexity first) of
+    the recommended method at each (N, budget), len(cands) where nothing fits."""
+    import numpy as np
+
+    ns, budgets = np.asarray(ns, dtype=float), np.asarray(budgets, dtype=float)
+    choice = np.full((len(budgets), len(ns)), len(cands), dtype=int)
+    for i in reversed(range(len(cands))):  # best perplexity last, so it wins
+        p = cands[i]
+        choice[(p.generic + ns[None, :] * p.spec) <= budgets[:, None]] = i
+    return choice
+
+
+def plan_picture(
+    rows: list[dict],
+    size: str,
+    out: Path,
+    inference: str = "small",
+    cost: str = "flops",
+    point: Optional[tuple[int, Optional[float]]] = None,
+    title: str = "",
+    cells: int = 240,
+) -> Path:
+    """Write the data-driven Figure 1: x = number of domains N (log, 1..1000), y = budget
+    C_total (log); each cell colored by the recommended method (best macro perplexity among
+    complete methods meeting the inference constraint with C_total(N) <= budget), white
+    where nothing fits. ``point`` = the user's (N, budget) is marked (budget None: a
+    vertical line at N)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+    from matplotlib.patches import Patch
+
+    from .experiment_plots import _save, method_styles
+
+    check_inputs(point[0] if point else 1, inference, point[1] if point else None, cost)
+    plan = plan_rows(rows, size, 1, inference, None, cost)
+    label = _size(rows, size)
+    cands = _candidates(plan, inference)
+    if not cands:
+        raise SpeclmError(_nothing_fits(plan, 1, inference, None, cost))
+    styles = method_styles([p.method for p in plan])
+
+    n = np.logspace(0, math.log10(N_RANGE[1]), cells + 1)
+    totals = [p.total_at(x) for p in cands for x in N_RANGE]
+    positive = [t for t in totals if t > 0]
+    lo = min(positive) / 4 if positive else 1e-6
+    hi = max(positive) * 4 if positive else 1.0
+    if point and point[1]:
+        lo, hi = min(lo, point[1] / 2), max(hi, point[1] * 2)
+    b = np.logspace(math.log10(lo), math.log10(hi), cells + 1)
+    nc, bc = np.sqrt(n[:-1] * n[1:]), np.sqrt(b[:-1] * b[1:])  # cell centers
+    choice = region_map(cands, nc, bc)
+    shown = sorted(set(np.unique(choice).tolist()) - {len(cands)})
+    colors = [styles[p.method]["color"] for p in cands] + [(1.0, 1.0, 1.0)]
+    fig, ax = plt.subplots(figsize=(7.5, 5.6), layout="constrained")
+    ax.pcolormesh(n, b, choice, cmap=ListedColormap(colors), vmin=-0.5, vmax=len(cands) + 0.5, shading="flat")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(*N_RANGE)
+    ax.set_ylim(lo, hi)
+    ax.set_xlabel("number of domains N (log)")
+    ax.set_ylabel(f"budget: total {COST_UNIT[cost]} = C_generic + N x C_spec (log)")
+    ax.grid(True, which="major", color="black", alpha=0.15)
+    handles = [Patch(facecolor=colors[i], edgecolor="black", linewidth=0.4,
+                     label=f"{cands[i].method}{'' if cands[i].small else ' (large)'}: ppl {cands[i].ppl:.4g}")
+               for i in shown]
+    handles.append(Patch(facecolor="white", edgecolor="black", linewidth=0.4, label="nothing fits"))
+    if point:
+        pn, pb = point
+        if pb is not None:
+            ax.plot([pn], [pb], marker="*", markersize=16, color="black", markerfacecolor="yellow",
+                    linestyle="none", label="you")
+            at = int(region_map(cands, [pn], [pb])[0, 0])
+            ax.annotate(cands[at].method if at < len(cands) else "nothing fits", (pn, pb), xytext=(9, 6),
+                        textcoords="offset points", fontsize=9, fontweight="bold",
+                        bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8, "linewidth": 0})
+            handles.append(plt.Line2D([], [], marker="*", markersize=12, color="black", markerfacecolor="yellow",
+                                      linestyle="none", label=f"you: N={pn}, budget {_fmt(pb, cost)}"))
+        else:
+            ax.axvline(pn, color="black", linestyle="--", linewidth=1.2)
+            handles.append(plt.Line2D([], [], color="black", linestyle="--", label=f"you: N={pn} (no budget)"))
+    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False,
+              title="best admissible\n(macro ppl)", title_fontsize=8)
+    what = "small at inference" if inference == "small" else "any inference size"
+    ax.set_title((f"{title}\n" if title else "") + f"which recipe: size {label}, {what}", fontsize=10)
+    out = Path(out)
+    _save(fig, out)
+    return out
+
+
+# --- the paper's advice (no grid needed) ------------------------------------------------
+
+# PAPER.md §6 Table 3 (A100 GPU-hours): SLM-is pays its whole pretraining per domain; PN
+# pays its pretraining once and a fine-tune per domain (0.02 GPUh at 1M .. 0.5 at 64M).
+PAPER_IS_PER_DOMAIN = 130.0
+PAPER_PN_GENERIC = 650.0
+PAPER_PN_PER_DOMAIN = 0.5
+
+
+def paper_crossover() -> float:
+    """N at which SLM-is (N x 130 GPUh) costs as much as SLM-pn (650 + N x 0.5 GPUh)."""
+    return PAPER_PN_GENERIC / (PAPER_IS_PER_DOMAIN - PAPER_PN_PER_DOMAIN)
+
+
+def paper_advice(n_domains: int, inference: str) -> list[str]:
+    """The paper's Figure-1 decision tree (PAPER.md §8) for N domains, a few lines."""
+    check_inputs(n_domains, inference, None, "flops")
+    x = paper_crossover()
+    lines = ["Figure 1 of the paper (PAPER.md §8), with its costs (§6 Table 3, A100 GPU-hours):"]
+    if inference == "any":
+        lines += [
+            "large inference budget -> a large model: pretrain on generic data, then fine-tune (llm).",
+            "  (at 1M domain tokens SLM-is matches or beats the 771M LLM for under 130 GPUh: with a small "
+            "budget at inference, use --inference small)",
+        ]
+        return lines
+    lines.append("small inference budget -> it depends on the specialization budget, i.e. on N:")
+    is_cost, pn_cost = n_domains * PAPER_IS_PER_DOMAIN, PAPER_PN_GENERIC + n_domains * PAPER_PN_PER_DOMAIN
+    if n_domains < x:
+        lines.append(f"N={n_domains}: few domains -> small model + importance sampling (slm-is): a per-domain "
+                     f"pretraining is affordable ({is_cost:.0f} GPUh vs {pn_cost:.0f} for slm-pn).")
+    else:
+        lines.append(f"N={n_domains}: many domains -> projected network or hard mixture (slm-pn / slm-mix): "
+                     f"shared pretraining wins ({pn_cost:.0f} GPUh vs {is_cost:.0f} for slm-is).")
+    lines.append(f"  crossover: beyond N≈{x:.1f} domains, slm-pn (650 + N x 0.5 GPUh) is cheaper than slm-is "
+                 f"(N x 130 GPUh). Run a grid and `speclm plan --run RUN` for numbers from your own data.")
+    return lines
+
+
+# --- the table ----------------------------------------------------------------------------
+
+
+def format_table(plan: list[PlanRow], n_domains: int, cost: str) -> list[str]:
+    unit = "dev-h" if cost == "device_hours" else "FLOPs"
+    head = ["method", "macro ppl", f"C_generic {unit}", "C_spec/domain", f"C_total(N={n_domains})", "admissible"]
+    cells = [[p.method + ("" if p.small else " (large)"), f"{p.ppl:.2f}", _fmt(p.generic, cost), _fmt(p.spec, cost),
+              _fmt(p.total, cost), "yes" if p.admissible else f"no: {p.why_not}"] for p in plan]
+    widths = [max(len(r[i]) for r in [head, *cells]) for i in range(len(head))]
+    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *cells]]
+
+
+# --- the command --------------------------------------------------------------------------
+
+
+def register(app) -> None:
+    @app.command("plan")
+    def plan_cmd(
+        domains: Annotated[int, typer.Option("--domains", "-n", help="How many domains you will serve (N >= 1).")] = 1,
+        size: Annotated[Optional[str], typer.Option("--size", help="Specialization-set size of the grid, e.g. 64k (default: the largest size every method has).")] = None,
+        inference: Annotated[str, typer.Option("--inference", help="small: the served model must be small; any: a large one is fine.")] = "small",
+        budget: Annotated[Optional[float], typer.Option("--budget", help="Total training budget C_total(N), in --cost units (e.g. 1e14).")] = None,
+        cost: Annotated[str, typer.Option("--cost", help="Cost unit: flops or device_hours.")] = "flops",
+        out: Annotated[Optional[Path], typer.Option("--out", help="Picture (default: RUN/eval/plan.png).")] = None,
+        name: Annotated[str, typer.Option("--name", help="Results file name under eval/ (as for `speclm grid`).")] = "results",
+        paper: Annotated[bool, typer.Option("--paper", help="The paper's Figure-1 advice for --domains / --inference (no run needed).")] = False,
+        run: RunOpt = None,
+    ) -> None:
+        """Which recipe fits your budgets (the paper's Figure 1, from your own grid).
+
+        C_total(N) = C_generic + N x C_spec (PAPER.md Eq. 1), per method at one size of the
+        grid; prints the table and the recommendation, and draws eval/plan.png: each
+        (N, budget) cell colored by the best admissible method."""
+        if paper:
+            for line in paper_advice(domains, inference):
+                typer.echo(line)
+            return
+        check_inputs(domains, inference, budget, cost)
+        from .cli_options import open_run
+
+        r = open_run(run, None, [], save=False)
+        if not (r.path / "config.toml").exists():
+            raise SpeclmError(f"no run folder at {r.path} (no config.toml); give --run RUN")
+        rows, results = load_rows(r, name)
+        if size is None:
+            from .experiment_plots import cost_size
+
+            size = cost_size(rows, list(dict.fromkeys(x["method"] for x in rows)), sizes_of(rows))
+        rec = recommend(rows, size, domains, inference, budget, cost)
+        label = _size(rows, size)
+        typer.echo(f"{results}: size {label}, N={domains} domains, inference {inference}, "
+                   f"budget {_fmt(budget, cost) + ' ' + COST_UNIT[cost] if budget else 'none'}")
+        for line in format_table(rec.rows, domains, cost):
+            typer.echo(line)
+        typer.echo(f"recommended: {rec.method} (macro ppl {rec.ppl:.2f}): {rec.reason}")
+        if rec.crossover:
+            typer.echo(f"crossover: {rec.crossover}")
+        if rec.switch:
+            typer.echo(f"switch: {rec.switch}")
+        from .experiment_plots import _run_title
+
+        png = plan_picture(rows, label, out or results.parent / "plan.png", inference, cost, (domains, budget),
+                           title=_run_title(results))
+        typer.echo(f"picture: {png}")

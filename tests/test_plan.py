@@ -1,0 +1,240 @@
+"""`speclm plan`: which recipe fits the user's budgets, from hand-built grid rows (the
+grid's results file format, written to a temporary run's eval/results.jsonl)."""
+
+from __future__ import annotations
+
+import math
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.image as mpimg  # noqa: E402
+import pytest  # noqa: E402
+
+from speclm import atomic  # noqa: E402
+from speclm.errors import SpeclmError  # noqa: E402
+from speclm.experiment import config_hash  # noqa: E402
+from speclm.plan import (  # noqa: E402
+    _candidates, paper_advice, paper_crossover, plan_picture, plan_rows, recommend, region_map,
+)
+from speclm.rundir import open_run  # noqa: E402
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DOMAINS = ("kjv", "legal")
+
+
+def row(method, domain, nll, gen, spec, small=True, size="64k", chash="c0ffee", shared=None):
+    return {
+        "method": method, "domain": domain, "size": size, "config": chash, "nll": nll, "ppl": math.exp(nll),
+        "cost": {"generic": {"flops": gen, "device_hours": gen / 1e3, "tokens": 1, "wall_seconds": 1.0},
+                 "specialization": {"flops": spec, "device_hours": spec / 1e3, "tokens": 1, "wall_seconds": 1.0}},
+        "small_at_inference": small, "shared_pretraining": gen > 0 if shared is None else shared,
+        "inference_params": 10 if small else 100, "extra": {},
+    }
+
+
+def grid(chash="c0ffee"):
+    """slm-is: per-domain (0 + N x 10), best small ppl; slm-pn: shared (50 + N x 2, its two
+    domains cost 1 and 3 and their generic 50 and 48); slm: shared (40 + N x 1), worse;
+    llm: large, best ppl of all; slm-mix: the best ppl but only one domain (incomplete);
+    slm-nopt: only at another size."""
+    rows = []
+    for d, (pn_gen, pn_spec) in zip(DOMAINS, [(50.0, 1.0), (48.0, 3.0)]):
+        rows += [
+            row("slm-is", d, 5.0, 0.0, 10.0, chash=chash),
+            row("slm-pn", d, 5.5, pn_gen, pn_spec, chash=chash),
+            row("slm", d, 5.8, 40.0, 1.0, chash=chash),
+            row("llm", d, 4.5, 200.0, 5.0, small=False, chash=chash),
+            row("slm-nopt", d, 6.0, 0.0, 3.0, size="16k", chash=chash),
+        ]
+    rows.append(row("slm-mix", "kjv", 4.0, 30.0, 1.0, chash=chash))
+    return rows
+
+
+def by_method(plan):
+    return {p.method: p for p in plan}
+
+
+def test_cost_formula_max_generic_plus_n_times_mean_spec():
+    plan = by_method(plan_rows(grid(), "64k", 3))
+    pn = plan["slm-pn"]
+    assert pn.generic == 50.0 and pn.spec == 2.0
+    assert pn.total == 50.0 + 3 * 2.0
+    assert plan["slm-is"].total == 30.0
+    assert plan["slm"].total == 43.0
+    assert pn.ppl == pytest.approx(math.exp(5.5))
+    # the other cost unit reads the device-hours fields
+    dh = by_method(plan_rows(grid(), "64k", 3, cost="device_hours"))["slm-pn"]
+    assert dh.total == pytest.approx((50.0 + 3 * 2.0) / 1e3)
+
+
+def test_sorted_admissible_first_by_ppl_with_reasons():
+    plan = plan_rows(grid(), "64k", 1)
+    names = [p.method for p in plan]
+    assert names[:3] == ["slm-is", "slm-pn", "slm"]
+    assert all(p.admissible for p in plan[:3]) and not any(p.admissible for p in plan[3:])
+    why = {p.method: p.why_not for p in plan}
+    assert why["llm"] == "large at inference"
+    assert why["slm-mix"].startswith("incomplete (1/2 domains)")
+    assert "slm-nopt" not in names  # not at this size
+
+
+def test_one_domain_picks_per_domain_pretraining_and_many_domains_switch_to_shared():
+    budget = 80.0  # slm-is fits up to N=8, slm-pn up to N=15, slm up to N=40
+    one = recommend(grid(), "64k", 1, budget=budget)
+    assert one.method == "slm-is"
+    assert one.reason.startswith("few domains: a per-domain pretraining (slm-is) is affordable")
+    # 10 N = 50 + 2 N  ->  N = 6.25: beyond it, the shared slm-pn is cheaper
+    assert "beyond N≈6.25 domains, slm-pn becomes cheaper than slm-is" in one.crossover
+    assert one.switch == "slm-is fits the budget up to N=8 domains; beyond, slm-pn (ppl 244.7)"
+    nine = recommend(grid(), "64k", 9, budget=budget)
+    assert nine.method == "slm-pn"
+    assert nine.reason.startswith("many domains: shared pretraining wins (slm-pn")
+    assert "slm-is" in nine.reason  # the better one it had to give up
+    assert recommend(grid(), "64k", 16, budget=budget).method == "slm"
+
+
+def test_without_budget_best_ppl_wins_whatever_it_costs():
+    rec = recommend(grid(), "64k", 1000)
+    assert rec.method == "slm-is"
+    assert rec.reason.startswith("no budget given")
+    assert rec.switch is None
+
+
+def test_inference_small_excludes_llm_and_any_allows_it():
+    assert recommend(grid(), "64k", 1, inference="small").method == "slm-is"
+    rec = recommend(grid(), "64k", 1, inference="any")
+    assert rec.method == "llm"
+    assert rec.reason.startswith("large inference budget")
+
+
+def test_budget_excludes():
+    plan = by_method(plan_rows(grid(), "64k", 9, budget=80.0))
+    assert not plan["slm-is"].admissible
+    assert plan["slm-is"].why_not == "over budget (9.00e+01 > 8.00e+01)"
+    assert plan["slm-pn"].admissible
+
+
+def test_nothing_fits_says_what_to_relax():
+    with pytest.raises(SpeclmError) as e:
+        recommend(grid(), "64k", 41, budget=80.0)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "nothing fits 41 domains" in msg
+    assert "raise --budget to at least 8.10e+01 (slm)" in msg
+    assert "serve at most 40 domains" in msg
+
+
+def test_only_incomplete_or_large_methods_is_an_error():
+    rows = [r for r in grid() if r["method"] in ("llm", "slm-mix")]
+    with pytest.raises(SpeclmError, match="--inference any"):
+        recommend(rows, "64k", 1)
+    with pytest.raises(SpeclmError, match="sizes present: 16k, 64k"):
+        plan_rows(grid(), "8k", 1)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"n_domains": 0}, "--domains"), ({"budget": 0.0}, "--budget"), ({"budget": -1.0}, "--budget"),
+    ({"inference": "tiny"}, "--inference"), ({"cost": "dollars"}, "--cost"),
+])
+def test_bad_arguments(kwargs, match):
+    args = {"n_domains": 1, **kwargs}
+    with pytest.raises(SpeclmError, match=match):
+        plan_rows(grid(), "64k", **args)
+
+
+def test_region_map_agrees_with_recommend():
+    cands = _candidates(plan_rows(grid(), "64k", 1), "small")
+    ns, budgets = [1, 5, 9, 16, 41, 300], [9.0, 10.0, 45.0, 80.0, 1e3, 1e5]
+    choice = region_map(cands, ns, budgets)
+    for j, b in enumerate(budgets):
+        for i, n in enumerate(ns):
+            try:
+                want = recommend(grid(), "64k", n, budget=b).method
+            except SpeclmError:
+                want = None
+            got = cands[choice[j, i]].method if choice[j, i] < len(cands) else None
+            assert got == want, (n, b)
+
+
+def test_picture_is_a_png_with_the_methods_colors(tmp_path):
+    from speclm.experiment_plots import method_styles
+
+    out = plan_picture(grid(), "64k", tmp_path / "plan.png", point=(3, 80.0))
+    assert out.read_bytes()[:8] == PNG_MAGIC
+    img = mpimg.imread(out)[..., :3]
+    assert img.shape[0] > 300 and img.shape[1] > 400
+    # the per-domain method's region (few domains, large budgets) shows in its grid color
+    color = method_styles(["slm-is"])["slm-is"]["color"]
+    close = (abs(img - color).sum(axis=-1) < 0.02).mean()
+    assert close > 0.05
+
+
+def test_paper_advice():
+    assert paper_crossover() == pytest.approx(650 / 129.5)
+    few = "\n".join(paper_advice(2, "small"))
+    many = "\n".join(paper_advice(50, "small"))
+    assert "slm-is" in few.splitlines()[2] and "few domains" in few
+    assert "slm-pn / slm-mix" in many.splitlines()[2] and "many domains" in many
+    assert "large model" in "\n".join(paper_advice(2, "any"))
+
+
+# --- the command ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def run_with_grid(tmp_path):
+    run = open_run(tmp_path / "run", "tiny", [], save=True)
+    for r in grid(config_hash(run)):
+        atomic.append_jsonl(run.path / "eval" / "results.jsonl", r)
+    return run.path
+
+
+def test_cli_prints_the_recommendation_and_writes_the_picture(cli, run_with_grid):
+    code, out, err = cli("plan", "--run", run_with_grid, "--domains", "1", "--size", "64k", "--budget", "80")
+    assert code == 0, err
+    assert "recommended: slm-is" in out
+    assert "crossover: beyond N≈6.25 domains, slm-pn becomes cheaper than slm-is" in out
+    assert "no: large at inference" in out and "no: incomplete (1/2 domains)" in out
+    png = run_with_grid / "eval" / "plan.png"
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    assert f"picture: {png}" in out
+    code, out, err = cli("plan", "--run", run_with_grid, "--domains", "20", "--size", "64k", "--budget", "80",
+                         "--out", run_with_grid / "other.png")
+    assert code == 0, err
+    assert "recommended: slm " in out
+    assert (run_with_grid / "other.png").exists()
+
+
+def test_cli_paper_needs_no_run(cli):
+    code, out, err = cli("plan", "--paper", "--domains", "50")
+    assert code == 0, err
+    assert "PAPER.md §8" in out and "slm-pn" in out
+
+
+@pytest.mark.parametrize("args,match", [
+    (["--domains", "0", "--size", "64k"], "--domains"),
+    (["--size", "8k"], "sizes present: 16k, 64k"),
+    (["--size", "64k", "--budget", "0"], "--budget"),
+    (["--size", "64k", "--inference", "tiny"], "--inference"),
+    (["--size", "64k", "--cost", "dollars"], "--cost"),
+    (["--size", "64k", "--domains", "41", "--budget", "80"], "nothing fits"),
+])
+def test_cli_bad_input_one_line_exit_2_nothing_written(cli, run_with_grid, args, match):
+    code, out, err = cli("plan", "--run", run_with_grid, *args)
+    assert code == 2
+    assert err.startswith("speclm: error:") and match in err and err.count("\n") == 1
+    assert not (run_with_grid / "eval" / "plan.png").exists()
+
+
+def test_cli_no_results(cli, tmp_path):
+    run = open_run(tmp_path / "run", "tiny", [], save=True)
+    code, _, err = cli("plan", "--run", run.path, "--size", "64k")
+    assert code == 2 and "no grid results" in err and err.count("\n") == 1
+    for r in grid("another-config"):
+        atomic.append_jsonl(run.path / "eval" / "results.jsonl", r)
+    code, _, err = cli("plan", "--run", run.path, "--size", "64k")
+    assert code == 2 and "rows from another config" in err
+    code, _, err = cli("plan", "--run", tmp_path / "missing", "--size", "64k")
+    assert code == 2 and "no run folder" in err
