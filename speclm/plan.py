@@ -292,7 +292,7 @@ def plan_picture(
     cost: str = "flops",
     point: Optional[tuple[int, Optional[float]]] = None,
     title: str = "",
-    cells: int = 240,
+    cells: int = 400,
 ) -> Path:
     """Write the data-driven Figure 1: x = number of domains N (log, 1..1000), y = budget
     C_total (log); each cell colored by the recommended method (best macro perplexity among
@@ -346,16 +346,24 @@ def plan_picture(
         pn, pb = point
         if pb is not None:
             ax.plot([pn], [pb], marker="*", markersize=16, color="black", markerfacecolor="yellow",
-                    linestyle="none", label="you")
+                    linestyle="none", label="you", clip_on=False)
             at = int(region_map(cands, [pn], [pb])[0, 0])
-            ax.annotate(cands[at].method if at < len(cands) else "nothing fits", (pn, pb), xytext=(9, 6),
-                        textcoords="offset points", fontsize=9, fontweight="bold",
+            ax.annotate(cands[at].method if at < len(cands) else "nothing fits", (pn, pb), xytext=(9 if pn < 100 else -9, 6),
+                        textcoords="offset points", ha="left" if pn < 100 else "right", fontsize=9, fontweight="bold",
                         bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8, "linewidth": 0})
             handles.append(plt.Line2D([], [], marker="*", markersize=12, color="black", markerfacecolor="yellow",
                                       linestyle="none", label=f"you: N={pn}, budget {_fmt(pb, cost)}"))
         else:
             ax.axvline(pn, color="black", linestyle="--", linewidth=1.2)
             handles.append(plt.Line2D([], [], color="black", linestyle="--", label=f"you: N={pn} (no budget)"))
+            best = cands[0]  # no budget: the best perplexity, at the budget it needs
+            need = best.total_at(pn)
+            if need > 0:
+                ax.plot([pn], [need], marker="*", markersize=14, color="black", markerfacecolor="white",
+                        linestyle="none", clip_on=False)
+                ax.annotate(f"{best.method} needs {_fmt(need, cost)}", (pn, need), xytext=(9 if pn < 100 else -9, -14),
+                            textcoords="offset points", ha="left" if pn < 100 else "right", fontsize=9, fontweight="bold",
+                            bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8, "linewidth": 0})
     fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False,
               title="best admissible\n(macro ppl)", title_fontsize=8)
     what = "small at inference" if inference == "small" else "any inference size"
@@ -434,9 +442,7 @@ def register(app) -> None:
     ) -> None:
         """Which recipe fits your budgets (the paper's Figure 1, from your own grid).
 
-        C_total(N) = C_generic + N x C_spec (PAPER.md Eq. 1), per method at one size of the
-        grid; prints the table and the recommendation, and draws eval/plan.png: each
-        (N, budget) cell colored by the best admissible method."""
+        C_total(N) = C_generic + N x C_spec (PAPER.md Eq. 1) per method at one size of the grid: prints the table and the recommendation, and draws RUN/eval/plan.png, each (N, budget) cell colored by the best admissible method. With --paper: the paper's own advice (PAPER.md §8)."""  # noqa: E501
         if paper:
             for line in paper_advice(domains, inference):
                 typer.echo(line)
