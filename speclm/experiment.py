@@ -33,6 +33,10 @@ from .results import grid_rows, order_methods, write_table
 from .rundir import Run
 
 COST_KEYS = ("tokens", "flops", "device_hours", "wall_seconds")
+GRID_UNDER_TORCHRUN = (
+    "the method grid runs in one process: under torchrun use `speclm run --until clusters` "
+    "(the embedding is shared over the ranks), then run `speclm grid` without torchrun"
+)
 
 def config_hash(run: Run) -> str:
     """What makes a row stale: every config section except the preset's name."""
@@ -83,7 +87,10 @@ def run_grid(
     from .methods import base, common
     from .methods.sizes import size_label
     from .train.cost import read_cost
+    from .train.distributed import env_rank_world
 
+    if env_rank_world()[1] > 1:
+        raise SpeclmError(GRID_UNDER_TORCHRUN)
     ctx = base.Context(run=run, log=log)
     methods = order_methods(methods or base.known())
     objs = {m: base.get(m) for m in methods}  # unknown names fail here, before any work

@@ -1,4 +1,10 @@
-"""``speclm run``: every stage in order on one run folder; finished stages are skipped."""
+"""``speclm run``: every stage in order on one run folder; finished stages are skipped.
+
+Under ``torchrun`` (WORLD_SIZE > 1) the data stages are safe to start on every rank: rank 0
+builds the corpus and the tokens while the others wait, then they read what it wrote; the
+clusters stage shares the embedding over the ranks; only rank 0 prints. The method grid
+runs in one process, so ``--until grid`` under torchrun is refused before any work.
+"""
 
 from __future__ import annotations
 
@@ -21,16 +27,22 @@ def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters") -
     if until not in STAGES:
         raise SpeclmError(f"unknown stage {until!r}; known: {', '.join(STAGES)}")
     last = STAGES.index(until)
+    from .experiment import GRID_UNDER_TORCHRUN
+    from .train.distributed import env_rank_world
+
+    rank, world = env_rank_world()
+    if world > 1 and until == "grid":
+        raise SpeclmError(GRID_UNDER_TORCHRUN)
     from .corpus.stage import build_corpus
     from .corpus.store import format_summary
     from .tokens.stage import build_tokens, format_tokens_summary
 
-    echo = echo or (lambda text: None)
-    summary = {"corpus": build_corpus(run, force=force)}
+    echo = (echo or (lambda text: None)) if rank == 0 else (lambda text: None)
+    summary = {"corpus": _rank0_first(lambda: build_corpus(run, force=force), rank, world)}
     echo(format_summary(summary["corpus"]))
     if last < 1:
         return summary
-    summary["tokens"] = build_tokens(run, force=force)
+    summary["tokens"] = _rank0_first(lambda: build_tokens(run, force=force), rank, world)
     echo(format_tokens_summary(summary["tokens"]))
     if last < 2:
         return summary
@@ -47,6 +59,22 @@ def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters") -
     echo(table.read_text(encoding="utf-8"))
     echo(f"results: {table} (one row per method, domain and size: {table.with_suffix('.jsonl')})")
     return summary
+
+
+def _rank0_first(build, rank: int, world: int):
+    """Rank 0 builds while the other ranks wait; then they run ``build`` too, which finds
+    the stage fresh (its manifest matches) and only reads the summary. A failure on rank 0
+    ends the job (torchrun stops the other ranks)."""
+    if world <= 1:
+        return build()
+    from .train.distributed import wait_all
+
+    if rank == 0:
+        out = build()
+        wait_all(world)
+        return out
+    wait_all(world)
+    return build()
 
 
 def register(app: typer.Typer) -> None:

@@ -28,6 +28,7 @@ from .. import atomic, manifest
 from ..errors import SpeclmError
 from ..jsonfile import read_required_json
 from ..rundir import Run
+from ..train.distributed import env_rank_world, wait_all
 from . import describe as desc
 from .embed import EMBED_DIM, MODEL_PACKAGE, Embedder, effective_dtype, model_version, resolve_device
 from .kmeans import assign_levels, check_ks, cluster_sizes, fit_levels, normalize
@@ -56,20 +57,6 @@ def stage_inputs(run: Run) -> dict[str, str]:
         "tokens": manifest.require_fingerprint(run.tokens_dir, "tokens"),
         "model": f"{MODEL_PACKAGE}=={model_version()}",
     }
-
-
-def dist_info() -> tuple[int, int]:
-    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
-
-
-def barrier(world: int) -> None:
-    if world <= 1:
-        return
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("gloo")
-    dist.barrier()
 
 
 def sample_rows(n: int, cap: int, seed: int, salt: str) -> np.ndarray:
@@ -115,7 +102,7 @@ def embed_windows(run: Run, progress: bool | None = None, rank: int | None = Non
     check_windows(shards)
     inputs = stage_inputs(run)
     device = resolve_device(cfg.device)
-    env_rank, env_world = dist_info()
+    env_rank, env_world = env_rank_world()
     rank = env_rank if rank is None else rank
     world = env_world if world is None else world
     if device == "cuda" and world > 1:
@@ -164,7 +151,7 @@ def embed_windows(run: Run, progress: bool | None = None, rank: int | None = Non
     _write_run_stats(run, rank, state, dtype, device)
     if not gather:
         return {}
-    barrier(world)
+    wait_all(world)
     # Pass 2: read everything back (a shard lost or corrupted since is recomputed here).
     out = {}
     with tqdm(total=0, unit="win", desc="embed (repair)", disable=True) as bar:
@@ -315,13 +302,13 @@ def build_clusters(run: Run, force: bool = False, progress: bool | None = None) 
     """Embed, fit, assign and describe (or reuse a matching result); returns the summary."""
     cdir = run.clusters_dir
     cfg, inputs = stage_config(run), stage_inputs(run)
-    rank, world = dist_info()
+    rank, world = env_rank_world()
     if not force and manifest.is_fresh(cdir, STAGE, cfg, inputs):
         return read_summary(cdir)
     t0 = time.perf_counter()
     if world > 1:  # every rank fills its share of the cache, then rank 0 does the rest
         embed_windows(run, progress, gather=False)
-        barrier(world)
+        wait_all(world)
     if rank == 0:
         emb = embed_windows(run, progress, rank=0, world=1)  # reads the cache back (repairs a lost shard)
         summary = fit_and_assign(run, emb, progress)
@@ -337,7 +324,7 @@ def build_clusters(run: Run, force: bool = False, progress: bool | None = None) 
             str(p.relative_to(cdir)) for k in ks for p in sorted(k_dir(cdir, k).rglob("*.npy"))
         ] + [f"k{k}/meta.json" for k in ks]
         manifest.write(cdir, STAGE, cfg, inputs, outputs, {"ks": ks, "nested": summary["nested"]})
-    barrier(world)
+    wait_all(world)
     return read_summary(cdir)
 
 

@@ -27,6 +27,22 @@ class Dist:
         return self.world_size > 1
 
 
+def env_rank_world() -> tuple[int, int]:
+    """(rank, world size) from torchrun's environment; (0, 1) outside torchrun."""
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def wait_all(world: int) -> None:
+    """A barrier of every rank, for stages outside the training loop (one rank builds, the
+    others wait); joins the process group first if nothing has (NCCL on GPU, gloo on CPU,
+    as the loop would)."""
+    if world <= 1:
+        return
+    if not td.is_initialized():
+        setup()
+    td.barrier()
+
+
 def default_device(local_rank: int = 0) -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda", local_rank % torch.cuda.device_count())
