@@ -58,6 +58,13 @@ def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters") -
     summary["grid"] = str(table)
     echo(table.read_text(encoding="utf-8"))
     echo(f"results: {table} (one row per method, domain and size: {table.with_suffix('.jsonl')})")
+    from .plan import run_summary
+
+    try:
+        for line in run_summary(run):
+            echo(line)
+    except SpeclmError as e:  # e.g. nothing complete yet: the grid's results stand without it
+        echo(f"plan: {e}")
     return summary
 
 

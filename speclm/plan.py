@@ -427,6 +427,22 @@ def format_table(plan: list[PlanRow], n_domains: int, cost: str) -> list[str]:
 # --- the command --------------------------------------------------------------------------
 
 
+def run_summary(run, name: str = "results") -> list[str]:
+    """What ``speclm run`` prints after the grid: the recommendation for one domain at the
+    largest size every method has, its crossover, and eval/plan.png (N and budget free)."""
+    from .experiment_plots import _run_title, cost_size
+
+    rows, results = load_rows(run, name)
+    size = cost_size(rows, list(dict.fromkeys(x["method"] for x in rows)), sizes_of(rows))
+    rec = recommend(rows, size, 1)
+    png = plan_picture(rows, size, results.parent / "plan.png", title=_run_title(results))
+    lines = [f"plan (size {size}, small at inference): best perplexity {rec.method} ({rec.ppl:.2f})"]
+    if rec.crossover:
+        lines.append(f"plan: {rec.crossover}")
+    lines.append(f"plan: {png}; for your budgets: speclm plan --run {run.path} --domains N --budget B")
+    return lines
+
+
 def register(app) -> None:
     @app.command("plan")
     def plan_cmd(

@@ -238,3 +238,15 @@ def test_cli_no_results(cli, tmp_path):
     assert code == 2 and "rows from another config" in err
     code, _, err = cli("plan", "--run", tmp_path / "missing", "--size", "64k")
     assert code == 2 and "no run folder" in err
+
+
+def test_run_summary_after_the_grid(run_with_grid):
+    """What `speclm run` prints after its grid: the best small model at the largest size
+    every method has (for one domain, no budget), its crossover, and eval/plan.png."""
+    from speclm.plan import run_summary
+
+    lines = run_summary(open_run(run_with_grid, None, []))
+    assert lines[0].startswith("plan (size ") and "best perplexity" in lines[0]
+    assert any("cheaper" in x for x in lines[1:]), lines
+    assert (run_with_grid / "eval" / "plan.png").read_bytes()[:8] == PNG_MAGIC
+    assert "speclm plan --run" in lines[-1]
