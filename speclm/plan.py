@@ -85,6 +85,13 @@ def sizes_of(rows: list[dict]) -> list[str]:
     return sorted({r["size"] for r in rows}, key=lambda s: parse_size(s) or math.inf)
 
 
+def default_size(rows: list[dict]) -> str:
+    """The largest size every method of the grid has (what the grid's cost panel shows)."""
+    from .experiment_plots import cost_size
+
+    return cost_size(rows, list(dict.fromkeys(x["method"] for x in rows)), sizes_of(rows))
+
+
 def _size(rows: list[dict], size: str) -> str:
     """The grid's label for ``size`` ("64000" -> "64k"), or a one-line error listing the sizes present."""
     from .methods.sizes import size_label
@@ -146,11 +153,11 @@ def _cross(a: PlanRow, b: PlanRow) -> Optional[float]:
     return n if n > 0 else None
 
 
-def _crossover(rec: PlanRow, plan: list[PlanRow], cost: str) -> Optional[str]:
+def _crossover(rec: PlanRow, plan: list[PlanRow], inference: str, cost: str) -> Optional[str]:
     """Where the recommended method's cost line crosses that of the best method of the
     other kind (shared pretraining vs per-domain), among complete methods meeting the
     inference constraint."""
-    others = [p for p in plan if p.complete and p.shared != rec.shared and not ("large at inference" in p.why_not)]
+    others = [p for p in _candidates(plan, inference) if p.shared != rec.shared]
     if not others:
         return None
     other = min(others, key=lambda p: p.ppl)
@@ -238,7 +245,7 @@ def recommend(
         nxt = _pick(plan_rows(rows, size, n_max + 1, inference, budget, cost))
         switch = f"{rec.method} fits the budget up to N={n_max} domains; beyond, " + (
             f"{nxt.method} (ppl {nxt.ppl:.4g})" if nxt else "nothing fits")
-    return Recommendation(rec.method, rec.ppl, reason, _crossover(rec, plan, cost), switch, plan)
+    return Recommendation(rec.method, rec.ppl, reason, _crossover(rec, plan, inference, cost), switch, plan)
 
 
 # --- reading the grid -------------------------------------------------------------------
@@ -416,12 +423,13 @@ def paper_advice(n_domains: int, inference: str) -> list[str]:
 
 
 def format_table(plan: list[PlanRow], n_domains: int, cost: str) -> list[str]:
+    from .corpus.store import text_table
+
     unit = "dev-h" if cost == "device_hours" else "FLOPs"
     head = ["method", "macro ppl", f"C_generic {unit}", "C_spec/domain", f"C_total(N={n_domains})", "admissible"]
     cells = [[p.method + ("" if p.small else " (large)"), f"{p.ppl:.2f}", _fmt(p.generic, cost), _fmt(p.spec, cost),
               _fmt(p.total, cost), "yes" if p.admissible else f"no: {p.why_not}"] for p in plan]
-    widths = [max(len(r[i]) for r in [head, *cells]) for i in range(len(head))]
-    return ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in [head, *cells]]
+    return text_table(head, cells).splitlines()
 
 
 # --- the command --------------------------------------------------------------------------
@@ -430,10 +438,10 @@ def format_table(plan: list[PlanRow], n_domains: int, cost: str) -> list[str]:
 def run_summary(run, name: str = "results") -> list[str]:
     """What ``speclm run`` prints after the grid: the recommendation for one domain at the
     largest size every method has, its crossover, and eval/plan.png (N and budget free)."""
-    from .experiment_plots import _run_title, cost_size
+    from .experiment_plots import _run_title
 
     rows, results = load_rows(run, name)
-    size = cost_size(rows, list(dict.fromkeys(x["method"] for x in rows)), sizes_of(rows))
+    size = default_size(rows)
     rec = recommend(rows, size, 1)
     png = plan_picture(rows, size, results.parent / "plan.png", title=_run_title(results))
     lines = [f"plan (size {size}, small at inference): best perplexity {rec.method} ({rec.ppl:.2f})"]
@@ -471,9 +479,7 @@ def register(app) -> None:
             raise SpeclmError(f"no run folder at {r.path} (no config.toml); give --run RUN")
         rows, results = load_rows(r, name)
         if size is None:
-            from .experiment_plots import cost_size
-
-            size = cost_size(rows, list(dict.fromkeys(x["method"] for x in rows)), sizes_of(rows))
+            size = default_size(rows)
         rec = recommend(rows, size, domains, inference, budget, cost)
         label = _size(rows, size)
         typer.echo(f"{results}: size {label}, N={domains} domains, inference {inference}, "
