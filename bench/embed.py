@@ -40,7 +40,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 def windows_texts(run_path: str | None, n: int, window: int) -> tuple[list[str], str]:
     from speclm.clusters.stage import window_texts
-    from speclm.rundir import open_run
+    from speclm.core.run import open_run
     from speclm.tokens.shards import TokenShards
 
     if run_path is None:

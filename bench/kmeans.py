@@ -31,7 +31,7 @@ def cached_embeddings(run: str) -> np.ndarray:
     """Every verified shard of the run's generic train embedding cache (any key)."""
     import json
 
-    from speclm import manifest
+    from speclm.core import manifest
 
     root = Path(run) / "clusters" / "embeddings" / "generic" / "train"
     parts = []

@@ -31,7 +31,7 @@ import torch
 
 from speclm.model.projected import ProjectedNetwork, pn_param_counts
 from speclm.model.transformer import Transformer, named_shape
-from speclm.train.config import TrainConfig
+from speclm.core.sections import TrainConfig
 from speclm.train.loop import autocast, make_optimizer
 
 
@@ -61,14 +61,14 @@ def compare_rules(args) -> None:
 
     import numpy as np
 
-    from speclm import atomic
-    from speclm.evaluate import mean_nll
-    from speclm.experiment import config_hash, run_grid
-    from speclm.methods import common
+    from speclm.core import atomic
+    from speclm.train.validate import mean_nll
+    from speclm.grid.experiment import config_hash, run_grid
+    from speclm.methods import inputs
     from speclm.methods.base import Context
     from speclm.methods.slm_pn import entropy, load_projected
-    from speclm.pipeline import run_pipeline
-    from speclm.rundir import open_run
+    from speclm.grid.pipeline import run_pipeline
+    from speclm.core.run import open_run
 
     run = open_run(args.run, args.preset, args.set)
     run_pipeline(run)
@@ -89,9 +89,9 @@ def compare_rules(args) -> None:
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     nll = {"argmax": [], "hist": []}
-    for d in common.domains(ctx):
-        hist = np.asarray(common.clusters(ctx).histogram(k, d, "train"))
-        test = common.shards(ctx).windows(d, "test")
+    for d in inputs.domains(ctx):
+        hist = np.asarray(inputs.clusters(ctx).histogram(k, d, "train"))
+        test = inputs.shards(ctx).windows(d, "test")
         ppl = {}
         for name, vec in (("argmax", pn.expert_vector(int(np.argmax(hist)))), ("hist", pn.histogram_vector(hist))):
             with torch.no_grad():

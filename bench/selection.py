@@ -25,11 +25,11 @@ from pathlib import Path
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from speclm.experiment import evaluate_model  # noqa: E402
-from speclm.methods import common  # noqa: E402
+from speclm.grid.experiment import evaluate_model
+from speclm.methods import inputs  # noqa: E402
 from speclm.methods.base import Context, get  # noqa: E402
 from speclm.methods.sizes import parse_size  # noqa: E402
-from speclm.rundir import open_run  # noqa: E402
+from speclm.core.run import open_run
 
 # The tiny preset, with a sampled clustering so the stage takes seconds, not minutes.
 TINY = [
@@ -61,11 +61,11 @@ def main() -> None:
     new = not (args.run / "config.toml").exists()
     overrides = (TINY if new and args.preset in (None, "tiny") else []) + args.set
     run = open_run(args.run, args.preset or ("tiny" if new else None), overrides)
-    from speclm.pipeline import run_pipeline
+    from speclm.grid.pipeline import run_pipeline
 
     run_pipeline(run)
     ctx = Context(run=run, log=print)
-    domain = args.domain or common.domains(ctx)[0]
+    domain = args.domain or inputs.domains(ctx)[0]
     size = args.size or sorted(run.config.methods.sizes, key=lambda s: parse_size(s) or math.inf)[0]
     is_m, dsir_m = get("slm-is"), get("slm-dsir")
 

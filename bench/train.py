@@ -1,6 +1,6 @@
 """Training throughput: speclm's transformer against transformers.LlamaForCausalLM.
 
-Both models are built from the identical config (``speclm.export.llama_config``), get the
+Both models are built from the identical config (``speclm.inference.export.llama_config``), get the
 same batches, the same loss code (fp32 cross-entropy), the same AdamW and the same dtype,
 on the same machine in the same run; measurements alternate between the two so machine
 load hits both alike. Prints tokens/s for each, and the ratio ours / theirs.
@@ -33,7 +33,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from speclm.export import llama_config  # noqa: E402
+from speclm.inference.export import llama_config
 from speclm.model.transformer import Transformer, named_shape  # noqa: E402
 from speclm.train.loop import PEAK_BF16  # noqa: E402
 
@@ -193,7 +193,7 @@ def loop_bench(dev, batch, steps, peak, shape="paper-slm", vocab=32768, seq=1024
     import json
     import tempfile
 
-    from speclm.train.config import TrainConfig
+    from speclm.core.sections import TrainConfig
     from speclm.train.loop import train
 
     torch.manual_seed(0)

@@ -1,4 +1,10 @@
-"""The ``speclm`` command. Each stage package adds its subcommands through ``register``."""
+"""The ``speclm`` command: one table maps each command to the function beside its code.
+
+Each entry is ``(name, "module:attribute")``. The attribute is a typer app (a command
+group such as ``speclm corpus ...``) or a plain function whose typer-annotated signature
+is the command's options. Modules keep their heavy imports (torch, faiss, pyarrow) inside
+the functions, so ``speclm --help`` stays fast.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,25 @@ import sys
 
 import typer
 
-from .errors import SpeclmError
+from .core.errors import SpeclmError
+
+# In pipeline order; `speclm --help` lists them in this order.
+COMMANDS: list[tuple[str, str]] = [
+    ("corpus", "speclm.corpus.cli:app"),
+    ("tokens", "speclm.tokens.cli:tokens_cmd"),
+    ("clusters", "speclm.clusters.cli:app"),
+    ("shapes", "speclm.model.cli:shapes_cmd"),
+    ("train", "speclm.train.cli:train_cmd"),
+    ("eval", "speclm.inference.cli:eval_cmd"),
+    ("export", "speclm.inference.cli:export_cmd"),
+    ("generate", "speclm.inference.cli:generate_cmd"),
+    ("methods", "speclm.methods.cli:methods_cmd"),
+    ("pretrain", "speclm.methods.cli:pretrain_cmd"),
+    ("specialize", "speclm.methods.cli:specialize_cmd"),
+    ("grid", "speclm.grid.cli:grid_cmd"),
+    ("run", "speclm.grid.cli:run_cmd"),
+    ("plan", "speclm.grid.cli:plan_cmd"),
+]
 
 app = typer.Typer(
     name="speclm",
@@ -21,25 +45,22 @@ app = typer.Typer(
 )
 
 
-
 @app.callback()
 def _root() -> None:
     """speclm: small specialized language models (see `speclm COMMAND --help`)."""
 
 
-# Stage modules, in pipeline order. Each defines register(app: typer.Typer).
-STAGE_CLIS = [
-    "speclm.corpus.cli",
-    "speclm.tokens.cli",
-    "speclm.clusters.cli",
-    "speclm.train.cli",
-    "speclm.methods.cli",
-    "speclm.pipeline",
-    "speclm.plan",
-]
+def _resolve(target: str):
+    module, attr = target.split(":")
+    return getattr(importlib.import_module(module), attr)
 
-for _name in STAGE_CLIS:
-    importlib.import_module(_name).register(app)
+
+for _name, _target in COMMANDS:
+    _obj = _resolve(_target)
+    if isinstance(_obj, typer.Typer):
+        app.add_typer(_obj, name=_name)
+    else:
+        app.command(_name)(_obj)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,7 +9,7 @@ def test_import_records_source_and_input_hashes(cli, imported_run, user_files):
     cfg = tomllib.loads((imported_run / "config.toml").read_text())
     assert cfg["corpus"]["source"] == "import"
     m = (imported_run / "corpus" / "manifest.json").read_text()
-    from speclm import manifest
+    from speclm.core import manifest
 
     inputs = manifest.read(imported_run / "corpus")["inputs"]
     assert inputs["generic"] == manifest.hash_file(user_files["generic"])

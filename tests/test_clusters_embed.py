@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from speclm.errors import SpeclmError
+from speclm.core.errors import SpeclmError
 
 TEXTS = [
     "In the beginning God created the heavens and the earth.",

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from speclm.errors import SpeclmError
+from speclm.core.errors import SpeclmError
 
 
 def blobs(n_per: int, k: int, d: int = 32, seed: int = 0, spread: float = 0.05):

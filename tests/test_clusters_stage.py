@@ -9,13 +9,13 @@ import numpy as np
 import pytest
 from conftest import FAST_CLUSTERS
 
-from speclm.errors import SpeclmError
+from speclm.core.errors import SpeclmError
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     from speclm.corpus.stage import build_corpus
-    from speclm.rundir import open_run
+    from speclm.core.run import open_run
     from speclm.tokens.stage import build_tokens
 
     r = open_run(tmp_path_factory.mktemp("clusters") / "run", "tiny", FAST_CLUSTERS)
@@ -118,7 +118,7 @@ def test_ranks_fill_disjoint_shares_of_the_cache(run, built):
 
 def test_k_larger_than_the_fit_sample_is_a_clear_error(run, built):
     from speclm.clusters.stage import build_clusters
-    from speclm.rundir import open_run
+    from speclm.core.run import open_run
 
     r = open_run(run.path, None, ["clusters.ks=[2, 100]"], save=False)
     with pytest.raises(SpeclmError, match="k=100 is larger than the number of generic windows"):

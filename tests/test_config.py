@@ -2,9 +2,9 @@
 
 import pytest
 
-from speclm import config
-from speclm.errors import SpeclmError
-from speclm.rundir import open_run
+from speclm.core import config
+from speclm.core.errors import SpeclmError
+from speclm.core.run import open_run
 
 
 @pytest.mark.parametrize("name", config.presets())

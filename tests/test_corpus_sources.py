@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from speclm.corpus import default
-from speclm.corpus.config import CorpusConfig
+from speclm.core.sections import CorpusConfig
 from speclm.corpus.doc import Doc
 from speclm.corpus.sources import catalog, fetch
 from speclm.corpus.sources.bible import kjv_docs, parse_diatheke
@@ -21,7 +21,7 @@ from speclm.corpus.sources.markup import (html_to_text, is_so_link, render_man, 
 from speclm.corpus.sources.normalize import clean_docs, dedup_docs, normalize_text, sample_docs
 from speclm.corpus.sources.pycode import python_code_docs
 from speclm.corpus.sources.shakespeare import chunk_text, shakespeare_docs, split_scenes
-from speclm.errors import SpeclmError
+from speclm.core.errors import SpeclmError
 
 _B64 = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
 

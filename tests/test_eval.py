@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from speclm.errors import SpeclmError
-from speclm.evaluate import macro_perplexity, mean_nll, window_nll
+from speclm.core.errors import SpeclmError
+from speclm.inference.evaluate import macro_perplexity
+from speclm.train.validate import mean_nll, window_nll
 from speclm.model.transformer import Transformer, named_shape
 from speclm.train.data import ArrayWindows
 

@@ -8,8 +8,8 @@ import math
 import pytest
 import torch
 
-from speclm import atomic
-from speclm.errors import SpeclmError
+from speclm.core import atomic
+from speclm.core.errors import SpeclmError
 
 FAST = [
     "train.max_steps=3",
@@ -26,7 +26,7 @@ FAST = [
 @pytest.fixture(scope="module")
 def grid_run(tmp_path_factory):
     from speclm.corpus.stage import build_corpus
-    from speclm.rundir import open_run
+    from speclm.core.run import open_run
     from speclm.tokens.stage import build_tokens
 
     torch.set_num_threads(1)
@@ -37,7 +37,7 @@ def grid_run(tmp_path_factory):
 
 
 def test_grid_rows_table_and_resume(grid_run):
-    from speclm.experiment import run_grid
+    from speclm.grid.experiment import run_grid
 
     domains = ["kjv", "legal"]
     table = run_grid(grid_run, methods=["slm-nopt", "slm"], domains=domains, sizes=["2k"], log=lambda s: None)
@@ -69,7 +69,7 @@ def test_grid_rows_table_and_resume(grid_run):
 
 
 def test_grid_refuses_bad_names_before_work(grid_run):
-    from speclm.experiment import run_grid
+    from speclm.grid.experiment import run_grid
 
     with pytest.raises(SpeclmError, match="unknown method"):
         run_grid(grid_run, methods=["slm", "nope"], log=lambda s: None)

@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-from speclm.errors import SpeclmError
-from speclm.export import export_checkpoint, export_hf
-from speclm.generate import generate_text, sample_ids
+from speclm.core.errors import SpeclmError
+from speclm.inference.export import export_checkpoint, export_hf
+from speclm.inference.generate import generate_text, sample_ids
 from speclm.model.transformer import Transformer, named_shape
 from speclm.train.checkpoint import save_checkpoint
 

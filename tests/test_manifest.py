@@ -5,10 +5,10 @@ import json
 import pytest
 
 from conftest import stdlib_texts
-from speclm import manifest
+from speclm.core import manifest
 from speclm.corpus.stage import ImportSpec, build_corpus, import_corpus
-from speclm.errors import SpeclmError
-from speclm.rundir import open_run
+from speclm.core.errors import SpeclmError
+from speclm.core.run import open_run
 from speclm.tokens.stage import build_tokens
 
 
@@ -143,7 +143,7 @@ def test_atomic_artifacts_get_ordinary_permissions(tmp_path):
     import os
     import stat
 
-    from speclm import atomic
+    from speclm.core import atomic
 
     old = os.umask(0o022)
     try:

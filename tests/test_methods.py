@@ -12,7 +12,8 @@ import pytest
 import torch
 from conftest import FAST_CLUSTERS, FAST_TRAIN
 
-from speclm.errors import SpeclmError
+from speclm.core.errors import SpeclmError
+from speclm.methods import inputs, jobs
 
 # A few steps of everything: each method's test runs in seconds.
 FAST = [
@@ -40,7 +41,7 @@ def build_tokens_only(run) -> None:
 def tiny_run(tmp_path_factory):
     """The tiny preset's corpus, tokens and clusters (k=2, 4), built once for this module."""
     from speclm.clusters.stage import build_clusters
-    from speclm.rundir import open_run
+    from speclm.core.run import open_run
 
     torch.set_num_threads(1)
     run = open_run(tmp_path_factory.mktemp("methods") / "run", "tiny", FAST)
@@ -57,9 +58,8 @@ def ctx(tiny_run):
 
 
 def _domain(ctx) -> str:
-    from speclm.methods import common
 
-    return common.domains(ctx)[0]
+    return inputs.domains(ctx)[0]
 
 
 def _shape(ckpt: Path) -> dict:
@@ -79,10 +79,9 @@ def _cost(ckpt: Path) -> dict:
 
 
 def _assert_plain(ckpt: Path, ctx, which: str = "small") -> None:
-    from speclm.methods import common
     from speclm.train.checkpoint import load_transformer
 
-    assert _shape(ckpt) == common.shape(ctx, which).to_dict()
+    assert _shape(ckpt) == inputs.shape(ctx, which).to_dict()
     model = load_transformer(ckpt)  # a plain transformer loads strictly
     x = torch.randint(0, model.shape.vocab_size, (1, 8))
     assert torch.isfinite(model(x)[0]).all()
@@ -100,7 +99,7 @@ def test_slm_pretrains_once_and_specializes(ctx):
     cost = _cost(out)
     assert cost["pretrain"]["tokens"] > 0 and cost["specialize"]["tokens"] > 0
     assert cost["specialize"]["steps"] <= 3  # the 2k cap
-    done = json.loads((out.parent / "done.json").read_text())
+    done = jobs.job_summary(out.parent)
     assert done["plan"]["lr"] == pytest.approx(ctx.config.train.lr / 3)  # smallest size: lr / 3
     # a second call reuses both jobs: same result, nothing retrained
     mtime = (out / "model.safetensors").stat().st_mtime_ns
@@ -112,7 +111,7 @@ def test_larger_size_uses_base_rate_and_larger_cap(ctx):
     from speclm.methods.base import get
 
     out = get("slm").specialize(ctx, _domain(ctx), "8k")
-    done = json.loads((out.parent / "done.json").read_text())
+    done = jobs.job_summary(out.parent)
     assert done["plan"]["lr"] == pytest.approx(ctx.config.train.lr)
     assert done["plan"]["max_steps"] == 4 and done["plan"]["train_tokens"] <= 8000
 
@@ -171,32 +170,30 @@ def test_slm_d_counts_teacher_and_student(ctx):
 
 
 def test_slm_dsir_resamples_per_domain(ctx):
-    from speclm.methods import common
     from speclm.methods.base import get
 
     d = _domain(ctx)
     out = get("slm-dsir").specialize(ctx, d, "2k")
     _assert_plain(out, ctx)
-    report = common.job_summary(ctx.pretrain_dir("slm-dsir", d))["dsir"]
+    report = jobs.job_summary(ctx.pretrain_dir("slm-dsir", d))["dsir"]
     t = ctx.config.train
     assert report["draws"] == t.max_steps * t.batch_size
     assert 0 < report["kish_ess"] <= report["generic_windows"]
-    assert json.loads((out.parent / "done.json").read_text())["pretraining"]["dsir"]["draws"] == report["draws"]
+    assert jobs.job_summary(out.parent)["pretraining"]["dsir"]["draws"] == report["draws"]
 
 
 def test_slm_is_follows_the_domain_histogram(ctx):
-    from speclm.methods import common
     from speclm.methods.base import get
 
     d = _domain(ctx)
     out = get("slm-is").specialize(ctx, d, "2k")
     _assert_plain(out, ctx)
-    rep = common.job_summary(ctx.pretrain_dir("slm-is", d))["importance"]
-    hist = np.asarray(common.clusters(ctx).histogram(2, d, "train"))
+    rep = jobs.job_summary(ctx.pretrain_dir("slm-is", d))["importance"]
+    hist = np.asarray(inputs.clusters(ctx).histogram(2, d, "train"))
     assert np.allclose(rep["domain_histogram"], hist)
     assert rep["repeat_factor"] >= 1 and 0 < rep["kish_ess_fraction"] <= 1
     # its pretraining is paid per domain: the grid counts it as specialization cost
-    from speclm.experiment import split_costs
+    from speclm.grid.experiment import split_costs
 
     split = split_costs(_cost(out), get("slm-is").shared_pretraining)
     assert split["generic"]["flops"] == 0
@@ -207,23 +204,22 @@ def test_slm_is_follows_the_domain_histogram(ctx):
 def test_slm_mix_rules(ctx, rule, tiny_run):
     import dataclasses
 
-    from speclm.methods import common
     from speclm.methods.base import Context, get
 
     cfg = dataclasses.replace(tiny_run.config, methods=dataclasses.replace(tiny_run.config.methods, expert_rule=rule))
     c = Context(run=dataclasses.replace(tiny_run, config=cfg), log=lambda s: None)
     m, d = get("slm-mix"), _domain(c)
     mix = m.pretrain(c)
-    info = common.job_summary(mix)
+    info = jobs.job_summary(mix)
     expert_cost = [_cost(mix / f"expert-{i:03d}")["pretrain"]["flops"] for i in info["experts"]]
     out = m.specialize(c, d, "2k")
     _assert_plain(out, c)
     cost = _cost(out)
     assert cost["pretrain"]["flops"] == pytest.approx(sum(expert_cost))  # every expert counts
-    chosen = json.loads((out.parent / "done.json").read_text())["expert"]
+    chosen = jobs.job_summary(out.parent)["expert"]
     assert chosen["rule"] == rule
     if rule == "most_frequent":
-        hist = np.asarray(common.clusters(c).histogram(2, d, "train"))
+        hist = np.asarray(inputs.clusters(c).histogram(2, d, "train"))
         assert chosen["expert"] == int(np.argmax(hist))
     if rule == "finetune_all":
         assert chosen["finetunes"] == len(info["experts"])
@@ -242,15 +238,14 @@ def test_unknown_method_lists_known():
 
 
 def test_bad_domain_size_and_rule(ctx):
-    from speclm.methods import common
     from speclm.methods.base import get
 
     with pytest.raises(SpeclmError, match="unknown domain 'nope'"):
-        common.check_domain(ctx, get("slm"), "nope")
+        inputs.check_domain(ctx, get("slm"), "nope")
     with pytest.raises(SpeclmError, match="larger than"):
-        common.check_size(ctx, _domain(ctx), "5M")
+        inputs.check_size(ctx, _domain(ctx), "5M")
     with pytest.raises(SpeclmError, match="bad size"):
-        common.check_size(ctx, _domain(ctx), "lots")
+        inputs.check_size(ctx, _domain(ctx), "lots")
     import dataclasses
 
     from speclm.methods.base import Context
@@ -293,7 +288,7 @@ def test_cli_errors_are_one_line(tiny_run, cli):
 
 def test_domain_not_clustered_is_refused(tmp_path, cli):
     """A run with tokens but no clusters: cluster-based methods say what to run."""
-    from speclm.rundir import open_run
+    from speclm.core.run import open_run
 
     run = open_run(tmp_path / "r", "tiny", FAST)
     build_tokens_only(run)
@@ -307,7 +302,6 @@ def test_slm_mix_experts_spread_over_two_torchrun_ranks(tiny_run, tmp_path):
     import subprocess
     import sys
 
-    from speclm.methods import common
 
     run = tmp_path / "run"
     run.mkdir()
@@ -321,8 +315,8 @@ def test_slm_mix_experts_spread_over_two_torchrun_ranks(tiny_run, tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     mix = run / "pretrain" / "slm-mix"
-    info = common.job_summary(mix)
-    ranks = {i: common.job_summary(mix / f"expert-{i:03d}")["rank"] for i in info["experts"]}
+    info = jobs.job_summary(mix)
+    ranks = {i: jobs.job_summary(mix / f"expert-{i:03d}")["rank"] for i in info["experts"]}
     assert ranks == {i: n % 2 for n, i in enumerate(info["experts"])}
-    assert all(common.job_summary(mix / f"expert-{i:03d}")["world_size"] == 2 for i in info["experts"])
+    assert all(jobs.job_summary(mix / f"expert-{i:03d}")["world_size"] == 2 for i in info["experts"])
     assert (mix / "cost.json").exists()

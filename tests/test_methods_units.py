@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from speclm.errors import SpeclmError
+from speclm.core.errors import SpeclmError
 from speclm.methods import selection
 from speclm.methods.sizes import parse_size, size_label, size_windows, slice_indices
 

@@ -12,13 +12,12 @@ matplotlib.use("Agg")
 import matplotlib.image as mpimg  # noqa: E402
 import pytest  # noqa: E402
 
-from speclm import atomic  # noqa: E402
-from speclm.errors import SpeclmError  # noqa: E402
-from speclm.experiment import config_hash  # noqa: E402
-from speclm.plan import (  # noqa: E402
-    _candidates, paper_advice, paper_crossover, plan_picture, plan_rows, recommend, region_map,
-)
-from speclm.rundir import open_run  # noqa: E402
+from speclm.core import atomic
+from speclm.core.errors import SpeclmError
+from speclm.grid.experiment import config_hash
+from speclm.grid.plan import candidates as _candidates, paper_advice, paper_crossover, plan_rows, recommend
+from speclm.grid.plan_picture import plan_picture, region_map
+from speclm.core.run import open_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DOMAINS = ("kjv", "legal")
@@ -159,7 +158,7 @@ def test_region_map_agrees_with_recommend():
 
 
 def test_picture_is_a_png_with_the_methods_colors(tmp_path):
-    from speclm.experiment_plots import method_styles
+    from speclm.grid.plots import method_styles
 
     out = plan_picture(grid(), "64k", tmp_path / "plan.png", point=(3, 80.0))
     assert out.read_bytes()[:8] == PNG_MAGIC
@@ -243,7 +242,7 @@ def test_cli_no_results(cli, tmp_path):
 def test_run_summary_after_the_grid(run_with_grid):
     """What `speclm run` prints after its grid: the best small model at the largest size
     every method has (for one domain, no budget), its crossover, and eval/plan.png."""
-    from speclm.plan import run_summary
+    from speclm.grid.pipeline import run_summary
 
     lines = run_summary(open_run(run_with_grid, None, []))
     assert lines[0].startswith("plan (size ") and "best perplexity" in lines[0]

@@ -4,7 +4,7 @@ materialization into a plain transformer, the SLM-mix special case, sizes, bad i
 import pytest
 import torch
 
-from speclm.errors import SpeclmError
+from speclm.core.errors import SpeclmError
 from speclm.model.projected import ProjectedNetwork, pn_param_counts
 from speclm.model.transformer import Transformer, named_shape, param_breakdown
 

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import stdlib_texts
 from speclm.corpus.readers import read_all, read_docs
-from speclm.errors import SpeclmError
+from speclm.core.errors import SpeclmError
 
 
 def _one_line(e):
@@ -157,7 +157,7 @@ def test_hub_name_offline_is_one_clear_line(tmp_path):
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     code = (
         "from speclm.corpus.readers import read_all\n"
-        "from speclm.errors import SpeclmError\n"
+        "from speclm.core.errors import SpeclmError\n"
         "try:\n    read_all('someone/no-such-dataset', 'x')\n"
         "except SpeclmError as e:\n    print('ERR', e)\n"
     )

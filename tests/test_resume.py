@@ -5,9 +5,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from speclm.evaluate import make_valid_fn
+from speclm.train.validate import make_valid_fn
 from speclm.model.transformer import Transformer, named_shape
-from speclm.train.config import TrainConfig
+from speclm.core.sections import TrainConfig
 from speclm.train.data import ArrayWindows, WindowSampler
 from speclm.train.loop import train
 
@@ -62,7 +62,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, dtype, accum):
     assert fa.keys() == fc.keys() and all(torch.equal(fa[k], fc[k]) for k in fa)
     assert res.best_valid == ref.best_valid
     # the metrics log has no duplicated steps from the killed attempt
-    from speclm.atomic import read_jsonl
+    from speclm.core.atomic import read_jsonl
 
     steps = [r["step"] for r in read_jsonl(tmp_path / "b" / "metrics.jsonl") if "loss" in r]
     assert steps == sorted(set(steps)) == [2, 4, 6, 8]

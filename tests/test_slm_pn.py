@@ -9,8 +9,10 @@ import pytest
 import torch
 from conftest import FAST_TRAIN
 
-from speclm.errors import SpeclmError
-from speclm.methods.slm_pn import ClusterBatchSampler, entropy, histogram_of
+from speclm.core.errors import SpeclmError
+from speclm.clusters.describe import entropy
+from speclm.clusters.store import histogram_of
+from speclm.train.data import ClusterBatchSampler
 from speclm.model.projected import ProjectedNetwork
 from speclm.model.transformer import named_shape
 from speclm.train.data import ArrayWindows, WindowSampler
@@ -111,8 +113,8 @@ needs_clusters = pytest.mark.skipif(not _has_clusters_stage(), reason="the clust
 
 @pytest.fixture(scope="module")
 def pn_run(tmp_path_factory):
-    from speclm.pipeline import run_pipeline
-    from speclm.rundir import open_run
+    from speclm.grid.pipeline import run_pipeline
+    from speclm.core.run import open_run
 
     torch.set_num_threads(1)
     run = open_run(tmp_path_factory.mktemp("pn") / "run", "tiny", FAST)
@@ -134,9 +136,9 @@ def _ctx(run, **methods):
 
 
 def _domain_windows(ctx, domain, n=3):
-    from speclm.methods import common
+    from speclm.methods import inputs
 
-    w = common.shards(ctx).windows(domain, "valid")
+    w = inputs.shards(ctx).windows(domain, "valid")
     return torch.from_numpy(w.batch(np.arange(min(n, len(w)))))[:, :-1]
 
 
@@ -145,24 +147,24 @@ def _domain_windows(ctx, domain, n=3):
 def test_pretrain_materialize_and_finetune(pn_run, method):
     import json
 
-    from speclm.methods import common
+    from speclm.methods import inputs
     from speclm.methods.base import get
-    from speclm.methods.slm_pn import load_projected
+    from speclm.train.checkpoint import load_projected
     from speclm.methods.sizes import slice_indices
     from speclm.train.checkpoint import load_transformer, read_meta
     from speclm.train.cost import read_cost
 
     ctx = _ctx(pn_run)
     m = get(method)
-    domain = common.domains(ctx)[0]
+    domain = inputs.domains(ctx)[0]
     pre = m.pretrain(ctx)
     assert read_meta(pre)["projected"]["k"] == 2
     out = m.specialize(ctx, domain, "2k")
     info = json.loads((out / "method.json").read_text())
     # the histogram is the specialization set's (the 2k slice of the domain train split)
-    s = common.shards(ctx)
+    s = inputs.shards(ctx)
     idx = slice_indices("2k", len(s.windows(domain, "train")), s.window, seed=ctx.config.seed, domain=domain)
-    hist = np.bincount(common.clusters(ctx).assign(2, domain, "train")[idx], minlength=2) / len(idx)
+    hist = np.bincount(inputs.clusters(ctx).assign(2, domain, "train")[idx], minlength=2) / len(idx)
     assert np.allclose(info["histogram"], hist, atol=1e-6)
     assert info["histogram_entropy"] == pytest.approx(entropy(hist))
     pn = load_projected(pre)
@@ -174,7 +176,7 @@ def test_pretrain_materialize_and_finetune(pn_run, method):
         vector = torch.from_numpy(hist).float() @ pn.E
     # the materialized expert on disk is a plain small model computing the network's expert
     expert = load_transformer(out.parent / "expert")
-    assert expert.shape == common.shape(ctx, "small")
+    assert expert.shape == inputs.shape(ctx, "small")
     x = _domain_windows(ctx, domain)
     with torch.no_grad():
         torch.testing.assert_close(expert(x)[0], pn(x, vector=vector)[0], rtol=1e-4, atol=1e-4)
@@ -190,7 +192,7 @@ def test_pretrain_materialize_and_finetune(pn_run, method):
         # and computes the network's expert there too
         import transformers
 
-        from speclm.export import export_checkpoint
+        from speclm.inference.export import export_checkpoint
 
         hf_dir = export_checkpoint(out.parent / "expert", out.parent.parent / "hf-expert")
         hf = transformers.AutoModelForCausalLM.from_pretrained(str(hf_dir), torch_dtype=torch.float32).eval()
@@ -200,12 +202,12 @@ def test_pretrain_materialize_and_finetune(pn_run, method):
 
 @needs_clusters
 def test_bad_settings_are_refused(pn_run):
-    from speclm.methods import common
+    from speclm.methods import inputs
     from speclm.methods.base import get
 
-    domain = common.domains(_ctx(pn_run))[0]
+    domain = inputs.domains(_ctx(pn_run))[0]
     with pytest.raises(SpeclmError, match="k=3"):  # the clustering has no k=3
-        common.check_domain(_ctx(pn_run, pn_k=3), get("slm-pn"), domain)
+        inputs.check_domain(_ctx(pn_run, pn_k=3), get("slm-pn"), domain)
     with pytest.raises(SpeclmError, match="clustering has k="):
         get("slm-pn").pretrain(_ctx(pn_run, pn_k=3))
     for bad in (dict(pn_h=0), dict(pn_m=0), dict(pn_batching="random"), dict(expert_rule="coin_flip")):

@@ -8,9 +8,9 @@ import pytest
 
 from conftest import make_docs
 from speclm.corpus import store
-from speclm.corpus.config import CorpusConfig
+from speclm.core.sections import CorpusConfig
 from speclm.corpus.doc import Doc
-from speclm.errors import SpeclmError
+from speclm.core.errors import SpeclmError
 
 
 def _ids(n, prefix="doc"):

@@ -7,8 +7,8 @@ import pytest
 
 from conftest import stdlib_texts
 from speclm.corpus.store import SPLITS, read_texts
-from speclm.errors import SpeclmError
-from speclm.rundir import open_run
+from speclm.core.errors import SpeclmError
+from speclm.core.run import open_run
 from speclm.tokens.bpe import EOT, EOT_ID, train_bpe
 from speclm.tokens.shards import TokenShards, token_dtype
 from speclm.tokens.stage import build_tokens, tokenizer_sample, window_index

@@ -6,12 +6,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from speclm.atomic import read_jsonl
-from speclm.errors import SpeclmError
+from speclm.core.atomic import read_jsonl
+from speclm.core.errors import SpeclmError
 from speclm.model.transformer import Transformer, named_shape
 from speclm.train import checkpoint as ckpt
 from speclm.train.budget import Budget
-from speclm.train.config import TrainConfig
+from speclm.core.sections import TrainConfig
 from speclm.train.data import ArrayWindows, WindowSampler
 from speclm.train.loop import train
 from speclm.train.schedule import Schedule

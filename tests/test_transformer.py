@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from speclm.errors import SpeclmError
+from speclm.core.errors import SpeclmError
 from speclm.model.transformer import (
     ModelShape,
     Transformer,
@@ -125,7 +125,7 @@ def test_lora_starts_neutral_trains_only_adapters_and_merges(tmp_path):
 
     from speclm.model.lora import apply_lora, lora_param_count, merge_lora
     from speclm.train.checkpoint import load_transformer, save_checkpoint
-    from speclm.train.config import TrainConfig
+    from speclm.core.sections import TrainConfig
     from speclm.train.data import ArrayWindows, WindowSampler
     from speclm.train.loop import train
 

@@ -1,4 +1,4 @@
-"""CLI of the clusters stage: ``speclm clusters [embed | fit | describe]``."""
+"""``speclm clusters [embed | fit | describe]``: Sentence-BERT embeddings, k-means, domain histograms."""
 
 from __future__ import annotations
 
@@ -6,73 +6,71 @@ from typing import Optional
 
 import typer
 
-from ..cli_options import PresetOpt, RunOpt, SetOpt, open_run
+from ..core.options import PresetOpt, RunOpt, SetOpt
+from ..core.run import open_run
 
 
-def register(app: typer.Typer) -> None:
-    sub = typer.Typer(
-        name="clusters",
-        help="Sentence-BERT embeddings of windows, k-means for every k, domain histograms "
-        "(without a subcommand: all three steps, skipped when finished).",
-        invoke_without_command=True,
-        no_args_is_help=False,
-    )
+app = typer.Typer(
+    name="clusters",
+    help="Sentence-BERT embeddings of windows, k-means for every k, domain histograms "
+    "(without a subcommand: all three steps, skipped when finished).",
+    invoke_without_command=True,
+    no_args_is_help=False,
+)
 
-    @sub.callback()
-    def clusters_cmd(
-        ctx: typer.Context,
-        run: RunOpt = None,
-        preset: PresetOpt = None,
-        set_: SetOpt = None,
-        force: bool = typer.Option(False, "--force", help="Refit and redescribe even if the manifest matches (valid cached embeddings are reused)."),
-    ) -> None:
-        """Embed, fit and describe (the whole stage)."""
-        if ctx.invoked_subcommand is not None:
-            return
-        from .stage import build_clusters, format_summary
+@app.callback()
+def clusters_cmd(
+    ctx: typer.Context,
+    run: RunOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    force: bool = typer.Option(False, "--force", help="Refit and redescribe even if the manifest matches (valid cached embeddings are reused)."),
+) -> None:
+    """Embed, fit and describe (the whole stage)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from .stage import build_clusters, format_summary
 
-        r = open_run(run, preset, set_)
-        typer.echo(format_summary(build_clusters(r, force=force)))
-        typer.echo(f"clusters: {r.clusters_dir}")
+    r = open_run(run, preset, set_)
+    typer.echo(format_summary(build_clusters(r, force=force)))
+    typer.echo(f"clusters: {r.clusters_dir}")
 
-    @sub.command("embed")
-    def embed_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None) -> None:
-        """Embed the windows with Sentence-BERT into the cache (resumable; shards over torchrun ranks)."""
-        from .stage import embed_windows
+@app.command("embed")
+def embed_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None) -> None:
+    """Embed the windows with Sentence-BERT into the cache (resumable; shards over torchrun ranks)."""
+    from .stage import embed_windows
 
-        r = open_run(run, preset, set_)
-        emb = embed_windows(r)
-        n = sum(len(rows) for rows, _ in emb.values())
-        typer.echo(f"embedded windows: {n:,} in {r.clusters_dir / 'embeddings'}")
+    r = open_run(run, preset, set_)
+    emb = embed_windows(r)
+    n = sum(len(rows) for rows, _ in emb.values())
+    typer.echo(f"embedded windows: {n:,} in {r.clusters_dir / 'embeddings'}")
 
-    @sub.command("fit")
-    def fit_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None) -> None:
-        """k-means for every k on the generic embeddings; assign every window of every set and split."""
-        from .stage import GENERIC, embed_windows, fit_and_assign
+@app.command("fit")
+def fit_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None) -> None:
+    """k-means for every k on the generic embeddings; assign every window of every set and split."""
+    from .stage import GENERIC, embed_windows, fit_and_assign
 
-        r = open_run(run, preset, set_)
-        out = fit_and_assign(r, embed_windows(r))
-        typer.echo(f"k = {', '.join(map(str, out['ks']))}: fitted on {out['fit_windows']:,} {GENERIC} windows "
-                   f"in {out['fit_seconds']} s; empty clusters: "
-                   + ", ".join(f"k={k} {v['empty_clusters']}" for k, v in out["per_k"].items()))
+    r = open_run(run, preset, set_)
+    out = fit_and_assign(r, embed_windows(r))
+    typer.echo(f"k = {', '.join(map(str, out['ks']))}: fitted on {out['fit_windows']:,} {GENERIC} windows "
+               f"in {out['fit_seconds']} s; empty clusters: "
+               + ", ".join(f"k={k} {v['empty_clusters']}" for k, v in out["per_k"].items()))
 
-    @sub.command("describe")
-    def describe_cmd(
-        run: RunOpt = None,
-        preset: PresetOpt = None,
-        set_: SetOpt = None,
-        budget_tokens: Optional[int] = typer.Option(
-            None, "--budget-tokens", help="Token budget of the importance resample for the ESS table (default: clusters.describe_budget_tokens)."
-        ),
-    ) -> None:
-        """Per domain and k: histogram, top-cluster share (Table 9), entropy (Table 10), weights, resample ESS; PNGs and cluster cards."""
-        from .describe import format_tables
-        from .stage import build_clusters, describe_clusters
+@app.command("describe")
+def describe_cmd(
+    run: RunOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    budget_tokens: Optional[int] = typer.Option(
+        None, "--budget-tokens", help="Token budget of the importance resample for the ESS table (default: clusters.describe_budget_tokens)."
+    ),
+) -> None:
+    """Per domain and k: histogram, top-cluster share (Table 9), entropy (Table 10), weights, resample ESS; PNGs and cluster cards."""
+    from .describe import format_tables
+    from .stage import build_clusters, describe_clusters
 
-        r = open_run(run, preset, set_)
-        build_clusters(r)
-        out = describe_clusters(r, None, budget_tokens, write=False) if budget_tokens is not None else build_clusters(r)["describe"]
-        typer.echo(format_tables(out["tables"], out["ks"]))
-        typer.echo(f"report, plots and cluster cards: {r.clusters_dir / 'describe'}")
-
-    app.add_typer(sub, name="clusters")
+    r = open_run(run, preset, set_)
+    build_clusters(r)
+    out = describe_clusters(r, None, budget_tokens, write=False) if budget_tokens is not None else build_clusters(r)["describe"]
+    typer.echo(format_tables(out["tables"], out["ks"]))
+    typer.echo(f"report, plots and cluster cards: {r.clusters_dir / 'describe'}")

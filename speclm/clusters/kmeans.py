@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import SpeclmError
+from ..core.errors import SpeclmError
 
 
 def normalize(x: np.ndarray) -> np.ndarray:

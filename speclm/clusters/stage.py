@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -24,11 +23,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .. import atomic, manifest
-from ..errors import SpeclmError
-from ..jsonfile import read_required_json
-from ..rundir import Run
-from ..train.distributed import env_rank_world, wait_all
+from ..core import atomic, manifest
+from ..core.errors import SpeclmError
+from ..core.atomic import read_required_json
+from ..core.run import Run
+from ..corpus.store import GENERIC
+from ..core.ranks import env_local_rank, env_rank_world, wait_all
 from . import describe as desc
 from .embed import EMBED_DIM, MODEL_PACKAGE, Embedder, effective_dtype, model_version, resolve_device
 from .kmeans import assign_levels, check_ks, cluster_sizes, fit_levels, normalize
@@ -37,7 +37,6 @@ from .store import Clusters, EmbeddingCache, k_dir
 STAGE = "clusters"
 SUMMARY = "summary.json"
 SPLITS = ("train", "valid", "test")
-GENERIC = "generic"
 PROXY_FIT_MAX = 50_000  # embedded generic windows the token-bag proxy is fitted on (memory)
 PROXY_BATCH = 20_000  # windows per proxy prediction batch
 
@@ -106,7 +105,7 @@ def embed_windows(run: Run, progress: bool | None = None, rank: int | None = Non
     rank = env_rank if rank is None else rank
     world = env_world if world is None else world
     if device == "cuda" and world > 1:
-        device = f"cuda:{int(os.environ.get('LOCAL_RANK', rank))}"
+        device = f"cuda:{env_local_rank(rank)}"
     dtype = effective_dtype(device.split(":")[0], cfg.dtype)
     cache = EmbeddingCache(run.clusters_dir)
     dim = EMBED_DIM

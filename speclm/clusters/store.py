@@ -25,8 +25,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import atomic, manifest
-from ..errors import SpeclmError
+from ..core import atomic, manifest
+from ..core.errors import SpeclmError
 
 SHARD_SIZE = 512
 
@@ -122,4 +122,14 @@ class Clusters:
         a = self.assign(k, set_name, split)
         if len(a) == 0:
             raise SpeclmError(f"{set_name}/{split} has no windows, so it has no cluster histogram")
-        return np.bincount(a, minlength=int(k)).astype(np.float64) / len(a)
+        return histogram_of(a, k)
+
+
+def histogram_of(assign: np.ndarray, k: int) -> np.ndarray:
+    """Cluster probabilities of a set of windows (``assign``: their cluster ids)."""
+    assign = np.asarray(assign, dtype=np.int64)
+    if len(assign) == 0:
+        raise SpeclmError("cannot build a cluster histogram from no windows")
+    if assign.min() < 0 or assign.max() >= k:
+        raise SpeclmError(f"cluster ids outside [0, {k}) in the assignments; the clustering does not have k={k}")
+    return np.bincount(assign, minlength=int(k)).astype(np.float64) / len(assign)

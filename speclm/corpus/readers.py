@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterator
 from urllib.parse import urlparse
 
-from ..errors import SpeclmError
+from ..core.errors import SpeclmError
 from .doc import Doc
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")

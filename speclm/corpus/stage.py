@@ -13,14 +13,14 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from .. import manifest
-from ..errors import SpeclmError
-from ..rundir import Run
+from ..core import manifest
+from ..core.errors import SpeclmError
+from ..core.run import Run
+from .default import TINY_DIR
 from .doc import Doc
 from .store import GENERIC, SUMMARY, check_domain_name, read_summary, write_corpus
 
 STAGE = "corpus"
-TINY_DATA = Path(__file__).resolve().parent.parent / "data" / "tiny"
 SOURCES = ("tiny", "default", "import")
 
 
@@ -144,8 +144,8 @@ def build_corpus(run: Run, force: bool = False) -> dict:
         raise SpeclmError(f"corpus.source {source!r} is not one of {', '.join(SOURCES)}")
     cfg = _stage_config(run)
     inputs = {"source": source}
-    if source == "tiny" and TINY_DATA.exists():  # the shipped files: an upgrade rebuilds the corpus
-        inputs["data"] = manifest.hash_tree(TINY_DATA)
+    if source == "tiny" and TINY_DIR.exists():  # the shipped files: an upgrade rebuilds the corpus
+        inputs["data"] = manifest.hash_tree(TINY_DIR)
     if not force and manifest.is_fresh(corpus_dir, STAGE, cfg, inputs):
         return _saved_summary(corpus_dir)
     sets, skipped = _collect(run)

@@ -22,9 +22,10 @@ from typing import Iterable
 
 import numpy as np
 
-from .. import atomic
-from ..errors import SpeclmError
-from .config import CorpusConfig
+from ..core import atomic
+from ..core.errors import SpeclmError
+from ..core.table import text_table
+from ..core.sections import CorpusConfig
 from .doc import Doc
 
 GENERIC = "generic"
@@ -232,26 +233,6 @@ def read_summary(corpus_dir: str | Path) -> dict:
 
 
 # ---- printing ------------------------------------------------------------------------
-
-
-def _cell(v) -> str:
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return str(v)
-    return f"{v:,}" if isinstance(v, int) else f"{v:,.2f}"
-
-
-def text_table(headers: list[str], rows: list[list]) -> str:
-    """A plain, aligned text table (numbers right-aligned)."""
-    cells = [[str(h) for h in headers]] + [[_cell(v) for v in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
-    numeric = [all(isinstance(r[i], (int, float)) for r in rows) for i in range(len(headers))]
-
-    def fmt(r: list[str]) -> str:
-        return "  ".join(c.rjust(w) if num else c.ljust(w) for c, w, num in zip(r, widths, numeric)).rstrip()
-
-    lines = [fmt(cells[0]), "  ".join("-" * w for w in widths)]
-    lines += [fmt(r) for r in cells[1:]]
-    return "\n".join(lines)
 
 
 def format_summary(summary: dict) -> str:

@@ -12,12 +12,13 @@ Folders (under the run folder):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, ClassVar
 
-from ..errors import SpeclmError
-from ..rundir import Run
+from ..core.errors import SpeclmError
+from ..core.run import Run
 
 
 @dataclass
@@ -32,12 +33,25 @@ class Context:
     def config(self):
         return self.run.config
 
+    @functools.cached_property
+    def shards(self):
+        """The run's token shards, opened once for every method call on this context."""
+        from ..tokens.shards import TokenShards
+
+        return TokenShards(self.run.tokens_dir)
+
+    @functools.cached_property
+    def clusters(self):
+        """The run's clusterings, opened once for every method call on this context."""
+        from ..clusters.store import Clusters
+
+        return Clusters(self.run.clusters_dir)
+
     def pretrain_dir(self, method: str, domain: str | None = None) -> Path:
-        p = self.run.path / "pretrain" / method
-        return p / domain if domain else p
+        return self.run.pretrain_dir(method, domain)
 
     def specialize_dir(self, method: str, domain: str, size: str) -> Path:
-        return self.run.path / "specialize" / method / domain / size
+        return self.run.specialize_dir(method, domain, size)
 
 
 class Method:

@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from .. import atomic
-from ..errors import SpeclmError
+from ..core import atomic
+from ..core.errors import SpeclmError
 
 
 def _featurizer(ngrams: int, buckets: int):

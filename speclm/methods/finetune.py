@@ -26,9 +26,10 @@ from typing import Callable, Mapping, Optional
 
 import torch
 
-from ..errors import SpeclmError
+from ..core.errors import SpeclmError
 from .base import Context
-from .common import tokenizer_files, valid_fn
+from .inputs import tokenizer_files
+from .pretraining import valid_fn
 from .sizes import parse_size, size_label, slice_indices
 
 
@@ -71,7 +72,7 @@ def plan(ctx: Context, domain: str, size: str, steps_factor: float = 1.0) -> Fin
     not configured takes the cap of the smallest configured size at least as large (the
     largest one's beyond them all). Sizes up to the smallest configured one train at
     ``base rate * methods.finetune_small_lr_factor``."""
-    from .common import shards
+    from .inputs import shards
 
     m, t = ctx.config.methods, ctx.config.train
     if not m.finetune_max_steps or not m.sizes:
@@ -165,7 +166,7 @@ def finetune(
     from ..train.checkpoint import save_checkpoint
     from ..train.data import WindowSampler
     from ..train.loop import train
-    from .common import shards
+    from .inputs import shards
 
     p = plan(ctx, domain, size, steps_factor)
     if lr_factor <= 0:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import torch
 
-from . import common
+from . import inputs
 from .base import Context, register
 from .recipe import PretrainThenFinetune
 
@@ -37,11 +37,11 @@ class LLMLora(PretrainThenFinetune):
     finetune_fields = ("finetune_", "sizes", "lora_")
 
     def check(self, ctx: Context) -> None:
-        common.require_positive(ctx, "lora_rank", "lora_steps_factor")
+        inputs.require_positive(ctx, "lora_rank", "lora_steps_factor")
 
     def finetune_kwargs(self, ctx: Context, domain: str, size: str) -> dict:
         m = ctx.config.methods
-        shape = common.shape(ctx, "large")
+        shape = inputs.shape(ctx, "large")
         from ..model.transformer import flops_per_token
 
         return {
@@ -50,5 +50,5 @@ class LLMLora(PretrainThenFinetune):
             "steps_factor": m.lora_steps_factor,
             "lr_factor": m.lora_lr_factor,
             # frozen weights get no weight gradients: forward + activation gradients, ~2/3 of full training
-            "flops_per_token": flops_per_token(shape, common.shards(ctx).window) * 2 / 3,
+            "flops_per_token": flops_per_token(shape, inputs.shards(ctx).window) * 2 / 3,
         }

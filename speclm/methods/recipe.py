@@ -6,9 +6,9 @@ says only what is particular to it.
 
 Folders: the pretraining job is ``pretrain/<name>[/<domain>]/`` (the loop's folder; the
 model is its ``final/``), the specialization job ``specialize/<name>/<domain>/<size>/``
-(its ``final/`` is the specialized model). Each job folder holds ``job.json`` (what it
-was computed from) and, once finished, ``done.json`` (its summary); see
-:func:`speclm.methods.common.open_job`.
+(its ``final/`` is the specialized model). Each job folder holds a ``manifest.json``
+(what it was computed from and, once finished, its summary); see
+:func:`speclm.core.manifest.open_job`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import ClassVar, Optional
 
 import numpy as np
 
-from . import common
+from . import inputs, jobs, pretraining
 from .base import Context, Method
 from .finetune import FinetuneResult, finetune
 
@@ -35,12 +35,12 @@ class PretrainThenFinetune(Method):
         key = {
             "method": self.pretrain_from or self.name,
             "domain": domain,
-            "tokens": common.tokens_fingerprint(ctx),
+            "tokens": inputs.tokens_fingerprint(ctx),
             "shape": self.shape_kind,
-            "config": common.config_part(ctx, self.pretrain_fields),
+            "config": jobs.config_part(ctx, self.pretrain_fields),
         }
         if self.cluster_ks(ctx):
-            key["clusters"] = common.clusters_fingerprint(ctx)
+            key["clusters"] = inputs.clusters_fingerprint(ctx)
         return key
 
     def pretrain_indices(self, ctx: Context, domain: Optional[str]) -> tuple[Optional[np.ndarray], dict]:
@@ -65,17 +65,17 @@ class PretrainThenFinetune(Method):
         if not self.needs_domain_for_pretrain:
             domain = None
         folder = self.pretrain_folder(ctx, domain)
-        if common.open_job(folder, self.pretrain_key(ctx, domain), ctx.force and not self.pretrain_from):
+        if jobs.open_job(folder, self.pretrain_key(ctx, domain), ctx.force and not self.pretrain_from):
             return folder / "final"
-        cfg = common.pretrain_config(ctx, self.budget_share(ctx))
+        cfg = pretraining.pretrain_config(ctx, self.budget_share(ctx))
         indices, report = self.pretrain_indices(ctx, domain)
-        generic = common.shards(ctx).windows(common.GENERIC, "train")
+        generic = inputs.shards(ctx).windows(inputs.GENERIC, "train")
         sampler = WindowSampler(generic, cfg.batch_size, seed=cfg.seed, indices=indices)
         torch_seed(cfg.seed)
-        model = Transformer(common.shape(ctx, self.shape_kind))
+        model = Transformer(inputs.shape(ctx, self.shape_kind))
         ctx.log(f"pretrain {self.pretrain_from or self.name}{' / ' + domain if domain else ''} -> {folder}")
-        res = common.pretrain_model(ctx, model, sampler, folder, cfg, meta={"method": self.name, "domain": domain})
-        common.finish_job(folder, {"method": self.pretrain_from or self.name, "domain": domain, **report,
+        res = pretraining.pretrain_model(ctx, model, sampler, folder, cfg, meta={"method": self.name, "domain": domain})
+        jobs.finish_job(folder, {"method": self.pretrain_from or self.name, "domain": domain, **report,
                                    "train": _train_summary(res)})
         return folder / "final"
 
@@ -86,19 +86,19 @@ class PretrainThenFinetune(Method):
             "method": self.name,
             "domain": domain,
             "size": size,
-            "pretrain": common.job_key_hash(common.read_job_key(pre.parent)),
-            "config": common.config_part(ctx, self.finetune_fields),
+            "pretrain": jobs.upstream_hash(pre.parent),
+            "config": jobs.config_part(ctx, self.finetune_fields),
         }
-        if common.open_job(folder, key, ctx.force):
-            return folder / common.job_summary(folder)["checkpoint"]
+        if jobs.open_job(folder, key, ctx.force):
+            return folder / jobs.job_summary(folder)["checkpoint"]
         res = finetune(ctx, pre, domain, size, folder, **self.finetune_kwargs(ctx, domain, size))
-        report = common.job_summary(pre.parent)
+        report = jobs.job_summary(pre.parent)
         extra = {k: v for k, v in report.items() if k not in ("train", "method", "domain")}
         return self.finish_specialize(ctx, folder, res, {"pretraining": extra} if extra else {})
 
     def finish_specialize(self, ctx: Context, folder: Path, res: FinetuneResult, extra: dict) -> Path:
         rel = res.final.relative_to(folder)
-        common.finish_job(
+        jobs.finish_job(
             folder,
             {"method": self.name, "checkpoint": str(rel), **res.to_json(),
              "path": str(folder), "final": str(res.final), **extra},

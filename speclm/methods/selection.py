@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ..errors import SpeclmError
+from ..core.errors import SpeclmError
 
 
 @dataclass

@@ -11,7 +11,7 @@ import re
 
 import numpy as np
 
-from ..errors import SpeclmError
+from ..core.errors import SpeclmError
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmMgGbB]?)\s*$")
 _MULT = {"": 1, "k": 1_000, "m": 1_000_000, "g": 1_000_000_000, "b": 1_000_000_000}

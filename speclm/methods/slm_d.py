@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from . import common
+from . import inputs, jobs
 from .base import Context, get, register
 from .finetune import finetune
 from .recipe import PretrainThenFinetune
@@ -65,7 +65,7 @@ class SLMDistill(PretrainThenFinetune):
     finetune_fields = ("finetune_", "sizes", "distill_")
 
     def check(self, ctx: Context) -> None:
-        from ..errors import require
+        from ..core.errors import require
 
         m = ctx.config.methods
         require(0.0 <= m.distill_alpha <= 1.0, f"methods.distill_alpha must be in [0, 1], got {m.distill_alpha}")
@@ -86,20 +86,20 @@ class SLMDistill(PretrainThenFinetune):
         folder = ctx.specialize_dir(self.name, domain, size)
         key = {
             "method": self.name, "domain": domain, "size": size,
-            "student": common.job_key_hash(common.read_job_key(student.parent)),
-            "teacher": common.job_key_hash(common.read_job_key(teacher_ckpt.parent)),
-            "config": common.config_part(ctx, self.finetune_fields),
+            "student": jobs.upstream_hash(student.parent),
+            "teacher": jobs.upstream_hash(teacher_ckpt.parent),
+            "config": jobs.config_part(ctx, self.finetune_fields),
         }
-        if common.open_job(folder, key, ctx.force):
-            return folder / common.job_summary(folder)["checkpoint"]
+        if jobs.open_job(folder, key, ctx.force):
+            return folder / jobs.job_summary(folder)["checkpoint"]
         m = ctx.config.methods
         t_cost, s_cost = read_cost(teacher_ckpt), read_cost(student)
         prior = {"pretrain": add_costs(t_cost, s_cost, phase="pretrain"), "specialize": add_costs(t_cost, phase="specialize")}
         teacher = load_transformer(teacher_ckpt).eval()
         for p in teacher.parameters():
             p.requires_grad_(False)
-        window = common.shards(ctx).window
-        fpt = flops_per_token(common.shape(ctx, "small"), window) + flops_per_token(common.shape(ctx, "large"), window) / 3
+        window = inputs.shards(ctx).window
+        fpt = flops_per_token(inputs.shape(ctx, "small"), window) + flops_per_token(inputs.shape(ctx, "large"), window) / 3
         res = finetune(
             ctx, student, domain, size, folder, prior_cost=prior,
             loss_fn=distillation_loss(teacher, m.distill_alpha, m.distill_temperature), flops_per_token=fpt,

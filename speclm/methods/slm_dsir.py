@@ -14,7 +14,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import common, dsir, importance
+from . import dsir, importance, inputs, pretraining
 from .base import Context, register
 from .recipe import PretrainThenFinetune
 
@@ -29,14 +29,14 @@ class SLMDSIR(PretrainThenFinetune):
     pretrain_fields = ("pretrain_steps", "budget", "dsir_")
 
     def check(self, ctx: Context) -> None:
-        common.require_positive(ctx, "dsir_ngrams", "dsir_buckets")
+        inputs.require_positive(ctx, "dsir_ngrams", "dsir_buckets")
 
     def pretrain_indices(self, ctx: Context, domain: Optional[str]) -> tuple[np.ndarray, dict]:
         m = ctx.config.methods
-        s = common.shards(ctx)
-        generic, target = s.windows(common.GENERIC, "train"), s.windows(domain, "train")
+        s = inputs.shards(ctx)
+        generic, target = s.windows(inputs.GENERIC, "train"), s.windows(domain, "train")
         t0 = time.perf_counter()
-        pool_key = {"tokens": common.tokens_fingerprint(ctx), "ngrams": m.dsir_ngrams, "buckets": m.dsir_buckets,
+        pool_key = {"tokens": inputs.tokens_fingerprint(ctx), "ngrams": m.dsir_ngrams, "buckets": m.dsir_buckets,
                     "pool": m.dsir_pool, "seed": ctx.config.seed}
         pool, gfeats, pool_seconds = dsir.generic_pool(
             ctx.pretrain_dir(self.name) / "generic-pool", generic, pool_key, m.dsir_pool, ctx.config.seed,
@@ -45,8 +45,8 @@ class SLMDSIR(PretrainThenFinetune):
         t1 = time.perf_counter()
         dfeats = dsir.featurize(target, np.arange(len(target)), m.dsir_ngrams, m.dsir_buckets, desc=f"dsir {domain}")
         lw = dsir.log_weights(gfeats, dfeats)
-        draws = common.budget_windows(ctx, common.pretrain_config(ctx, self.budget_share(ctx)))
-        rng = np.random.default_rng(common.domain_seed(ctx.config.seed, domain))
+        draws = pretraining.budget_windows(ctx, pretraining.pretrain_config(ctx, self.budget_share(ctx)))
+        rng = np.random.default_rng(inputs.domain_seed(ctx.config.seed, domain))
         idx = pool[dsir.resample(lw, draws, rng)]
         seconds = time.perf_counter() - t1
         ess = importance.effective_sample_size(dsir.probs(lw), draws)

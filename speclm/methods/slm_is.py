@@ -7,8 +7,8 @@ from scratch on that stream within the grid's pretraining budget, then fine-tune
 whole pretraining is paid per domain, so it counts as specialization cost (the paper's
 C_generic = 0).
 
-The pretraining report (``pretrain/slm-is/<domain>/done.json``, copied into each
-specialization's ``done.json``) gives the effective sample size of the resample: Kish's
+The pretraining report (the summary in ``pretrain/slm-is/<domain>/manifest.json``, copied
+into each specialization's summary) gives the effective sample size of the resample: Kish's
 ESS of the importance weights and the expected repeats of the drawn stream.
 """
 
@@ -18,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import common, importance
+from . import importance, inputs, pretraining
 from .base import Context, register
 from .recipe import PretrainThenFinetune
 
@@ -33,7 +33,7 @@ class SLMImportanceSampling(PretrainThenFinetune):
     pretrain_fields = ("pretrain_steps", "budget", "is_")
 
     def check(self, ctx: Context) -> None:
-        from ..errors import require
+        from ..core.errors import require
 
         m = ctx.config.methods
         require(m.is_smoothing >= 0, f"methods.is_smoothing must be >= 0, got {m.is_smoothing}")
@@ -45,12 +45,12 @@ class SLMImportanceSampling(PretrainThenFinetune):
     def pretrain_indices(self, ctx: Context, domain: Optional[str]) -> tuple[np.ndarray, dict]:
         m = ctx.config.methods
         k = m.is_k
-        c = common.clusters(ctx)
+        c = inputs.clusters(ctx)
         hist = np.asarray(c.histogram(k, domain, "train"), dtype=np.float64)
-        assign = np.asarray(c.assign(k, common.GENERIC, "train"), dtype=np.int64)
+        assign = np.asarray(c.assign(k, inputs.GENERIC, "train"), dtype=np.int64)
         p = importance.plan(hist, assign, smoothing=m.is_smoothing, uniform_share=m.is_uniform_share)
-        draws = common.budget_windows(ctx, common.pretrain_config(ctx, self.budget_share(ctx)))
-        rng = np.random.default_rng(common.domain_seed(ctx.config.seed, domain))
+        draws = pretraining.budget_windows(ctx, pretraining.pretrain_config(ctx, self.budget_share(ctx)))
+        rng = np.random.default_rng(inputs.domain_seed(ctx.config.seed, domain))
         idx = importance.draw(rng, p, importance.cluster_members(assign, k), draws, len(assign))
         ess = importance.effective_sample_size(p.window_probs(assign), draws)
         drawn_unique = int(len(np.unique(idx)))

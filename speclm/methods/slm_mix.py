@@ -15,17 +15,16 @@ plain small transformer. ``finetune_all`` pays k fine-tunes, and its cost says s
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 
-from .. import atomic
-from . import common, selection
+from ..core import atomic
+from . import inputs, jobs, pretraining, selection
 from .base import Context, register
-from .common import valid_fn
+from .pretraining import valid_fn
 from .finetune import finetune
 from .recipe import PretrainThenFinetune, torch_seed
 
@@ -43,7 +42,7 @@ class SLMMixture(PretrainThenFinetune):
     finetune_fields = ("finetune_", "sizes", "expert_rule")
 
     def check(self, ctx: Context) -> None:
-        from ..errors import require
+        from ..core.errors import require
 
         selection.check_rule(ctx.config.methods.expert_rule)
         require(ctx.config.methods.mix_k > 0, f"methods.mix_k must be positive, got {ctx.config.methods.mix_k}")
@@ -55,38 +54,37 @@ class SLMMixture(PretrainThenFinetune):
 
     def pretrain(self, ctx: Context, domain: Optional[str] = None) -> Path:
         from ..model.transformer import Transformer
-        from ..train import distributed
+        from ..core import ranks as distributed
         from ..train.cost import write_cost
         from ..train.data import WindowSampler
         from .slm_d import add_costs
 
         folder = ctx.pretrain_dir(self.name)
         key = self.pretrain_key(ctx, None)
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        dist = distributed.setup() if world > 1 else None
+        dist = distributed.setup() if distributed.env_rank_world()[1] > 1 else None
         rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
-        done = common.open_job(folder, key, ctx.force) if rank == 0 else False
+        done = jobs.open_job(folder, key, ctx.force) if rank == 0 else False
         if dist:
             distributed.barrier(dist)
-            done = (folder / "done.json").exists()
+            done = jobs.is_done(folder)
         if done:
             return folder
         k = ctx.config.methods.mix_k
-        assign = np.asarray(common.clusters(ctx).assign(k, common.GENERIC, "train"), dtype=np.int64)
+        assign = np.asarray(inputs.clusters(ctx).assign(k, inputs.GENERIC, "train"), dtype=np.int64)
         sizes = np.bincount(assign, minlength=k)[:k]
         experts = [i for i in range(k) if sizes[i] > 0]
-        cfg = common.pretrain_config(ctx, 1.0 / len(experts))
-        generic = common.shards(ctx).windows(common.GENERIC, "train")
+        cfg = pretraining.pretrain_config(ctx, 1.0 / len(experts))
+        generic = inputs.shards(ctx).windows(inputs.GENERIC, "train")
         for i in experts[rank::world]:
             sub = expert_dir(folder, i)
-            if common.open_job(sub, {**key, "expert": i}, False):
+            if jobs.open_job(sub, {**key, "expert": i}, False):
                 continue
             torch_seed(cfg.seed + i)
-            model = Transformer(common.shape(ctx, "small"))
+            model = Transformer(inputs.shape(ctx, "small"))
             sampler = WindowSampler(generic, cfg.batch_size, seed=cfg.seed + i, indices=np.nonzero(assign == i)[0])
             ctx.log(f"slm-mix expert {i}/{k}: {sizes[i]} generic windows -> {sub}")
-            res = common.pretrain_model(ctx, model, sampler, sub, cfg, meta={"method": self.name, "expert": i}, ddp=False)
-            common.finish_job(sub, {"expert": i, "windows": int(sizes[i]), "steps": res.steps, "tokens": res.tokens,
+            res = pretraining.pretrain_model(ctx, model, sampler, sub, cfg, meta={"method": self.name, "expert": i}, ddp=False)
+            jobs.finish_job(sub, {"expert": i, "windows": int(sizes[i]), "steps": res.steps, "tokens": res.tokens,
                                     "best_valid": res.best_valid, "rank": rank, "world_size": world})
         if dist:
             distributed.barrier(dist)
@@ -96,7 +94,7 @@ class SLMMixture(PretrainThenFinetune):
 
         costs = [read_cost(expert_dir(folder, i)) for i in experts]
         write_cost(folder, {"phase": "pretrain", "pretrain": add_costs(*costs, phase="pretrain")})
-        common.finish_job(folder, {
+        jobs.finish_job(folder, {
             "method": self.name, "k": k, "experts": experts, "cluster_windows": sizes.tolist(),
             "steps_per_expert": cfg.max_steps, "empty_clusters": [i for i in range(k) if sizes[i] == 0],
         })
@@ -113,14 +111,14 @@ class SLMMixture(PretrainThenFinetune):
         folder = ctx.specialize_dir(self.name, domain, size)
         key = {
             "method": self.name, "domain": domain, "size": size,
-            "pretrain": common.job_key_hash(common.read_job_key(mix)),
-            "config": common.config_part(ctx, self.finetune_fields),
+            "pretrain": jobs.upstream_hash(mix),
+            "config": jobs.config_part(ctx, self.finetune_fields),
         }
-        if common.open_job(folder, key, ctx.force):
-            return folder / common.job_summary(folder)["checkpoint"]
+        if jobs.open_job(folder, key, ctx.force):
+            return folder / jobs.job_summary(folder)["checkpoint"]
         m = ctx.config.methods
-        info = common.job_summary(mix)
-        hist = np.asarray(common.clusters(ctx).histogram(m.mix_k, domain, "train"), dtype=np.float64)
+        info = jobs.job_summary(mix)
+        hist = np.asarray(inputs.clusters(ctx).histogram(m.mix_k, domain, "train"), dtype=np.float64)
         prior = read_cost(mix)
         final = lambda i: expert_dir(mix, i) / "final"  # noqa: E731
         valid = valid_fn(ctx, domain)

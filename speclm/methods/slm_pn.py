@@ -23,118 +23,23 @@ domain train split): that is all the domain data the paper's setting allows.
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import torch
 
-from .. import atomic
-from ..errors import SpeclmError
-from . import common
+from ..core import atomic
+from ..core.errors import SpeclmError
+from . import inputs, jobs, pretraining
 from .base import Context, Method, register
 from .selection import ExpertPool, check_rule, select
+from ..clusters.describe import entropy
+from ..clusters.store import histogram_of
 
 HISTOGRAM = "histogram"
 BATCHINGS = ("mixed", "cluster")
 METHOD_FILE = "method.json"  # read by the experiment grid into each result row's "extra"
-
-
-# -- one cluster per micro-batch ---------------------------------------------------------
-
-
-class ClusterBatchSampler:
-    """Micro-batches that each hold windows of one cluster only (so one expert per batch).
-
-    Epoch e: each cluster's windows in a seeded order, cut into batches of ``batch_size``
-    (a cluster's last, short batch is topped up from the start of its own order), and the
-    batches of all clusters shuffled together. Every window is seen once per epoch, the
-    clusters in proportion to their sizes, and ``batch(position)`` is a pure function of
-    (seed, position) like :class:`speclm.train.data.WindowSampler` (so a run resumes).
-    """
-
-    def __init__(self, windows, batch_size: int, assign: np.ndarray, seed: int = 0, extra_name: str = "expert"):
-        from ..train.data import window_length
-
-        if batch_size <= 0:
-            raise SpeclmError(f"batch size must be positive, got {batch_size}")
-        assign = np.asarray(assign, dtype=np.int64)
-        if len(assign) != len(windows):
-            raise SpeclmError(f"{len(assign)} cluster ids for {len(windows)} windows")
-        if len(assign) == 0:
-            raise SpeclmError("no training windows to sample from")
-        self.windows, self.batch_size, self.seed, self.assign, self.extra_name = windows, batch_size, seed, assign, extra_name
-        self.clusters = [np.flatnonzero(assign == c) for c in np.unique(assign)]
-        self.n_batches = sum(math.ceil(len(m) / batch_size) for m in self.clusters)
-        self.seq_len = window_length(windows)
-        self._epochs: dict[int, np.ndarray] = {}
-
-    def _epoch(self, epoch: int) -> np.ndarray:
-        if epoch not in self._epochs:
-            if len(self._epochs) > 2:
-                self._epochs.clear()
-            rng = np.random.default_rng([self.seed, epoch, 0x9E])
-            batches = []
-            for members in self.clusters:
-                order = members[rng.permutation(len(members))]
-                n = math.ceil(len(order) / self.batch_size)
-                padded = np.resize(order, n * self.batch_size)  # tops up from the start of the order
-                batches.append(padded.reshape(n, self.batch_size))
-            all_batches = np.concatenate(batches)
-            self._epochs[epoch] = all_batches[rng.permutation(len(all_batches))]
-        return self._epochs[epoch]
-
-    def window_ids(self, position: int) -> np.ndarray:
-        return self._epoch(position // self.n_batches)[position % self.n_batches]
-
-    def batch(self, position: int):
-        from ..train.data import to_batch
-
-        idx = self.window_ids(position)
-        return to_batch(self.windows.batch(idx), {self.extra_name: self.assign}, idx)
-
-
-# -- checkpoints of the projected network -------------------------------------------------
-
-
-def pn_meta(pn) -> dict:
-    return {"kind": "projected-network", "projected": {"shape": pn.shape.to_dict(), "k": pn.k, "h": pn.h, "m": pn.m}}
-
-
-def load_projected(path: Path, device: str = "cpu"):
-    """The projected network saved in checkpoint folder ``path``."""
-    from ..model.projected import ProjectedNetwork
-    from ..model.transformer import ModelShape
-    from ..train.checkpoint import load_weights, read_meta
-
-    meta = read_meta(path)
-    p = meta.get("projected")
-    if not isinstance(p, dict):
-        raise SpeclmError(f"{path} does not hold a projected network (model.json has no 'projected' entry)")
-    pn = ProjectedNetwork(ModelShape.from_dict(p["shape"]), p["k"], p["h"], p["m"]).to(device)
-    load_weights(pn, path)
-    return pn
-
-
-# -- the histogram and its summary --------------------------------------------------------
-
-
-def histogram_of(assign: np.ndarray, k: int) -> np.ndarray:
-    """Cluster probabilities of a set of windows (``assign``: their cluster ids)."""
-    assign = np.asarray(assign, dtype=np.int64)
-    if len(assign) == 0:
-        raise SpeclmError("cannot build a cluster histogram from no windows")
-    if assign.min() < 0 or assign.max() >= k:
-        raise SpeclmError(f"cluster ids outside [0, {k}) in the assignments; the clustering does not have k={k}")
-    return np.bincount(assign, minlength=k).astype(np.float64) / len(assign)
-
-
-def entropy(p: np.ndarray) -> float:
-    """Natural-log entropy of a histogram (PAPER.md Table 10 uses nats)."""
-    p = np.asarray(p, dtype=np.float64)
-    p = p[p > 0]
-    return float(-(p * np.log(p)).sum())
 
 
 # -- the methods --------------------------------------------------------------------------
@@ -171,22 +76,22 @@ class SLMProjected(Method):
     def pretrain_key(self, ctx: Context) -> dict:
         return {
             "method": "slm-pn",
-            "tokens": common.tokens_fingerprint(ctx),
-            "clusters": common.clusters_fingerprint(ctx),
-            "config": common.config_part(ctx, ("pretrain_steps", "budget", "pn_")),
+            "tokens": inputs.tokens_fingerprint(ctx),
+            "clusters": inputs.clusters_fingerprint(ctx),
+            "config": jobs.config_part(ctx, ("pretrain_steps", "budget", "pn_")),
         }
 
     def generic_assign(self, ctx: Context, split: str) -> np.ndarray:
         """Cluster ids (= expert ids) of the generic windows of ``split``, checked against k."""
         k = ctx.config.methods.pn_k
-        c = common.clusters(ctx)
+        c = inputs.clusters(ctx)
         if k not in c.ks:
             raise SpeclmError(
                 f"methods.pn_k={k} but the clustering has k={', '.join(map(str, c.ks)) or 'none'}: "
                 f"the projected network needs one expert per cluster; add {k} to clusters.ks or set methods.pn_k"
             )
-        assign = np.asarray(c.assign(k, common.GENERIC, split), dtype=np.int64)
-        n = len(common.shards(ctx).windows(common.GENERIC, split))
+        assign = np.asarray(c.assign(k, inputs.GENERIC, split), dtype=np.int64)
+        n = len(inputs.shards(ctx).windows(inputs.GENERIC, split))
         if len(assign) != n:
             raise SpeclmError(f"generic/{split}: {len(assign)} cluster ids for {n} windows; rerun `speclm clusters`")
         if len(assign) and (assign.min() < 0 or assign.max() >= k):
@@ -196,19 +101,18 @@ class SLMProjected(Method):
     # -- pretraining ----------------------------------------------------------------------
 
     def pretrain(self, ctx: Context, domain: Optional[str] = None) -> Path:
-        from ..evaluate import mean_nll
         from ..model.projected import ProjectedNetwork
-        from ..train.data import WindowSampler
+        from ..train.data import ClusterBatchSampler, WindowSampler
         from .recipe import _train_summary, torch_seed
 
         self.check(ctx)
         m = ctx.config.methods
         folder = ctx.pretrain_dir("slm-pn")
-        if common.open_job(folder, self.pretrain_key(ctx), ctx.force):
+        if jobs.open_job(folder, self.pretrain_key(ctx), ctx.force):
             return folder / "final"
-        cfg = common.pretrain_config(ctx)
-        shards = common.shards(ctx)
-        generic = shards.windows(common.GENERIC, "train")
+        cfg = pretraining.pretrain_config(ctx)
+        shards = inputs.shards(ctx)
+        generic = shards.windows(inputs.GENERIC, "train")
         assign = self.generic_assign(ctx, "train")
         if m.pn_batching == "cluster":
             sampler = ClusterBatchSampler(generic, cfg.batch_size, assign, seed=cfg.seed)
@@ -217,42 +121,32 @@ class SLMProjected(Method):
             sampler = WindowSampler(generic, cfg.batch_size, seed=cfg.seed, extras={"expert": assign})
             tokens_per_expert = None  # about one window per expert present
         torch_seed(cfg.seed)
-        pn = ProjectedNetwork(common.shape(ctx, "small"), m.pn_k, m.pn_h, m.pn_m)
+        pn = ProjectedNetwork(inputs.shape(ctx, "small"), m.pn_k, m.pn_h, m.pn_m)
         counts = pn.param_counts()
         ctx.log(
             f"pretrain slm-pn -> {folder}: k={m.pn_k} experts, h={m.pn_h}, m={m.pn_m}, "
             f"{counts['total'] / 1e6:.2f}M parameters ({counts['inference'] / 1e6:.2f}M per expert), "
             f"{m.pn_batching} batches"
         )
-        valid_windows = shards.windows(common.GENERIC, "valid")
-        valid_assign = self.generic_assign(ctx, "valid")
-        t = ctx.config.train
-
-        def valid(model) -> float:  # generic valid loss, each window through its own expert
-            return mean_nll(model, valid_windows, max_windows=t.eval_batches * t.batch_size,
-                            batch_size=t.batch_size, dtype=t.dtype, extras={"expert": valid_assign})[0]
-
-        from ..train.loop import train
-        from .common import tokenizer_files
-
-        res = train(
-            pn, sampler, cfg, folder,
-            valid_fn=valid if len(valid_windows) else None,
-            phase="pretrain",
-            meta={"method": "slm-pn", **pn_meta(pn), "param_counts": counts, "batching": m.pn_batching},
-            files=tokenizer_files(ctx),
+        has_valid = len(shards.windows(inputs.GENERIC, "valid")) > 0
+        res = pretraining.pretrain_model(
+            ctx, pn, sampler, folder, cfg,
+            # generic valid loss, each window through its own expert
+            valid_set=inputs.GENERIC if has_valid else None,
+            valid_extras={"expert": self.generic_assign(ctx, "valid")} if has_valid else None,
+            meta={"method": "slm-pn", **pn.meta(), "param_counts": counts, "batching": m.pn_batching},
             flops_per_token=pn.flops_per_token(shards.window, tokens_per_expert),
         )
-        common.finish_job(folder, {"method": "slm-pn", "param_counts": counts, "batching": m.pn_batching,
-                                   "train": _train_summary(res)})
+        jobs.finish_job(folder, {"method": "slm-pn", "param_counts": counts, "batching": m.pn_batching,
+                                 "train": _train_summary(res)})
         return folder / "final"
 
     # -- specialization -------------------------------------------------------------------
 
     def specialize(self, ctx: Context, domain: str, size: str) -> Path:
-        from ..train.checkpoint import save_checkpoint
+        from ..train.checkpoint import load_projected, save_checkpoint
         from ..train.cost import read_cost
-        from .common import tokenizer_files
+        from .inputs import tokenizer_files
         from .finetune import finetune
         from .sizes import slice_indices
 
@@ -266,17 +160,17 @@ class SLMProjected(Method):
             "domain": domain,
             "size": size,
             "rule": rule,
-            "pretrain": common.job_key_hash(common.read_job_key(pre.parent)),
-            "config": common.config_part(ctx, ("finetune_", "sizes")),
+            "pretrain": jobs.upstream_hash(pre.parent),
+            "config": jobs.config_part(ctx, ("finetune_", "sizes")),
         }
-        if common.open_job(folder, key, ctx.force):
-            return folder / common.job_summary(folder)["checkpoint"]
+        if jobs.open_job(folder, key, ctx.force):
+            return folder / jobs.job_summary(folder)["checkpoint"]
 
         pn = load_projected(pre)
-        shards = common.shards(ctx)
+        shards = inputs.shards(ctx)
         train_windows = shards.windows(domain, "train")
         idx = slice_indices(size, len(train_windows), shards.window, seed=ctx.config.seed, domain=domain)
-        domain_assign = np.asarray(common.clusters(ctx).assign(k, domain, "train"), dtype=np.int64)
+        domain_assign = np.asarray(inputs.clusters(ctx).assign(k, domain, "train"), dtype=np.int64)
         if len(domain_assign) != len(train_windows):
             raise SpeclmError(f"{domain}/train: {len(domain_assign)} cluster ids for {len(train_windows)} windows; rerun `speclm clusters`")
         hist = histogram_of(domain_assign[idx], k)
@@ -298,7 +192,7 @@ class SLMProjected(Method):
             t = ctx.config.train
 
             def pretrained_loss(i: int) -> float:
-                from ..evaluate import mean_nll
+                from ..train.validate import mean_nll
 
                 w = shards.windows(domain, "valid")
                 return mean_nll(pn, w, max_windows=t.eval_batches * t.batch_size, batch_size=t.batch_size,
@@ -327,8 +221,8 @@ class SLMProjected(Method):
             res = finetune(ctx, init, domain, size, folder, prior_cost=prior)
         else:
             res = chosen
-        atomic.write_json(res.final / METHOD_FILE, extra)  # before done.json: a finished job has it
-        common.finish_job(folder, {"method": self.name, "checkpoint": str(res.final.relative_to(folder)),
+        atomic.write_json(res.final / METHOD_FILE, extra)  # before the job is marked done: a finished job has it
+        jobs.finish_job(folder, {"method": self.name, "checkpoint": str(res.final.relative_to(folder)),
                                    **res.to_json(), "path": str(folder), **extra})
         return res.final
 

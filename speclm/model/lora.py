@@ -15,7 +15,7 @@ from typing import Iterable, Optional
 import torch
 from torch import nn
 
-from ..errors import SpeclmError
+from ..core.errors import SpeclmError
 
 # Every Linear inside the blocks (attention and MLP); the paper's Appendix F uses rank 64.
 DEFAULT_TARGETS = ("attn.qkv", "attn.proj", "mlp.gate_up", "mlp.up", "mlp.down")

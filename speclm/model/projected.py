@@ -39,7 +39,7 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
-from ..errors import SpeclmError
+from ..core.errors import SpeclmError
 from .transformer import ModelShape, Transformer, default_mlp, flops_per_token, param_breakdown
 
 INITS = ("random", "mixture")
@@ -195,6 +195,19 @@ class ProjectedNetwork(nn.Module):
         self.transformer = Transformer(shape, make_mlp=lambda s, layer: ProjectedMLP(s, layer, h, m))
         self.E = nn.Parameter(torch.empty(k, m))
         self.reset_projection(init)
+
+    def meta(self) -> dict:
+        """What a checkpoint's model.json records to rebuild this network (:meth:`from_meta`)."""
+        return {"kind": "projected-network",
+                "projected": {"shape": self.shape.to_dict(), "k": self.k, "h": self.h, "m": self.m}}
+
+    @classmethod
+    def from_meta(cls, meta: dict, where: str = "the checkpoint") -> "ProjectedNetwork":
+        """An untrained network of the shape a checkpoint's model.json describes."""
+        p = meta.get("projected") if isinstance(meta, dict) else None
+        if not isinstance(p, dict):
+            raise SpeclmError(f"{where} does not hold a projected network (model.json has no 'projected' entry)")
+        return cls(ModelShape.from_dict(p["shape"]), p["k"], p["h"], p["m"])
 
     def reset_projection(self, init: str = "random") -> None:
         """Initialize E (and every layer's T and M). ``random``: unit-norm random expert

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import SpeclmError
+from ..core.errors import SpeclmError
 
 MLP_KINDS = ("swiglu", "plain")
 

@@ -14,8 +14,8 @@ import os
 from pathlib import Path
 from typing import Iterable
 
-from .. import atomic
-from ..errors import SpeclmError
+from ..core import atomic
+from ..core.errors import SpeclmError
 
 EOT = "<|endoftext|>"
 EOT_ID = 0

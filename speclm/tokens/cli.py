@@ -1,25 +1,24 @@
-"""CLI of the tokens stage: ``speclm tokens``."""
+"""``speclm tokens``: the tokenizer and the packed token shards."""
 
 from __future__ import annotations
 
 import typer
 
-from ..cli_options import PresetOpt, RunOpt, SetOpt, open_run
+from ..core.options import PresetOpt, RunOpt, SetOpt
+from ..core.run import open_run
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("tokens")
-    def tokens_cmd(
-        run: RunOpt = None,
-        preset: PresetOpt = None,
-        set_: SetOpt = None,
-        force: bool = typer.Option(False, "--force", help="Retrain and re-encode even if the saved tokens match."),
-    ) -> None:
-        """Train the byte-level BPE on the generic train split and encode every set into token shards."""
-        from .stage import build_tokens, format_tokens_summary
+def tokens_cmd(
+    run: RunOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    force: bool = typer.Option(False, "--force", help="Retrain and re-encode even if the saved tokens match."),
+) -> None:
+    """Train the byte-level BPE on the generic train split and encode every set into token shards."""
+    from .stage import build_tokens, format_tokens_summary
 
-        r = open_run(run, preset, set_, save=False)
-        summary = build_tokens(r, force=force)
-        r.save_config()
-        typer.echo(format_tokens_summary(summary))
-        typer.echo(f"tokens: {r.tokens_dir}")
+    r = open_run(run, preset, set_, save=False)
+    summary = build_tokens(r, force=force)
+    r.save_config()
+    typer.echo(format_tokens_summary(summary))
+    typer.echo(f"tokens: {r.tokens_dir}")

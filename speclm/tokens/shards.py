@@ -17,8 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import manifest
-from ..errors import SpeclmError
+from ..core import manifest
+from ..core.errors import SpeclmError
 
 SPLITS = ("train", "valid", "test")
 

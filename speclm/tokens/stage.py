@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from .. import atomic, manifest
-from ..corpus.store import SPLITS, list_sets, read_summary, read_texts, text_table
-from ..errors import SpeclmError
-from ..jsonfile import read_required_json
-from ..rundir import Run
+from ..core import atomic, manifest
+from ..core.table import text_table
+from ..corpus.store import SPLITS, list_sets, read_summary, read_texts
+from ..core.errors import SpeclmError
+from ..core.atomic import read_required_json
+from ..core.run import Run
 from .bpe import EOT_ID, check_vocab_size, save_tokenizer, set_threads, train_bpe
 from .shards import stream_paths, token_dtype
 

@@ -6,7 +6,7 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from ..errors import SpeclmError
+from ..core.errors import SpeclmError
 
 
 @dataclass(frozen=True)

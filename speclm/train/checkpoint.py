@@ -22,8 +22,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file, save_model
 
-from .. import atomic
-from ..errors import SpeclmError
+from ..core import atomic
+from ..core.errors import SpeclmError
 from ..model.transformer import ModelShape, Transformer
 
 MODEL_FILE = "model.safetensors"
@@ -168,6 +168,15 @@ def load_transformer(path: str | Path, device: str | torch.device = "cpu") -> Tr
     return model
 
 
+def load_projected(path: str | Path, device: str | torch.device = "cpu"):
+    """The projected network saved in checkpoint folder ``path`` (written by slm-pn's pretraining)."""
+    from ..model.projected import ProjectedNetwork
+
+    pn = ProjectedNetwork.from_meta(read_meta(path), str(path)).to(device)
+    load_weights(pn, path)
+    return pn
+
+
 def is_resumable(path: str | Path) -> bool:
     path = Path(path)
     return all((path / f).is_file() for f in (MODEL_FILE, META_FILE, OPTIMIZER_FILE, STATE_FILE))
@@ -198,3 +207,18 @@ def load_resume(path: str | Path, model: torch.nn.Module, optimizer: torch.optim
     optimizer.load_state_dict({"state": per_param, "param_groups": groups})
     set_rng_state(state.pop("rng"))
     return state
+
+
+def check_tokenizer(meta: Mapping, shards, checkpoint) -> None:
+    """Refuse a checkpoint trained with another tokenizer than the shards'."""
+    want = meta.get("tokenizer_sha256")
+    if want and want != shards.tokenizer_sha256:
+        raise SpeclmError(
+            f"checkpoint {checkpoint} was trained with another tokenizer than the one in {shards.dir}; "
+            f"pass the run folder it was trained in"
+        )
+    vocab = meta.get("shape", {}).get("vocab_size")
+    if vocab is not None and vocab < shards.vocab_size:
+        raise SpeclmError(
+            f"checkpoint {checkpoint} has a vocabulary of {vocab} but the shards in {shards.dir} use {shards.vocab_size}"
+        )

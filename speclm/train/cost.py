@@ -22,8 +22,8 @@ from typing import Mapping, Optional
 
 import torch
 
-from .. import atomic
-from ..errors import SpeclmError
+from ..core import atomic
+from ..core.errors import SpeclmError
 
 PHASES = ("pretrain", "specialize")
 COST_FILE = "cost.json"

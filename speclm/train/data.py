@@ -12,12 +12,13 @@ that the default loss passes to ``model(inputs, targets, **extras)``.
 
 from __future__ import annotations
 
+import math
 from typing import Mapping, Optional, Protocol, Sequence
 
 import numpy as np
 import torch
 
-from ..errors import SpeclmError
+from ..core.errors import SpeclmError
 
 
 class WindowsLike(Protocol):
@@ -129,6 +130,53 @@ class WindowSampler:
 
     def epochs_at(self, position: int) -> float:
         return position * self.batch_size / len(self.indices)
+
+
+class ClusterBatchSampler:
+    """Micro-batches that each hold windows of one cluster only (so one expert per batch).
+
+    Epoch e: each cluster's windows in a seeded order, cut into batches of ``batch_size``
+    (a cluster's last, short batch is topped up from the start of its own order), and the
+    batches of all clusters shuffled together. Every window is seen once per epoch, the
+    clusters in proportion to their sizes, and ``batch(position)`` is a pure function of
+    (seed, position) like :class:`WindowSampler` (so a run resumes).
+    """
+
+    def __init__(self, windows, batch_size: int, assign: np.ndarray, seed: int = 0, extra_name: str = "expert"):
+        if batch_size <= 0:
+            raise SpeclmError(f"batch size must be positive, got {batch_size}")
+        assign = np.asarray(assign, dtype=np.int64)
+        if len(assign) != len(windows):
+            raise SpeclmError(f"{len(assign)} cluster ids for {len(windows)} windows")
+        if len(assign) == 0:
+            raise SpeclmError("no training windows to sample from")
+        self.windows, self.batch_size, self.seed, self.assign, self.extra_name = windows, batch_size, seed, assign, extra_name
+        self.clusters = [np.flatnonzero(assign == c) for c in np.unique(assign)]
+        self.n_batches = sum(math.ceil(len(m) / batch_size) for m in self.clusters)
+        self.seq_len = window_length(windows)
+        self._epochs: dict[int, np.ndarray] = {}
+
+    def _epoch(self, epoch: int) -> np.ndarray:
+        if epoch not in self._epochs:
+            if len(self._epochs) > 2:
+                self._epochs.clear()
+            rng = np.random.default_rng([self.seed, epoch, 0x9E])
+            batches = []
+            for members in self.clusters:
+                order = members[rng.permutation(len(members))]
+                n = math.ceil(len(order) / self.batch_size)
+                padded = np.resize(order, n * self.batch_size)  # tops up from the start of the order
+                batches.append(padded.reshape(n, self.batch_size))
+            all_batches = np.concatenate(batches)
+            self._epochs[epoch] = all_batches[rng.permutation(len(all_batches))]
+        return self._epochs[epoch]
+
+    def window_ids(self, position: int) -> np.ndarray:
+        return self._epoch(position // self.n_batches)[position % self.n_batches]
+
+    def batch(self, position: int):
+        idx = self.window_ids(position)
+        return to_batch(self.windows.batch(idx), {self.extra_name: self.assign}, idx)
 
 
 def eval_indices(n_windows: int, max_windows: int = 0) -> np.ndarray:

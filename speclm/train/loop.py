@@ -32,13 +32,13 @@ from typing import Callable, Mapping, Optional
 import torch
 from tqdm.auto import tqdm
 
-from .. import atomic
-from ..errors import SpeclmError
-from ..manifest import hash_obj
+from ..core import atomic
+from ..core.errors import SpeclmError
+from ..core.manifest import hash_obj
 from . import checkpoint as ckpt
-from . import distributed
+from ..core import ranks as distributed
 from .budget import Budget
-from .config import TrainConfig
+from ..core.sections import TrainConfig
 from .cost import PhaseCost, check_phase, combine, device_kind, write_cost
 from .schedule import Schedule
 

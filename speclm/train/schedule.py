@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..errors import SpeclmError
+from ..core.errors import SpeclmError
 
 SCHEDULES = ("cosine", "constant")
 

@@ -190,7 +190,7 @@ def _python_code(cache_dir: str) -> list[Doc]:
     return pycode.python_code_docs()
 
 
-GENERIC = [
+GENERIC_SOURCES = [
     Source("gcide", "generic", "deb dict-gcide", _dictd("dict-gcide", "gcide", "gcide", keep=_gcide_keep, clean=dictd.strip_gcide_markup)),
     Source("jargon", "generic", "deb dict-jargon", _dictd("dict-jargon", "jargon", "jargon", clean=dictd.strip_gcide_markup)),
     Source("devil", "generic", "deb dict-devil", _dictd("dict-devil", "devil", "devil")),
@@ -217,5 +217,5 @@ DOMAINS = [
     Source("wordnet", "wordnet", "deb dict-wn", _dictd("dict-wn", "wn", "wordnet", clean=dictd.strip_gcide_markup)),
 ]
 
-GENERIC_NAMES = [s.name for s in GENERIC]
+GENERIC_NAMES = [s.name for s in GENERIC_SOURCES]
 DOMAIN_NAMES = [s.name for s in DOMAINS]

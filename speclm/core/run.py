@@ -29,6 +29,24 @@ class Run:
     def clusters_dir(self) -> Path:
         return self.path / "clusters"
 
+    @property
+    def eval_dir(self) -> Path:
+        """The grid's results file, its tables and plots, and the plan's picture."""
+        return self.path / "eval"
+
+    def pretrain_dir(self, method: str, domain: str | None = None) -> Path:
+        """A method's pretraining job: shared (``pretrain/METHOD``) or per domain (``pretrain/METHOD/DOMAIN``)."""
+        p = self.path / "pretrain" / method
+        return p / domain if domain else p
+
+    def specialize_dir(self, method: str, domain: str, size: str) -> Path:
+        """A method's specialization job for one domain and size."""
+        return self.path / "specialize" / method / domain / size
+
+    def train_dir(self, set_name: str, shape: str) -> Path:
+        """Where ``speclm train`` writes by default."""
+        return self.path / "train" / set_name / shape
+
     def save_config(self) -> None:
         """Write the resolved config to ``config.toml`` (only when it changed)."""
         saved = self.path / "config.toml"

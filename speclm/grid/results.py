@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Optional
 
-from . import atomic
+from ..core import atomic
 
 # Methods that reuse another method's results run after it (SLM-d reuses the LLM teacher).
 METHOD_ORDER = ["slm", "slm-nopt", "llm", "llm-lora", "slm-d", "slm-is", "slm-dsir", "slm-mix", "slm-pn"]
@@ -46,7 +46,7 @@ def write_table(results: Path, table: Path, chash: str) -> None:
     methods = order_methods(list(dict.fromkeys(r["method"] for r in rows)))
     domains = sorted({r["domain"] for r in rows})
     sizes = list(dict.fromkeys(r["size"] for r in rows))
-    from .methods.sizes import parse_size
+    from ..methods.sizes import parse_size
 
     sizes.sort(key=lambda s: parse_size(s) or math.inf)
     by = {(r["method"], r["domain"], r["size"]): r for r in rows}

@@ -25,12 +25,12 @@ import time
 from pathlib import Path
 from typing import Callable, Optional
 
-from . import atomic
-from .config import to_dict
-from .errors import SpeclmError
-from .manifest import hash_obj
+from ..core import atomic
+from ..core.config import to_dict
+from ..core.errors import SpeclmError
+from ..core.manifest import hash_obj
 from .results import grid_rows, order_methods, write_table
-from .rundir import Run
+from ..core.run import Run
 
 COST_KEYS = ("tokens", "flops", "device_hours", "wall_seconds")
 GRID_UNDER_TORCHRUN = (
@@ -64,9 +64,9 @@ def split_costs(cost_doc: dict, shared_pretraining: bool) -> dict:
 
 def evaluate_model(run: Run, ckpt: Path, domain: str) -> dict:
     """Mean per-token NLL of a specialized checkpoint on the domain's test split."""
-    from .evaluate import mean_nll
-    from .tokens.shards import TokenShards
-    from .train.checkpoint import load_transformer
+    from ..train.validate import mean_nll
+    from ..tokens.shards import TokenShards
+    from ..train.checkpoint import load_transformer
 
     model = load_transformer(ckpt)
     t = run.config.train
@@ -84,17 +84,17 @@ def run_grid(
     name: str = "results",
     log: Callable[[str], None] = print,
 ) -> Path:
-    from .methods import base, common
-    from .methods.sizes import size_label
-    from .train.cost import read_cost
-    from .train.distributed import env_rank_world
+    from ..methods import base, inputs
+    from ..methods.sizes import size_label
+    from ..train.cost import read_cost
+    from ..core.ranks import env_rank_world
 
     if env_rank_world()[1] > 1:
         raise SpeclmError(GRID_UNDER_TORCHRUN)
     ctx = base.Context(run=run, log=log)
     methods = order_methods(methods or base.known())
     objs = {m: base.get(m) for m in methods}  # unknown names fail here, before any work
-    all_domains = common.domains(ctx)
+    all_domains = inputs.domains(ctx)
     domains = domains or all_domains
     for d in domains:
         if d not in all_domains:
@@ -103,16 +103,16 @@ def run_grid(
     for m, obj in objs.items():
         obj.check(ctx)
         for d in domains:
-            common.check_domain(ctx, obj, d)
+            inputs.check_domain(ctx, obj, d)
     for d in domains:
         for s in sizes:
-            common.check_size(ctx, d, s)
+            inputs.check_size(ctx, d, s)
     run.save_config()
 
     chash = config_hash(run)
-    results = run.path / "eval" / f"{name}.jsonl"
+    results = run.eval_dir / f"{name}.jsonl"
     _repair(results)
-    table = run.path / "eval" / f"{name}.md"
+    table = run.eval_dir / f"{name}.md"
     done = set(grid_rows(results, chash))
     # size-major: a grid stopped early still has every method and domain at the first sizes
     todo = [(m, d, s) for s in sizes for m in methods for d in domains if (m, d, s) not in done]
@@ -156,7 +156,7 @@ def _plot(results: Path, chash: str, log: Callable[[str], None]) -> None:
     """Redraw eval/<name>.png and <name>-domains.png (speclm/experiment_plots.py). The
     pictures are derived from the rows and redrawn at the next row, so a failure to draw
     is reported, not allowed to stop the grid."""
-    from .experiment_plots import plot_grid
+    from .plots import plot_grid
 
     try:
         plot_grid(results, chash)
@@ -176,13 +176,7 @@ def _repair(results: Path) -> None:
 
 
 def _extra(out: Path) -> dict:
-    """What the method reported about this specialization (its job's done.json)."""
-    import json
+    """What the method reported about this specialization (its job's summary)."""
+    from ..core import manifest
 
-    p = out.parent / "done.json"
-    if p.exists():
-        try:
-            return json.loads(p.read_text(encoding="utf-8"))
-        except json.JSONDecodeError:
-            return {}
-    return {}
+    return manifest.job_summary(out.parent) if manifest.is_done(out.parent) else {}

@@ -1,5 +1,10 @@
-"""DDP from the outside: under ``torchrun`` (WORLD_SIZE > 1) the loop wraps the model in
-DistributedDataParallel; the model code never knows. gloo on CPU, NCCL on GPU."""
+"""Ranks and processes, as a service to every layer: the only module that reads torchrun's
+environment (RANK, WORLD_SIZE, LOCAL_RANK).
+
+Under ``torchrun`` (WORLD_SIZE > 1) the training loop wraps the model in
+DistributedDataParallel (:func:`wrap`); the model code never knows. The data stages use
+:func:`env_rank_world` and :func:`wait_all` to split or order their work. gloo on CPU,
+NCCL on GPU."""
 
 from __future__ import annotations
 
@@ -32,6 +37,11 @@ def env_rank_world() -> tuple[int, int]:
     return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
 
 
+def env_local_rank(default: int = 0) -> int:
+    """This process's rank on its node (torchrun's LOCAL_RANK), ``default`` outside torchrun."""
+    return int(os.environ.get("LOCAL_RANK", default))
+
+
 def wait_all(world: int) -> None:
     """A barrier of every rank, for stages outside the training loop (one rank builds, the
     others wait); joins the process group first if nothing has (NCCL on GPU, gloo on CPU,
@@ -51,9 +61,8 @@ def default_device(local_rank: int = 0) -> torch.device:
 
 def setup(device: Optional[str | torch.device] = None) -> Dist:
     """Read torchrun's environment and join the process group (once)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local = int(os.environ.get("LOCAL_RANK", str(rank)))
+    rank, world = env_rank_world()
+    local = env_local_rank(rank)
     dev = torch.device(device) if device is not None else default_device(local)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local % max(1, torch.cuda.device_count()))
@@ -68,7 +77,7 @@ def setup(device: Optional[str | torch.device] = None) -> Dist:
 
 def local(device: Optional[str | torch.device] = None) -> Dist:
     """This process alone, even under torchrun (independent jobs spread over ranks)."""
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    local_rank = env_local_rank()
     dev = torch.device(device) if device is not None else default_device(local_rank)
     if dev.type == "cuda" and dev.index is None:
         dev = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))

@@ -19,9 +19,9 @@ SetOpt = Annotated[
     Optional[list[str]],
     typer.Option("--set", "-s", help="Override one config value, e.g. --set tokens.vocab_size=4096 (repeatable)."),
 ]
-
-
-def open_run(run, preset, overrides, save: bool = True):
-    from .rundir import open_run as _open
-
-    return _open(run, preset, overrides or [], save=save)
+CheckpointOpt = Annotated[
+    Path, typer.Option("--checkpoint", "-c", help="A checkpoint folder (model.safetensors + model.json), e.g. OUT/final.")
+]
+DeviceOpt = Annotated[
+    Optional[str], typer.Option("--device", help="cpu, cuda, cuda:1 ... (default: cuda if available, else cpu).")
+]

@@ -6,9 +6,9 @@ from typing import Optional
 
 import torch
 
-from .errors import SpeclmError
+from ..core.errors import SpeclmError
+from ..tokens.bpe import EOT
 
-EOS = "<|endoftext|>"
 
 
 @torch.no_grad()
@@ -57,9 +57,9 @@ def generate_text(model, tokenizer, prompt: str, **kw) -> str:
     """The prompt's continuation as text (stops at ``<|endoftext|>``)."""
     ids = tokenizer.encode(prompt).ids
     if not ids:
-        ids = [tokenizer.token_to_id(EOS) or 0]  # an empty prompt starts a new document
+        ids = [tokenizer.token_to_id(EOT) or 0]  # an empty prompt starts a new document
     vocab = model.shape.vocab_size
     if max(ids) >= vocab:
         raise SpeclmError(f"the tokenizer gives ids up to {max(ids)} but the model has {vocab}: tokenizer mismatch")
-    new = sample_ids(model, ids, stop_id=tokenizer.token_to_id(EOS), **kw)
+    new = sample_ids(model, ids, stop_id=tokenizer.token_to_id(EOT), **kw)
     return tokenizer.decode(new, skip_special_tokens=True)

@@ -8,9 +8,6 @@ runs in one process, so ``--until grid`` under torchrun is refused before any wo
 
 from __future__ import annotations
 
-import typer
-
-from .cli_options import PresetOpt, RunOpt, SetOpt, open_run
 
 
 STAGES = ("corpus", "tokens", "clusters", "grid")
@@ -22,20 +19,20 @@ def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters") -
     ``until="grid"`` also runs the method grid (pretrain, specialize, evaluate every
     method x domain x size; see speclm.experiment), which is what ``speclm run`` does.
     """
-    from .errors import SpeclmError
+    from ..core.errors import SpeclmError
 
     if until not in STAGES:
         raise SpeclmError(f"unknown stage {until!r}; known: {', '.join(STAGES)}")
     last = STAGES.index(until)
     from .experiment import GRID_UNDER_TORCHRUN
-    from .train.distributed import env_rank_world
+    from ..core.ranks import env_rank_world
 
     rank, world = env_rank_world()
     if world > 1 and until == "grid":
         raise SpeclmError(GRID_UNDER_TORCHRUN)
-    from .corpus.stage import build_corpus
-    from .corpus.store import format_summary
-    from .tokens.stage import build_tokens, format_tokens_summary
+    from ..corpus.stage import build_corpus
+    from ..corpus.store import format_summary
+    from ..tokens.stage import build_tokens, format_tokens_summary
 
     echo = (echo or (lambda text: None)) if rank == 0 else (lambda text: None)
     summary = {"corpus": _rank0_first(lambda: build_corpus(run, force=force), rank, world)}
@@ -46,7 +43,7 @@ def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters") -
     echo(format_tokens_summary(summary["tokens"]))
     if last < 2:
         return summary
-    from .clusters.stage import build_clusters, format_summary as format_clusters_summary
+    from ..clusters.stage import build_clusters, format_summary as format_clusters_summary
 
     summary["clusters"] = build_clusters(run, force=force)
     echo(format_clusters_summary(summary["clusters"]))
@@ -58,7 +55,6 @@ def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters") -
     summary["grid"] = str(table)
     echo(table.read_text(encoding="utf-8"))
     echo(f"results: {table} (one row per method, domain and size: {table.with_suffix('.jsonl')})")
-    from .plan import run_summary
 
     try:
         for line in run_summary(run):
@@ -74,7 +70,7 @@ def _rank0_first(build, rank: int, world: int):
     ends the job (torchrun stops the other ranks)."""
     if world <= 1:
         return build()
-    from .train.distributed import wait_all
+    from ..core.ranks import wait_all
 
     if rank == 0:
         out = build()
@@ -84,17 +80,19 @@ def _rank0_first(build, rank: int, world: int):
     return build()
 
 
-def register(app: typer.Typer) -> None:
-    @app.command("run")
-    def run_cmd(
-        run: RunOpt = None,
-        preset: PresetOpt = None,
-        set_: SetOpt = None,
-        force: bool = typer.Option(False, "--force", help="Recompute every stage even if its manifest matches."),
-        until: str = typer.Option("grid", "--until", help="Stop after this stage: corpus, tokens, clusters or grid."),
-    ) -> None:
-        """Run the whole pipeline on one run folder: corpus, tokens, clusters, then the method
-        grid (every method x domain x size, evaluated); finished stages and rows are skipped."""
-        r = open_run(run, preset, set_)
-        run_pipeline(r, force=force, echo=typer.echo, until=until)
-        typer.echo(f"run folder: {r.path}")
+def run_summary(run, name: str = "results") -> list[str]:
+    """What ``speclm run`` prints after the grid: the recommendation for one domain at the
+    largest size every method has, its crossover, and eval/plan.png (N and budget free)."""
+    from .plan import default_size, load_rows, recommend
+    from .plan_picture import plan_picture
+    from .plots import run_title
+
+    rows, results = load_rows(run, name)
+    size = default_size(rows)
+    rec = recommend(rows, size, 1)
+    png = plan_picture(rows, size, results.parent / "plan.png", title=run_title(results))
+    lines = [f"plan (size {size}, small at inference): best perplexity {rec.method} ({rec.ppl:.2f})"]
+    if rec.crossover:
+        lines.append(f"plan: {rec.crossover}")
+    lines.append(f"plan: {png}; for your budgets: speclm plan --run {run.path} --domains N --budget B")
+    return lines

@@ -159,3 +159,17 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 break
             raise
     return rows
+
+
+def read_required_json(path: str | Path, missing: str) -> Any:
+    """The parsed JSON at ``path``; ``SpeclmError(missing)`` when the file is not there.
+
+    ``missing`` is the one-line message the user sees, best naming the command that writes it
+    (a stage summary, a job's record).
+    """
+    from .errors import SpeclmError
+
+    p = Path(path)
+    if not p.exists():
+        raise SpeclmError(missing)
+    return json.loads(p.read_text(encoding="utf-8"))

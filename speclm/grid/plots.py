@@ -20,9 +20,9 @@ import math
 from pathlib import Path
 from typing import Optional
 
-from . import atomic
+from ..core import atomic
 from .results import METHOD_ORDER, grid_rows, macro_rows, order_methods
-from .methods.sizes import parse_size
+from ..methods.sizes import parse_size
 
 DPI = 90
 _MARKERS = "osD^vP*Xhp<>"
@@ -239,7 +239,7 @@ def plot_rows(rows: list[dict], macro_png: Path, domains_png: Path, title: str) 
     fig.suptitle(title, fontsize=11)
     _legend_below(fig, methods, styles, rows, hollow)
     _spread_labels(right, points)
-    _save(fig, macro_png)
+    save_figure(fig, macro_png)
 
     # --- one panel per domain
     cols = min(3, n_dom)
@@ -268,11 +268,11 @@ def plot_rows(rows: list[dict], macro_png: Path, domains_png: Path, title: str) 
         ax.set_xlabel("train tokens per domain", fontsize=9)
     fig.suptitle(f"{title}: per domain", fontsize=11)
     _legend_below(fig, methods, styles, rows, False)
-    _save(fig, domains_png)
+    save_figure(fig, domains_png)
     return macro_png, domains_png
 
 
-def _save(fig, path: Path) -> None:
+def save_figure(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     try:
@@ -282,7 +282,7 @@ def _save(fig, path: Path) -> None:
         plt.close(fig)
 
 
-def _run_title(results: Path) -> str:
+def run_title(results: Path) -> str:
     """"<preset> preset, run <folder>: <name>" when the run's config.toml says, else the file name."""
     cfg = results.parent.parent / "config.toml"
     try:
@@ -314,4 +314,4 @@ def plot_grid(
         return None
     out = Path(out_dir) if out_dir is not None else results.parent
     return plot_rows(rows, out / f"{results.stem}.png", out / f"{results.stem}-domains.png",
-                     title or _run_title(results))
+                     title or run_title(results))

@@ -20,12 +20,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Optional
 
-import typer
-
-from .cli_options import RunOpt
-from .errors import SpeclmError
+from ..core.errors import SpeclmError
 from .results import grid_rows, macro_rows, order_methods
 
 INFERENCE = ("small", "any")
@@ -80,21 +77,21 @@ def check_inputs(n_domains: int, inference: str, budget: Optional[float], cost: 
 
 
 def sizes_of(rows: list[dict]) -> list[str]:
-    from .methods.sizes import parse_size
+    from ..methods.sizes import parse_size
 
     return sorted({r["size"] for r in rows}, key=lambda s: parse_size(s) or math.inf)
 
 
 def default_size(rows: list[dict]) -> str:
     """The largest size every method of the grid has (what the grid's cost panel shows)."""
-    from .experiment_plots import cost_size
+    from .plots import cost_size
 
     return cost_size(rows, list(dict.fromkeys(x["method"] for x in rows)), sizes_of(rows))
 
 
-def _size(rows: list[dict], size: str) -> str:
+def resolve_size(rows: list[dict], size: str) -> str:
     """The grid's label for ``size`` ("64000" -> "64k"), or a one-line error listing the sizes present."""
-    from .methods.sizes import size_label
+    from ..methods.sizes import size_label
 
     present = sizes_of(rows)
     label = size_label(size)
@@ -115,7 +112,7 @@ def plan_rows(
     admissible: admissible ones first by macro perplexity, then the others (by perplexity)
     with the reason they are excluded."""
     check_inputs(n_domains, inference, budget, cost)
-    label = _size(rows, size)
+    label = resolve_size(rows, size)
     domains = sorted({r["domain"] for r in rows})
     at = [r for r in rows if r["size"] == label]
     macro = macro_rows(at)
@@ -134,14 +131,14 @@ def plan_rows(
         if inference == "small" and not small:
             why.append("large at inference")
         if budget is not None and total > budget:
-            why.append(f"over budget ({_fmt(total, cost)} > {_fmt(budget, cost)})")
+            why.append(f"over budget ({format_cost(total, cost)} > {format_cost(budget, cost)})")
         out.append(PlanRow(m, macro[(m, label)]["ppl"], generic, spec, total, small, shared, done, len(domains),
                            not why, "; ".join(why)))
     out.sort(key=lambda p: (not p.admissible, p.ppl))
     return out
 
 
-def _fmt(value: float, cost: str) -> str:
+def format_cost(value: float, cost: str) -> str:
     return f"{value:.3g}" if cost == "device_hours" else f"{value:.2e}"
 
 
@@ -157,7 +154,7 @@ def _crossover(rec: PlanRow, plan: list[PlanRow], inference: str, cost: str) -> 
     """Where the recommended method's cost line crosses that of the best method of the
     other kind (shared pretraining vs per-domain), among complete methods meeting the
     inference constraint."""
-    others = [p for p in _candidates(plan, inference) if p.shared != rec.shared]
+    others = [p for p in candidates(plan, inference) if p.shared != rec.shared]
     if not others:
         return None
     other = min(others, key=lambda p: p.ppl)
@@ -171,14 +168,14 @@ def _crossover(rec: PlanRow, plan: list[PlanRow], inference: str, cost: str) -> 
     # beyond n, the one with the smaller per-domain cost is cheaper
     low, high = (rec, other) if rec.spec < other.spec else (other, rec)
     return (f"beyond N≈{n:.2f} domains, {low.method} becomes cheaper than {high.method} "
-            f"(C_total {_fmt(low.total_at(n), cost)} at the crossing)")
+            f"(C_total {format_cost(low.total_at(n), cost)} at the crossing)")
 
 
 def _pick(plan: list[PlanRow]) -> Optional[PlanRow]:
     return plan[0] if plan and plan[0].admissible else None
 
 
-def _nothing_fits(plan: list[PlanRow], n_domains: int, inference: str, budget: Optional[float], cost: str) -> str:
+def nothing_fits(plan: list[PlanRow], n_domains: int, inference: str, budget: Optional[float], cost: str) -> str:
     """What to relax, in one line."""
     if not plan:
         return "no method has results at this size"
@@ -189,7 +186,7 @@ def _nothing_fits(plan: list[PlanRow], n_domains: int, inference: str, budget: O
     if not fitting_inference:
         return "no complete method has a small model at inference; use --inference any or finish the grid"
     cheapest = min(fitting_inference, key=lambda p: p.total)
-    hints = [f"raise --budget to at least {_fmt(cheapest.total, cost)} ({cheapest.method})"]
+    hints = [f"raise --budget to at least {format_cost(cheapest.total, cost)} ({cheapest.method})"]
     if cheapest.spec > 0 and budget is not None and budget > cheapest.generic:
         n_max = math.floor((budget - cheapest.generic) / cheapest.spec)
         if n_max >= 1:
@@ -198,7 +195,7 @@ def _nothing_fits(plan: list[PlanRow], n_domains: int, inference: str, budget: O
         large = [p for p in complete if not p.small and p.total <= (budget or math.inf)]
         if large:
             hints.append("or allow a large model (--inference any)")
-    return (f"nothing fits {n_domains} domain{'s' * (n_domains != 1)} with a budget of {_fmt(budget or 0, cost)} "
+    return (f"nothing fits {n_domains} domain{'s' * (n_domains != 1)} with a budget of {format_cost(budget or 0, cost)} "
             f"{COST_UNIT[cost]}: " + ", or ".join(hints))
 
 
@@ -217,7 +214,7 @@ def recommend(
     plan = plan_rows(rows, size, n_domains, inference, budget, cost)
     rec = _pick(plan)
     if rec is None:
-        raise SpeclmError(_nothing_fits(plan, n_domains, inference, budget, cost))
+        raise SpeclmError(nothing_fits(plan, n_domains, inference, budget, cost))
     better = [p for p in plan if p.ppl < rec.ppl and p.complete and (p.small or inference == "any")]
     unit = COST_UNIT[cost]
     if not rec.small:
@@ -225,20 +222,20 @@ def recommend(
                   f"({rec.method}) has the best perplexity")
     elif not rec.shared and budget is None:
         reason = (f"no budget given: {rec.method} has the best perplexity whatever it costs; it pays its "
-                  f"pretraining per domain, so C_total = {n_domains} x {_fmt(rec.spec, cost)} = {_fmt(rec.total, cost)} "
+                  f"pretraining per domain, so C_total = {n_domains} x {format_cost(rec.spec, cost)} = {format_cost(rec.total, cost)} "
                   f"{unit} (give --budget to see when shared pretraining wins)")
     elif not rec.shared:
         reason = (f"few domains: a per-domain pretraining ({rec.method}) is affordable: "
-                  f"{n_domains} x {_fmt(rec.spec, cost)} = {_fmt(rec.total, cost)} <= {_fmt(budget, cost)} {unit}")
+                  f"{n_domains} x {format_cost(rec.spec, cost)} = {format_cost(rec.total, cost)} <= {format_cost(budget, cost)} {unit}")
     else:
-        reason = (f"many domains: shared pretraining wins ({rec.method}: C_generic {_fmt(rec.generic, cost)} paid once, "
-                  f"{_fmt(rec.spec, cost)} per domain)")
+        reason = (f"many domains: shared pretraining wins ({rec.method}: C_generic {format_cost(rec.generic, cost)} paid once, "
+                  f"{format_cost(rec.spec, cost)} per domain)")
         if not better:
-            reason = (f"shared pretraining ({rec.method}) has the best perplexity: C_generic {_fmt(rec.generic, cost)} "
-                      f"paid once, {_fmt(rec.spec, cost)} per domain")
+            reason = (f"shared pretraining ({rec.method}) has the best perplexity: C_generic {format_cost(rec.generic, cost)} "
+                      f"paid once, {format_cost(rec.spec, cost)} per domain")
     if better:
         b = min(better, key=lambda p: p.ppl)
-        reason += f"; {b.method} (ppl {b.ppl:.4g}) would cost {_fmt(b.total, cost)} > budget"
+        reason += f"; {b.method} (ppl {b.ppl:.4g}) would cost {format_cost(b.total, cost)} > budget"
     switch = None
     if budget is not None and rec.spec > 0:
         n_max = math.floor((budget - rec.generic) / rec.spec)
@@ -254,10 +251,10 @@ def recommend(
 def load_rows(run, name: str = "results") -> tuple[list[dict], Path]:
     """The grid rows of ``run`` computed with its current config (as ``speclm grid`` and its
     plots pick them), and the results file; a one-line error when there are none."""
-    from . import atomic
+    from ..core import atomic
     from .experiment import config_hash
 
-    results = run.path / "eval" / f"{name}.jsonl"
+    results = run.eval_dir / f"{name}.jsonl"
     if not results.exists():
         raise SpeclmError(f"no grid results in {results}; run `speclm grid --run {run.path}` first")
     rows = list(grid_rows(results, config_hash(run)).values())
@@ -269,115 +266,10 @@ def load_rows(run, name: str = "results") -> tuple[list[dict], Path]:
     return rows, results
 
 
-# --- the picture ------------------------------------------------------------------------
-
-
-def _candidates(plan: list[PlanRow], inference: str) -> list[PlanRow]:
+def candidates(plan: list[PlanRow], inference: str) -> list[PlanRow]:
     """Methods that can be recommended at some budget: complete, meeting the inference
     constraint; best macro perplexity first."""
     return sorted((p for p in plan if p.complete and (p.small or inference == "any")), key=lambda p: p.ppl)
-
-
-def region_map(cands: list[PlanRow], ns, budgets):
-    """int array [len(budgets), len(ns)]: the index in ``cands`` (best perplexity first) of
-    the recommended method at each (N, budget), len(cands) where nothing fits."""
-    import numpy as np
-
-    ns, budgets = np.asarray(ns, dtype=float), np.asarray(budgets, dtype=float)
-    choice = np.full((len(budgets), len(ns)), len(cands), dtype=int)
-    for i in reversed(range(len(cands))):  # best perplexity last, so it wins
-        p = cands[i]
-        choice[(p.generic + ns[None, :] * p.spec) <= budgets[:, None]] = i
-    return choice
-
-
-def plan_picture(
-    rows: list[dict],
-    size: str,
-    out: Path,
-    inference: str = "small",
-    cost: str = "flops",
-    point: Optional[tuple[int, Optional[float]]] = None,
-    title: str = "",
-    cells: int = 400,
-) -> Path:
-    """Write the data-driven Figure 1: x = number of domains N (log, 1..1000), y = budget
-    C_total (log); each cell colored by the recommended method (best macro perplexity among
-    complete methods meeting the inference constraint with C_total(N) <= budget), white
-    where nothing fits. ``point`` = the user's (N, budget) is marked (budget None: a
-    vertical line at N)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-    from matplotlib.colors import ListedColormap
-    from matplotlib.patches import Patch
-
-    from .experiment_plots import _save, method_styles
-
-    check_inputs(point[0] if point else 1, inference, point[1] if point else None, cost)
-    plan = plan_rows(rows, size, 1, inference, None, cost)
-    label = _size(rows, size)
-    cands = _candidates(plan, inference)
-    if not cands:
-        raise SpeclmError(_nothing_fits(plan, 1, inference, None, cost))
-    styles = method_styles([p.method for p in plan])
-
-    n = np.logspace(0, math.log10(N_RANGE[1]), cells + 1)
-    totals = [p.total_at(x) for p in cands for x in N_RANGE]
-    positive = [t for t in totals if t > 0]
-    lo = min(positive) / 4 if positive else 1e-6
-    hi = max(positive) * 4 if positive else 1.0
-    if point and point[1]:
-        lo, hi = min(lo, point[1] / 2), max(hi, point[1] * 2)
-    b = np.logspace(math.log10(lo), math.log10(hi), cells + 1)
-    nc, bc = np.sqrt(n[:-1] * n[1:]), np.sqrt(b[:-1] * b[1:])  # cell centers
-    choice = region_map(cands, nc, bc)
-    shown = sorted(set(np.unique(choice).tolist()) - {len(cands)})
-    colors = [styles[p.method]["color"] for p in cands] + [(1.0, 1.0, 1.0)]
-    fig, ax = plt.subplots(figsize=(7.5, 5.6), layout="constrained")
-    ax.pcolormesh(n, b, choice, cmap=ListedColormap(colors), vmin=-0.5, vmax=len(cands) + 0.5, shading="flat")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlim(*N_RANGE)
-    ax.set_ylim(lo, hi)
-    ax.set_xlabel("number of domains N (log)")
-    ax.set_ylabel(f"budget: total {COST_UNIT[cost]} = C_generic + N x C_spec (log)")
-    ax.grid(True, which="major", color="black", alpha=0.15)
-    handles = [Patch(facecolor=colors[i], edgecolor="black", linewidth=0.4,
-                     label=f"{cands[i].method}{'' if cands[i].small else ' (large)'}: ppl {cands[i].ppl:.4g}")
-               for i in shown]
-    handles.append(Patch(facecolor="white", edgecolor="black", linewidth=0.4, label="nothing fits"))
-    if point:
-        pn, pb = point
-        if pb is not None:
-            ax.plot([pn], [pb], marker="*", markersize=16, color="black", markerfacecolor="yellow",
-                    linestyle="none", label="you", clip_on=False)
-            at = int(region_map(cands, [pn], [pb])[0, 0])
-            ax.annotate(cands[at].method if at < len(cands) else "nothing fits", (pn, pb), xytext=(9 if pn < 100 else -9, 6),
-                        textcoords="offset points", ha="left" if pn < 100 else "right", fontsize=9, fontweight="bold",
-                        bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8, "linewidth": 0})
-            handles.append(plt.Line2D([], [], marker="*", markersize=12, color="black", markerfacecolor="yellow",
-                                      linestyle="none", label=f"you: N={pn}, budget {_fmt(pb, cost)}"))
-        else:
-            ax.axvline(pn, color="black", linestyle="--", linewidth=1.2)
-            handles.append(plt.Line2D([], [], color="black", linestyle="--", label=f"you: N={pn} (no budget)"))
-            best = cands[0]  # no budget: the best perplexity, at the budget it needs
-            need = best.total_at(pn)
-            if need > 0:
-                ax.plot([pn], [need], marker="*", markersize=14, color="black", markerfacecolor="white",
-                        linestyle="none", clip_on=False)
-                ax.annotate(f"{best.method} needs {_fmt(need, cost)}", (pn, need), xytext=(9 if pn < 100 else -9, -14),
-                            textcoords="offset points", ha="left" if pn < 100 else "right", fontsize=9, fontweight="bold",
-                            bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8, "linewidth": 0})
-    fig.legend(handles=handles, loc="outside right upper", fontsize=8, frameon=False,
-              title="best admissible\n(macro ppl)", title_fontsize=8)
-    what = "small at inference" if inference == "small" else "any inference size"
-    ax.set_title((f"{title}\n" if title else "") + f"which recipe: size {label}, {what}", fontsize=10)
-    out = Path(out)
-    _save(fig, out)
-    return out
 
 
 # --- the paper's advice (no grid needed) ------------------------------------------------
@@ -423,76 +315,10 @@ def paper_advice(n_domains: int, inference: str) -> list[str]:
 
 
 def format_table(plan: list[PlanRow], n_domains: int, cost: str) -> list[str]:
-    from .corpus.store import text_table
+    from ..core.table import text_table
 
     unit = "dev-h" if cost == "device_hours" else "FLOPs"
     head = ["method", "macro ppl", f"C_generic {unit}", "C_spec/domain", f"C_total(N={n_domains})", "admissible"]
-    cells = [[p.method + ("" if p.small else " (large)"), f"{p.ppl:.2f}", _fmt(p.generic, cost), _fmt(p.spec, cost),
-              _fmt(p.total, cost), "yes" if p.admissible else f"no: {p.why_not}"] for p in plan]
+    cells = [[p.method + ("" if p.small else " (large)"), f"{p.ppl:.2f}", format_cost(p.generic, cost), format_cost(p.spec, cost),
+              format_cost(p.total, cost), "yes" if p.admissible else f"no: {p.why_not}"] for p in plan]
     return text_table(head, cells).splitlines()
-
-
-# --- the command --------------------------------------------------------------------------
-
-
-def run_summary(run, name: str = "results") -> list[str]:
-    """What ``speclm run`` prints after the grid: the recommendation for one domain at the
-    largest size every method has, its crossover, and eval/plan.png (N and budget free)."""
-    from .experiment_plots import _run_title
-
-    rows, results = load_rows(run, name)
-    size = default_size(rows)
-    rec = recommend(rows, size, 1)
-    png = plan_picture(rows, size, results.parent / "plan.png", title=_run_title(results))
-    lines = [f"plan (size {size}, small at inference): best perplexity {rec.method} ({rec.ppl:.2f})"]
-    if rec.crossover:
-        lines.append(f"plan: {rec.crossover}")
-    lines.append(f"plan: {png}; for your budgets: speclm plan --run {run.path} --domains N --budget B")
-    return lines
-
-
-def register(app) -> None:
-    @app.command("plan")
-    def plan_cmd(
-        domains: Annotated[int, typer.Option("--domains", "-n", help="How many domains you will serve (N >= 1).")] = 1,
-        size: Annotated[Optional[str], typer.Option("--size", help="Specialization-set size of the grid, e.g. 64k (default: the largest size every method has).")] = None,
-        inference: Annotated[str, typer.Option("--inference", help="small: the served model must be small; any: a large one is fine.")] = "small",
-        budget: Annotated[Optional[float], typer.Option("--budget", help="Total training budget C_total(N), in --cost units (e.g. 1e14).")] = None,
-        cost: Annotated[str, typer.Option("--cost", help="Cost unit: flops or device_hours.")] = "flops",
-        out: Annotated[Optional[Path], typer.Option("--out", help="Picture (default: RUN/eval/plan.png).")] = None,
-        name: Annotated[str, typer.Option("--name", help="Results file name under eval/ (as for `speclm grid`).")] = "results",
-        paper: Annotated[bool, typer.Option("--paper", help="The paper's Figure-1 advice for --domains / --inference (no run needed).")] = False,
-        run: RunOpt = None,
-    ) -> None:
-        """Which recipe fits your budgets (the paper's Figure 1, from your own grid).
-
-        C_total(N) = C_generic + N x C_spec (PAPER.md Eq. 1) per method at one size of the grid: prints the table and the recommendation, and draws RUN/eval/plan.png, each (N, budget) cell colored by the best admissible method. With --paper: the paper's own advice (PAPER.md §8)."""  # noqa: E501
-        if paper:
-            for line in paper_advice(domains, inference):
-                typer.echo(line)
-            return
-        check_inputs(domains, inference, budget, cost)
-        from .cli_options import open_run
-
-        r = open_run(run, None, [], save=False)
-        if not (r.path / "config.toml").exists():
-            raise SpeclmError(f"no run folder at {r.path} (no config.toml); give --run RUN")
-        rows, results = load_rows(r, name)
-        if size is None:
-            size = default_size(rows)
-        rec = recommend(rows, size, domains, inference, budget, cost)
-        label = _size(rows, size)
-        typer.echo(f"{results}: size {label}, N={domains} domains, inference {inference}, "
-                   f"budget {_fmt(budget, cost) + ' ' + COST_UNIT[cost] if budget else 'none'}")
-        for line in format_table(rec.rows, domains, cost):
-            typer.echo(line)
-        typer.echo(f"recommended: {rec.method} (macro ppl {rec.ppl:.2f}): {rec.reason}")
-        if rec.crossover:
-            typer.echo(f"crossover: {rec.crossover}")
-        if rec.switch:
-            typer.echo(f"switch: {rec.switch}")
-        from .experiment_plots import _run_title
-
-        png = plan_picture(rows, label, out or results.parent / "plan.png", inference, cost, (domains, budget),
-                           title=_run_title(results))
-        typer.echo(f"picture: {png}")

@@ -14,7 +14,6 @@ per layer.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Optional
@@ -22,21 +21,22 @@ from typing import Optional
 import torch
 from safetensors.torch import save_file
 
-from . import atomic
-from .errors import SpeclmError
-from .model.transformer import Transformer
+from ..core import atomic
+from ..core.errors import SpeclmError
+from ..model.transformer import Transformer
+from ..tokens.bpe import EOT
+from ..core.manifest import hash_file
 
-EOS = "<|endoftext|>"
 
 
 def tokenizer_sha256(path: str | Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return hash_file(path)
 
 
 def find_tokenizer(checkpoint: str | Path, run_tokens_dir: Optional[str | Path] = None) -> Path:
     """The tokenizer of a checkpoint: its own copy, else the run's; checked against the
     hash recorded at training time when there is one."""
-    from .train.checkpoint import read_meta
+    from ..train.checkpoint import read_meta
 
     checkpoint = Path(checkpoint)
     meta = read_meta(checkpoint)
@@ -130,14 +130,14 @@ def export_hf(model: Transformer, tokenizer_path: str | Path, out_dir: str | Pat
             f"tokenizer {tokenizer_path} has {n_tok} tokens but the model only {model.shape.vocab_size}: "
             f"not the tokenizer this model was trained with"
         )
-    eos_id = tok.token_to_id(EOS)
+    eos_id = tok.token_to_id(EOT)
     tok_cfg = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "model_max_length": model.shape.max_seq_len,
         "clean_up_tokenization_spaces": False,
     }
     if eos_id is not None:
-        tok_cfg.update({"eos_token": EOS, "bos_token": EOS, "unk_token": EOS})
+        tok_cfg.update({"eos_token": EOT, "bos_token": EOT, "unk_token": EOT})
     out_dir = Path(out_dir)
     with atomic.atomic_dir(out_dir) as tmp:
         save_file(llama_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -150,7 +150,7 @@ def export_hf(model: Transformer, tokenizer_path: str | Path, out_dir: str | Pat
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, run_tokens_dir: Optional[str | Path] = None) -> Path:
-    from .train.checkpoint import load_transformer
+    from ..train.checkpoint import load_transformer
 
     model = load_transformer(checkpoint)
     return export_hf(model, find_tokenizer(checkpoint, run_tokens_dir), out_dir)

@@ -16,20 +16,15 @@ from typing import Any
 
 import tomli_w
 
-from .clusters.config import ClustersConfig
-from .corpus.config import CorpusConfig
 from .errors import SpeclmError
-from .methods.config import MethodsConfig
-from .model.config import ModelConfig
-from .tokens.config import TokensConfig
-from .train.config import TrainConfig
+from .sections import ClustersConfig, CorpusConfig, MethodsConfig, ModelConfig, TokensConfig, TrainConfig
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-PRESET_DIR = Path(__file__).parent / "configs"
+PRESET_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
 @dataclass

@@ -1,0 +1,142 @@
+"""The sections of a run's config (``config.toml``), one dataclass per stage.
+
+Each stage reads only its own section; :mod:`speclm.core.config` composes them into
+:class:`~speclm.core.config.Config` and loads presets and overrides. They live together
+here, below every stage, so the config loader needs nothing from the layers above it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass
+class CorpusConfig:
+    """Where the documents come from and how they are split."""
+
+    source: str = "tiny"  # tiny (ships in the package) | default (registry packages) | import (see `speclm corpus import`)
+    sources: list[str] = field(default_factory=list)  # default corpus: generic sources to use (empty = all)
+    domains: list[str] = field(default_factory=list)  # default corpus: domains to use (empty = all)
+    max_mb_per_source: float = 0.0  # cap each source's text (0 = no cap); a deterministic sample of documents
+    valid_fraction: float = 0.05
+    test_fraction: float = 0.05
+    min_eval_docs: int = 50  # valid and test each get at least this many documents where the set allows
+    max_doc_mb: float = 100.0  # a single document larger than this is an error
+    seed: int = 0
+    cache_dir: str = ""  # downloaded packages are kept here (default: $SPECLM_CACHE or ~/.cache/speclm)
+
+
+@dataclass
+class TokensConfig:
+    """Byte-level BPE and packed token shards."""
+
+    vocab_size: int = 8192
+    window: int = 1024  # tokens per training/clustering window (the paper: 1024)
+    min_frequency: int = 2
+    tokenizer_train_mb: float = 64.0  # sample of the generic train split used to fit the BPE
+    workers: int = 2
+
+
+@dataclass
+class ClustersConfig:
+    """Sentence-BERT embeddings of windows and k-means over them (docs/clusters.md)."""
+
+    ks: list[int] = field(default_factory=lambda: [4, 16, 64])
+    nested: bool = False  # each level splits the clusters of the level above (each k a multiple of the previous)
+    window_embedding: str = "mean"  # mean (of the window's chunks, weighted by word pieces) | first (first chunk only)
+    chunk_pieces: int = 256  # word pieces per chunk, [CLS]/[SEP] included (the model reads at most 256)
+    batch_size: int = 64  # chunks per forward pass (sorted by length)
+    dtype: str = "bf16"  # bf16 | fp16 (GPU) | fp32; bf16 falls back to fp32 on a CPU without native bf16
+    device: str = "auto"  # auto (cuda if available) | cpu | cuda
+    fit_sample: int = 0  # fit k-means on at most this many embedded generic train windows (0 = all)
+    embed_sample: int = 0  # embed at most this many generic train windows (0 = all); the rest: token-bag proxy
+    embed_sample_other: int = 0  # embed at most this many windows of every other set/split (0 = all)
+    niter: int = 25
+    seed: int = 0
+    describe_budget_tokens: int = 0  # IS resample budget for the describe ESS (0 = the generic train tokens)
+
+
+@dataclass
+class ModelConfig:
+    """Which transformer shapes the small (inference) and large models use."""
+
+    small: str = "tiny"  # a named shape of speclm.model.transformer (or "dial:N")
+    large: str = "tiny-large"
+    mlp: str = "swiglu"  # swiglu | plain (the paper's counts assume a plain 2-matrix MLP)
+    tie_embeddings: bool = False
+
+
+@dataclass
+class TrainConfig:
+    """The one training loop's settings (pretraining; fine-tuning overrides some)."""
+
+    lr: float = 1e-4
+    warmup_steps: int = 1000
+    schedule: str = "cosine"  # cosine | constant
+    min_lr_ratio: float = 0.1  # the cosine decays to lr * min_lr_ratio at the budget's horizon
+    weight_decay: float = 0.1
+    grad_clip: float = 5.0
+    batch_size: int = 8  # windows per micro-batch
+    grad_accum: int = 1
+    dtype: str = "fp32"  # fp32 | bf16 (autocast)
+    compile: bool = False
+    max_steps: int = 0  # budgets: 0 = unlimited; the first one reached stops the run
+    max_tokens: int = 0
+    max_flops: float = 0.0
+    max_device_hours: float = 0.0
+    eval_every: int = 100
+    eval_batches: int = 20
+    log_every: int = 10
+    checkpoint_every: int = 200
+    patience: int = 3  # early stopping (fine-tuning), in evaluations without improvement
+    seed: int = 0
+
+
+@dataclass
+class MethodsConfig:
+    """Settings of the paper's methods (PAPER.md §2) and of specialization."""
+
+    # Specialization-set sizes in tokens of the domain train split: "1M", "250k", "all".
+    sizes: list[str] = field(default_factory=lambda: ["16k", "64k", "all"])
+    # Fine-tuning (paper: smallest size lr/3, others lr; step caps scaled by the preset).
+    finetune_lr: float = 0.0  # the base rate; 0 = train.lr (the paper fine-tunes at its pretraining rate)
+    finetune_small_lr_factor: float = 0.3333333333333333
+    finetune_max_steps: list[int] = field(default_factory=lambda: [60, 120, 240])  # one per size
+    finetune_eval_every: int = 20
+    finetune_patience: int = 3
+    finetune_warmup_steps: int = 0
+    finetune_schedule: str = "constant"  # constant | cosine (over the step cap)
+    finetune_batch_size: int = 0  # windows per fine-tuning step (0 = train.batch_size)
+    # SLM-nopt trains from scratch on the domain set: its cap is the size's fine-tuning cap
+    # times this factor (0 = the whole pretraining budget); early stopping ends it sooner.
+    nopt_steps_factor: float = 0.0
+    # Evaluation of the specialized models in the grid: at most this many test windows per
+    # domain, evenly spread (0 = the whole test split).
+    eval_max_windows: int = 0
+    # Pretraining budget shared by every method, in steps of the train config (0 = train.max_steps).
+    pretrain_steps: int = 0
+    budget: str = "tokens"  # tokens: same tokens for every method | flops: same FLOPs as the small model's run
+    # SLM-is: importance sampling on clusters.
+    is_k: int = 4
+    is_smoothing: float = 0.0  # additive smoothing of the domain histogram
+    is_uniform_share: float = 0.0  # share of uniformly drawn generic windows
+    # SLM-mix: hard mixture.
+    mix_k: int = 4
+    expert_rule: str = "most_frequent"  # most_frequent | best_pretrained | finetune_all | histogram (PN only)
+    # SLM-pn: projected network.
+    pn_k: int = 4
+    pn_h: int = 3  # capacity multiplier (paper ~0.72 k)
+    pn_m: int = 4  # expert-vector size
+    pn_batching: str = "mixed"  # mixed: batches mix clusters (grouped per expert) | cluster: one cluster per batch
+    # SLM-d: distillation.
+    distill_alpha: float = 0.5  # weight of the teacher's distribution in the loss
+    distill_temperature: float = 1.0
+    # LLM-lora.
+    lora_rank: int = 8
+    lora_alpha: float = 16.0
+    lora_steps_factor: float = 2.0  # LoRA may take more steps than full fine-tuning
+    lora_lr_factor: float = 1.0  # multiplies the fine-tuning rate
+    # SLM-dsir.
+    dsir_ngrams: int = 2
+    dsir_buckets: int = 10000
+    dsir_pool: int = 0  # candidate generic windows (a seeded sample; 0 = all)

@@ -1,0 +1,101 @@
+"""``speclm grid``, ``speclm plan`` and ``speclm run``: the experiment grid, the planner, the whole pipeline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from ..core.errors import SpeclmError
+from ..core.options import PresetOpt, RunOpt, SetOpt
+from ..core.run import open_run
+
+
+def _split(values: Optional[list[str]]) -> Optional[list[str]]:
+    """Accept repeated options and comma-separated lists alike."""
+    if not values:
+        return None
+    out = [v.strip() for item in values for v in item.split(",") if v.strip()]
+    return out or None
+
+
+def grid_cmd(
+    methods: Annotated[Optional[list[str]], typer.Option("--methods", "-m", help="Methods (default: all known).")] = None,
+    domains: Annotated[Optional[list[str]], typer.Option("--domains", help="Domains (default: all).")] = None,
+    sizes: Annotated[Optional[list[str]], typer.Option("--sizes", help="Sizes (default: methods.sizes).")] = None,
+    name: Annotated[str, typer.Option("--name", help="Results file name under eval/.")] = "results",
+    run: RunOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """The experiment grid: pretrain, specialize and evaluate every method x domain x size.
+
+    One row per (method, domain, size) goes to eval/results.jsonl (rows already there are
+    skipped, so a killed grid resumes); the table is eval/results.md."""
+    from .experiment import run_grid
+
+    r = open_run(run, preset, set_, save=False)
+    out = run_grid(r, methods=_split(methods), domains=_split(domains), sizes=_split(sizes), name=name, log=typer.echo)
+    typer.echo(f"results: {out}")
+
+
+def plan_cmd(
+    domains: Annotated[int, typer.Option("--domains", "-n", help="How many domains you will serve (N >= 1).")] = 1,
+    size: Annotated[Optional[str], typer.Option("--size", help="Specialization-set size of the grid, e.g. 64k (default: the largest size every method has).")] = None,
+    inference: Annotated[str, typer.Option("--inference", help="small: the served model must be small; any: a large one is fine.")] = "small",
+    budget: Annotated[Optional[float], typer.Option("--budget", help="Total training budget C_total(N), in --cost units (e.g. 1e14).")] = None,
+    cost: Annotated[str, typer.Option("--cost", help="Cost unit: flops or device_hours.")] = "flops",
+    out: Annotated[Optional[Path], typer.Option("--out", help="Picture (default: RUN/eval/plan.png).")] = None,
+    name: Annotated[str, typer.Option("--name", help="Results file name under eval/ (as for `speclm grid`).")] = "results",
+    paper: Annotated[bool, typer.Option("--paper", help="The paper's Figure-1 advice for --domains / --inference (no run needed).")] = False,
+    run: RunOpt = None,
+) -> None:
+    """Which recipe fits your budgets (the paper's Figure 1, from your own grid).
+
+    C_total(N) = C_generic + N x C_spec (PAPER.md Eq. 1) per method at one size of the grid: prints the table and the recommendation, and draws RUN/eval/plan.png, each (N, budget) cell colored by the best admissible method. With --paper: the paper's own advice (PAPER.md §8)."""  # noqa: E501
+    from .plan import COST_UNIT, check_inputs, default_size, format_cost, format_table, load_rows, paper_advice, recommend, resolve_size
+    from .plan_picture import plan_picture
+    from .plots import run_title
+
+    if paper:
+        for line in paper_advice(domains, inference):
+            typer.echo(line)
+        return
+    check_inputs(domains, inference, budget, cost)
+    r = open_run(run, None, [], save=False)
+    if not (r.path / "config.toml").exists():
+        raise SpeclmError(f"no run folder at {r.path} (no config.toml); give --run RUN")
+    rows, results = load_rows(r, name)
+    if size is None:
+        size = default_size(rows)
+    rec = recommend(rows, size, domains, inference, budget, cost)
+    label = resolve_size(rows, size)
+    typer.echo(f"{results}: size {label}, N={domains} domains, inference {inference}, "
+               f"budget {format_cost(budget, cost) + ' ' + COST_UNIT[cost] if budget else 'none'}")
+    for line in format_table(rec.rows, domains, cost):
+        typer.echo(line)
+    typer.echo(f"recommended: {rec.method} (macro ppl {rec.ppl:.2f}): {rec.reason}")
+    if rec.crossover:
+        typer.echo(f"crossover: {rec.crossover}")
+    if rec.switch:
+        typer.echo(f"switch: {rec.switch}")
+    png = plan_picture(rows, label, out or results.parent / "plan.png", inference, cost, (domains, budget),
+                       title=run_title(results))
+    typer.echo(f"picture: {png}")
+
+
+def run_cmd(
+    run: RunOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    force: bool = typer.Option(False, "--force", help="Recompute every stage even if its manifest matches."),
+    until: str = typer.Option("grid", "--until", help="Stop after this stage: corpus, tokens, clusters or grid."),
+) -> None:
+    """Run the whole pipeline on one run folder: corpus, tokens, clusters, then the method
+    grid (every method x domain x size, evaluated); finished stages and rows are skipped."""
+    r = open_run(run, preset, set_)
+    from .pipeline import run_pipeline
+
+    run_pipeline(r, force=force, echo=typer.echo, until=until)
+    typer.echo(f"run folder: {r.path}")

@@ -1,0 +1,1 @@
+"""What runs a finished checkpoint: evaluation (perplexity), export to Hugging Face, generation."""

@@ -1,0 +1,88 @@
+"""``speclm eval``, ``speclm export``, ``speclm generate``: what runs a finished checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from ..core.options import CheckpointOpt, DeviceOpt, RunOpt
+from ..core.run import open_run
+
+
+def _tokens_dir(run: Optional[Path]) -> Optional[Path]:
+    return None if run is None else Path(run) / "tokens"
+
+
+def eval_cmd(
+    checkpoint: CheckpointOpt,
+    run: RunOpt = None,
+    split: str = typer.Option("test", "--split", help="train, valid or test."),
+    sets: Optional[list[str]] = typer.Option(None, "--on", help="Sets to evaluate (repeatable; default: every "
+                                             "domain and generic)."),
+    max_windows: int = typer.Option(0, "--max-windows", help="At most this many windows per set, evenly spread "
+                                    "(0 = all)."),
+    batch_size: int = typer.Option(8, "--batch-size", help="Windows per forward pass (does not change results)."),
+    dtype: str = typer.Option("fp32", "--dtype", help="fp32 or bf16 (autocast)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Result JSON (default: CHECKPOINT/eval-SPLIT.json)."),
+    device: DeviceOpt = None,
+) -> None:
+    """Perplexity of a checkpoint on each domain's and the generic set's split, and the
+    paper's macro-average over domains (exp of the mean per-domain NLL)."""
+    from .evaluate import evaluate_checkpoint, write_results
+    from ..tokens.shards import TokenShards
+
+    r = open_run(run, None, None, save=False)
+    shards = TokenShards(r.tokens_dir)
+    result = evaluate_checkpoint(checkpoint, shards, device=device, sets=sets or None, split=split,
+                                 max_windows=max_windows, batch_size=batch_size, dtype=dtype)
+    target = out or Path(checkpoint) / f"eval-{split}.json"
+    write_results(target, result)
+    for name, row in result["sets"].items():
+        typer.echo(f"{name:>20}  ppl {row['ppl']:10.3f}  nll {row['nll']:.4f}  ({row['tokens']:,} tokens)")
+    if "macro_ppl" in result:
+        typer.echo(f"{'macro-average':>20}  ppl {result['macro_ppl']:10.3f}  over {len(result['macro_domains'])} domains")
+    typer.echo(f"results: {target}")
+
+
+def export_cmd(
+    checkpoint: CheckpointOpt,
+    out: Path = typer.Option(..., "--out", "-o", help="The transformers folder to write."),
+    run: RunOpt = None,
+) -> None:
+    """Write a checkpoint as a Hugging Face transformers folder (LlamaForCausalLM config,
+    safetensors, tokenizer) that AutoModelForCausalLM.from_pretrained loads."""
+    from .export import export_checkpoint
+
+    path = export_checkpoint(checkpoint, out, _tokens_dir(run))
+    typer.echo(f"transformers folder: {path}")
+
+
+def generate_cmd(
+    checkpoint: CheckpointOpt,
+    prompt: str = typer.Option("", "--prompt", help="Text to continue (empty: start a new document)."),
+    run: RunOpt = None,
+    max_new_tokens: int = typer.Option(100, "--max-new-tokens", help="Tokens to sample."),
+    temperature: float = typer.Option(0.8, "--temperature", help="0 = greedy."),
+    top_k: int = typer.Option(50, "--top-k", help="Sample among the k most likely tokens (0 = all)."),
+    samples: int = typer.Option(1, "--samples", help="How many continuations."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (sample i uses seed + i)."),
+    device: DeviceOpt = None,
+) -> None:
+    """Sample text from any checkpoint."""
+    from tokenizers import Tokenizer
+
+    from .export import find_tokenizer
+    from .generate import generate_text
+    from ..train import checkpoint as ckpt
+    from ..core.ranks import default_device
+
+    tok = Tokenizer.from_file(str(find_tokenizer(checkpoint, _tokens_dir(run))))
+    model = ckpt.load_transformer(checkpoint, device=device or default_device())
+    for i in range(samples):
+        text = generate_text(model, tok, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
+                             top_k=top_k, seed=seed + i)
+        if samples > 1:
+            typer.echo(f"--- sample {i + 1}")
+        typer.echo(prompt + text)

@@ -1,0 +1,42 @@
+"""The job folders a method writes: one per pretraining or specialization, keyed by what
+it was computed from (the run's config parts and the upstream jobs' keys).
+
+Whether a job is done for its key is decided by the manifest module
+(:func:`speclm.core.manifest.open_job`), as for every stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from ..core import manifest
+from .base import Context
+
+
+def config_part(ctx: Context, methods_prefixes: tuple[str, ...] = ()) -> dict:
+    """The config a job depends on: model, train, seed, and the named methods fields."""
+    cfg = ctx.config
+    meth = {k: v for k, v in dataclasses.asdict(cfg.methods).items() if k.startswith(methods_prefixes)} if methods_prefixes else {}
+    return {
+        "seed": cfg.seed,
+        "model": dataclasses.asdict(cfg.model),
+        "train": dataclasses.asdict(cfg.train),
+        "methods": meth,
+    }
+
+
+def key_hash(key: dict) -> str:
+    return manifest.hash_obj(key)
+
+
+def upstream_hash(folder: Path) -> str:
+    """The hash of the key an upstream job folder was made for (a downstream job's key
+    names its inputs by it)."""
+    return key_hash(manifest.job_key(folder))
+
+
+open_job = manifest.open_job
+finish_job = manifest.finish_job
+job_summary = manifest.job_summary
+is_done = manifest.is_done
