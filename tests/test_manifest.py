@@ -155,3 +155,37 @@ def test_atomic_artifacts_get_ordinary_permissions(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(f.stat().st_mode) == atomic.FILE_MODE
     assert stat.S_IMODE((tmp_path / "d").stat().st_mode) == atomic.DIR_MODE
+
+
+def test_method_jobs_go_through_the_manifest(tmp_path):
+    from speclm.core import manifest
+
+    job = tmp_path / "pretrain" / "slm"
+    key = {"seed": 0, "train": {"lr": 1e-3}}
+    assert manifest.open_job(job, key) is False  # started: a manifest that is not done
+    assert not manifest.is_done(job) and manifest.job_key(job) == key
+    (job / "partial.bin").write_bytes(b"x")
+    assert manifest.open_job(job, key) is False and (job / "partial.bin").exists()  # same key: resumes in place
+    manifest.finish_job(job, {"checkpoint": "final", "steps": 3})
+    assert manifest.open_job(job, key) is True and manifest.job_summary(job)["steps"] == 3
+    assert manifest.open_job(job, {**key, "seed": 1}) is False  # another key: wiped
+    assert not (job / "partial.bin").exists() and not manifest.is_done(job)
+    with pytest.raises(SpeclmError, match="not finished"):
+        manifest.job_summary(job)
+
+
+def test_a_job_folder_from_before_manifests_is_adopted(tmp_path):
+    import json
+
+    from speclm.core import manifest
+
+    job, key = tmp_path / "job", {"seed": 0}
+    job.mkdir()
+    (job / "job.json").write_text(json.dumps({"hash": manifest.hash_obj(key), "key": key}))
+    (job / "done.json").write_text(json.dumps({"checkpoint": "final"}))
+    assert manifest.open_job(job, key) is True  # finished work is not redone
+    assert manifest.job_summary(job) == {"checkpoint": "final"}
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "job.json").write_text(json.dumps({"hash": "0" * 64, "key": {"seed": 9}}))
+    assert manifest.open_job(other, key) is False and not (other / "job.json").exists()
