@@ -18,6 +18,7 @@ over n-grams).
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -156,12 +157,13 @@ def scan(index: EvalIndex, generic: list[str], threshold: float) -> tuple[np.nda
 
 
 def _split_rows(corpus_dir: Path, set_name: str, splits: tuple[str, ...]) -> dict[str, dict[str, list]]:
-    table = read_table(corpus_dir, set_name, ["id", "text", "split"]).to_pydict()
-    out = {s: {"id": [], "text": []} for s in splits}
-    for i, t, s in zip(table["id"], table["text"], table["split"]):
+    table = read_table(corpus_dir, set_name, ["id", "text", "source", "split"]).to_pydict()
+    out = {s: {"id": [], "text": [], "source": []} for s in splits}
+    for i, t, src, s in zip(table["id"], table["text"], table["source"], table["split"]):
         if s in out:
             out[s]["id"].append(i)
             out[s]["text"].append(t)
+            out[s]["source"].append(src)
     return out
 
 
@@ -170,7 +172,8 @@ def find_overlap(corpus_dir: str | Path, cfg) -> dict:
 
     ``splits``: one row per (domain, split): documents, words, documents affected (their
     containment in one generic train document >= the threshold), their words, how many
-    generic documents they overlap, and ``ngrams_seen`` (the share of the split's n-grams
+    generic documents they overlap (``generic_sources``: how many per generic source), and
+    ``ngrams_seen`` (the share of the split's n-grams
     found anywhere in the generic train split). ``affected``: per "domain/split", each
     affected document's id, best containment and the ids of the generic documents it
     overlaps. ``drop_ids``: every overlapping generic train document id, sorted.
@@ -204,6 +207,7 @@ def find_overlap(corpus_dir: str | Path, cfg) -> dict:
                 "docs_affected": len(local),
                 "words_affected": int(sum(index.words[i] for i in local)),
                 "generic_docs": len(gens),
+                "generic_sources": dict(sorted(Counter(generic["source"][j] for j in gens).items())),
                 "ngrams_seen": round(float(seen[sl].sum()) / size, 4) if size else 0.0,
                 "max_containment": round(float(best[sl].max()), 4) if len(texts) else 0.0,
             }

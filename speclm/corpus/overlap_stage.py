@@ -28,7 +28,7 @@ import numpy as np
 from .. import atomic, manifest
 from ..rundir import Run
 from .overlap import find_overlap, words
-from .store import GENERIC, SPLITS, SUMMARY, read_summary, set_file, summarize
+from .store import GENERIC, SUMMARY, read_summary, set_file, summarize
 
 STAGE = "overlap"
 REPORT = "overlap.json"  # in the corpus folder
@@ -109,7 +109,7 @@ def _write_state(odir: Path, dropped, rows: np.ndarray, generic_sha256: str) -> 
 
     with atomic.atomic_dir(odir) as tmp:
         _write_table(tmp / DROPPED, dropped.append_column("row", pa.array(rows, pa.int64())))
-        atomic.write_json(tmp / STATE, {"generic_sha256": generic_sha256, "dropped": int(len(rows))})
+        atomic.write_json(tmp / STATE, {"generic_sha256": generic_sha256, "dropped": len(rows)})
 
 
 def apply_overlap(run: Run, force: bool = False) -> dict:
@@ -124,6 +124,7 @@ def apply_overlap(run: Run, force: bool = False) -> dict:
         return json.loads((corpus_dir / REPORT).read_text(encoding="utf-8"))
     gpath = set_file(corpus_dir, GENERIC)
     atomic.remove_stale_temps(odir)
+    atomic.remove_stale_temps(gpath)
     original, restored = _original(run)
     if restored:  # put the original back first: from here on it is the file on disk
         _write_table(gpath, original)
@@ -134,7 +135,7 @@ def apply_overlap(run: Run, force: bool = False) -> dict:
     rows = np.flatnonzero(drop)
     report["dropped"] = {
         "applied": bool(run.config.corpus.drop_overlap),
-        "docs": int(len(rows)),
+        "docs": len(rows),
         "words": int(sum(len(words(t)) for t in original["text"].take(pa.array(rows)).to_pylist())),
     }
     apply = run.config.corpus.drop_overlap and len(rows) > 0
