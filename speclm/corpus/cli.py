@@ -1,4 +1,4 @@
-"""CLI of the corpus stage: ``speclm corpus import | tiny | build-default | build | summary``."""
+"""CLI of the corpus stage: ``speclm corpus import | tiny | build-default | build | overlap | summary``."""
 
 from __future__ import annotations
 
@@ -104,6 +104,25 @@ def build_default_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt
 def build_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
     """Build (or reuse) the corpus named by the run's config (corpus.source)."""
     _build(run, preset, set_, force)
+
+
+@app.command("overlap")
+def overlap_cmd(
+    run: RunOpt = None,
+    preset: PresetOpt = None,
+    set_: SetOpt = None,
+    force: Annotated[bool, typer.Option("--force", help="Measure again even if the saved report matches.")] = False,
+) -> None:
+    """Measure each domain's valid/test overlap with the generic train split (corpus/overlap.json);
+    with corpus.drop_overlap (the default), drop the overlapping generic documents."""
+    from .overlap import format_report
+    from .overlap_stage import REPORT, apply_overlap
+
+    r = open_run(run, preset, set_, save=False)  # a bad threshold stops here: nothing written
+    report = apply_overlap(r, force=force)
+    r.save_config()
+    typer.echo(format_report(report))
+    typer.echo(f"report: {r.corpus_dir / REPORT}")
 
 
 @app.command("summary")

@@ -49,6 +49,8 @@ class ImportSpec:
 def _stage_config(run: Run, spec: ImportSpec | None = None) -> dict:
     cfg = dataclasses.asdict(run.config.corpus)
     cfg.pop("cache_dir", None)  # where packages are cached does not change the corpus
+    for key in ("drop_overlap", "overlap_threshold", "overlap_ngram"):  # the overlap stage's own settings
+        cfg.pop(key, None)
     if spec is not None:
         cfg["import"] = dataclasses.asdict(spec)
     return cfg

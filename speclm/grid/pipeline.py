@@ -39,6 +39,11 @@ def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters") -
     echo(format_summary(summary["corpus"]))
     if last < 1:
         return summary
+    from ..corpus.overlap import format_report
+    from ..corpus.overlap_stage import apply_overlap
+
+    summary["overlap"] = _rank0_first(lambda: apply_overlap(run, force=force), rank, world)
+    echo(format_report(summary["overlap"]))
     summary["tokens"] = _rank0_first(lambda: build_tokens(run, force=force), rank, world)
     echo(format_tokens_summary(summary["tokens"]))
     if last < 2:

@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from ..core import atomic, manifest
 from ..core.table import text_table
+from ..corpus.overlap_stage import apply_overlap, overlap_dir
 from ..corpus.store import SPLITS, list_sets, read_summary, read_texts
 from ..core.errors import SpeclmError
 from ..core.atomic import read_required_json
@@ -39,7 +40,9 @@ def _stage_config(run: Run) -> dict:
 
 
 def _inputs(run: Run) -> dict[str, str]:
-    return {"corpus": manifest.require_fingerprint(run.corpus_dir, "corpus build")}
+    """The corpus as built, and the contamination check applied to it (speclm.corpus.overlap_stage)."""
+    return {"corpus": manifest.require_fingerprint(run.corpus_dir, "corpus build"),
+            "overlap": manifest.require_fingerprint(overlap_dir(run), "corpus overlap")}
 
 
 def tokenizer_sample(texts: list[str], max_mb: float, seed: int) -> list[str]:
@@ -94,6 +97,7 @@ def build_tokens(run: Run, force: bool = False) -> dict:
     """Build (or reuse) the tokenizer and token shards of ``run``; returns the summary."""
     cfg = run.config.tokens
     tokens_dir = run.tokens_dir
+    apply_overlap(run)  # skipped when its manifest matches; drops leaked generic documents first
     stage_cfg, inputs = _stage_config(run), _inputs(run)
     if not force and manifest.is_fresh(tokens_dir, STAGE, stage_cfg, inputs):
         return read_tokens_summary(tokens_dir)
