@@ -12,6 +12,13 @@ windows) in bf16 and reports tokens/s and MFU (model FLOPs utilization, PaLM's c
     python bench/train.py --shapes cpu-small --dtypes fp32 --repeats 3
     python bench/train.py --compile            # also torch.compile (slow to compile on CPU)
     python bench/train.py --shapes none --loop-steps 60   # GPU only: the peer pairs and the real loop
+    python bench/train.py --shapes none --peak --threads 1  # CPU: peak ratio of the real loop
+
+``--peak`` (CPU) measures how much of the machine the real loop uses: the fp32 matrix-product
+rate at this thread count (a saturating 2048x1024 @ 1024x1024 product, and the loop's own
+shapes), then speclm's training loop (``speclm.train.loop.train``, fp32) and evaluation
+(``speclm.train.validate.window_nll`` under ``inference_mode``) on ``--peak-shape``, and prints
+their model FLOP/s and ``peak ratio`` = model FLOP/s / saturating matrix-product rate.
 
 ``--loop-steps N`` (GPU) also runs speclm's one training loop (``speclm.train.loop.train``:
 bf16 autocast, torch.compile, fused AdamW, gradient clipping, metrics, a checkpoint at the
@@ -130,10 +137,16 @@ def main() -> None:
     ap.add_argument("--loop-steps", type=int, default=0, help="GPU: also run the training loop for N steps")
     ap.add_argument("--loop-only", action="store_true", help="GPU: only the training loop (no peer pairs)")
     ap.add_argument("--loop-batches", default="", help="GPU: batch sizes for the loop (default: --gpu-batch)")
+    ap.add_argument("--peak", action="store_true", help="CPU: the loop's peak ratio (see above)")
+    ap.add_argument("--peak-shape", default="cpu-small", help="shape for --peak (a named shape or dial:N)")
+    ap.add_argument("--peak-steps", type=int, default=30, help="loop steps for --peak")
+    ap.add_argument("--eval-batch", type=int, default=32, help="windows per forward pass for --peak's evaluation")
     args = ap.parse_args()
     shapes = [] if args.shapes in ("", "none") else args.shapes.split(",")
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.peak:
+        peak_section(args)
     cpu = torch.device("cpu")
     print(f"# CPU: {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads; "
           f"batch {args.batch} x seq {args.seq}, vocab {args.vocab}; median of {args.repeats} repeats x "
@@ -175,6 +188,69 @@ def main() -> None:
         if args.loop_steps:
             for b in [int(v) for v in args.loop_batches.split(",") if v] or [args.gpu_batch]:
                 loop_bench(dev, b, args.loop_steps, peak)
+
+
+def matmul_rate(m: int, k: int, n: int, seconds: float = 1.0) -> float:
+    """fp32 FLOP/s of an (m x k) @ (k x n) product at the current thread count (median of runs)."""
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(3):
+        a @ b
+    rates = []
+    t_end = time.perf_counter() + seconds
+    while time.perf_counter() < t_end or len(rates) < 5:
+        t0 = time.perf_counter()
+        a @ b
+        rates.append(2 * m * k * n / (time.perf_counter() - t0))
+    return statistics.median(rates)
+
+
+def peak_section(args) -> None:
+    """The real loop's and evaluation's model FLOP/s against the machine's fp32 matmul rate."""
+    import json
+    import tempfile
+
+    from speclm.core.sections import TrainConfig
+    from speclm.train.loop import train
+    from speclm.train.validate import window_nll
+
+    shape = named_shape(args.peak_shape, args.vocab, max_seq_len=args.seq)
+    rows = args.batch * args.seq
+    sat = matmul_rate(2048, 1024, 1024)
+    own = {f"{rows}x{shape.d_model} @ {shape.d_model}x{shape.d_mlp}": matmul_rate(rows, shape.d_model, shape.d_mlp),
+           f"{rows}x{shape.d_model} @ {shape.d_model}x{args.vocab} (output)": matmul_rate(rows, shape.d_model, args.vocab)}
+    print(f"# peak: {torch.get_num_threads()} thread(s); fp32 matmul 2048x1024 @ 1024x1024: {sat / 1e9:.1f} GFLOP/s")
+    for k, v in own.items():
+        print(f"#   loop shape {k}: {v / 1e9:.1f} GFLOP/s ({v / sat:.2f} of saturating)")
+    torch.manual_seed(0)
+    model = Transformer(shape)
+    fpt = model.flops_per_token(args.seq)
+    cfg = TrainConfig(lr=3e-4, warmup_steps=5, batch_size=args.batch, dtype="fp32", max_steps=args.peak_steps,
+                      log_every=5, eval_every=0, checkpoint_every=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        train(model, RandomTokens(args.vocab, args.seq, args.batch), cfg, tmp, device="cpu", progress=False)
+        logged = [json.loads(x) for x in open(os.path.join(tmp, "metrics.jsonl")) if '"tok_s"' in x]
+    rates = [r["tok_s"] for r in logged[1:]] or [r["tok_s"] for r in logged]
+    tok_s = statistics.median(rates)
+    print(f"train {args.peak_shape} fp32 batch {args.batch} x {args.seq}: {tok_s:,.0f} tok/s, model "
+          f"{tok_s * fpt / 1e9:.1f} GFLOP/s, peak ratio {tok_s * fpt / sat:.2f}")
+
+    class Win:  # windows of random tokens, the evaluation's interface
+        window = args.seq
+
+        def __len__(self):
+            return 256
+
+        def batch(self, idx):
+            g = torch.Generator().manual_seed(int(idx[0]))
+            return torch.randint(0, args.vocab, (len(idx), args.seq + 1), generator=g).numpy()
+
+    window_nll(model, Win(), batch_size=args.eval_batch)  # warm-up
+    t0 = time.perf_counter()
+    window_nll(model, Win(), batch_size=args.eval_batch)
+    ev_tok = 256 * args.seq / (time.perf_counter() - t0)
+    ev_flops = ev_tok * fpt / 3  # forward only: a third of the training FLOPs per token
+    print(f"eval {args.peak_shape} fp32 batch {args.eval_batch} x {args.seq}: {ev_tok:,.0f} tok/s, model "
+          f"{ev_flops / 1e9:.1f} GFLOP/s, peak ratio {ev_flops / sat:.2f}", flush=True)
 
 
 class RandomTokens:

@@ -31,6 +31,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("grid", "speclm.grid.cli:grid_cmd"),
     ("run", "speclm.grid.cli:run_cmd"),
     ("plan", "speclm.grid.cli:plan_cmd"),
+    ("report", "speclm.grid.cli:report_cmd"),
 ]
 
 app = typer.Typer(

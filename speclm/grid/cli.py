@@ -99,3 +99,19 @@ def run_cmd(
 
     run_pipeline(r, force=force, echo=typer.echo, until=until)
     typer.echo(f"run folder: {r.path}")
+
+
+def report_cmd(
+    name: Annotated[str, typer.Option("--name", help="Results file name under eval/ (as for `speclm grid`).")] = "results",
+    run: RunOpt = None,
+) -> None:
+    """The run's report: the paper's tables and figures from your grid, with intervals, and
+    the paper's findings checked (eval/report.md, report.html, report.json)."""
+    from .report import write_report
+
+    r = open_run(run, None, [], save=False)
+    if not (r.path / "config.toml").exists():
+        raise SpeclmError(f"no run folder at {r.path} (no config.toml); give --run RUN")
+    path = write_report(r, name)
+    typer.echo(path.read_text(encoding="utf-8"))
+    typer.echo(f"report: {path} and {path.with_suffix('.html')}")

@@ -66,6 +66,11 @@ def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters") -
             echo(line)
     except SpeclmError as e:  # e.g. nothing complete yet: the grid's results stand without it
         echo(f"plan: {e}")
+    from .report import write_report
+
+    report = write_report(run)
+    summary["report"] = str(report)
+    echo(f"report: {report} and {report.with_suffix('.html')} (the paper's findings, checked)")
     return summary
 
 

@@ -19,7 +19,7 @@ from .data import eval_indices, to_batch, window_length
 from .loop import autocast
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def window_nll(
     model: torch.nn.Module,
     windows,
