@@ -31,3 +31,49 @@ def test_another_corpus_over_an_import_needs_force(imported_run, cli):
     code, _, err = cli("corpus", "tiny", "--run", imported_run, "--force")
     assert code == 0, err
     assert "domain-notes.parquet" not in _sets(imported_run)
+
+
+import pytest
+
+
+@pytest.mark.parametrize("setting, words", [
+    ("train.max_steps=-1", "train.max_steps must be >= 0"),
+    ("train.lr=nan", "train.lr must be a positive number"),
+    ("train.lr=0", "train.lr must be a positive number"),
+    ("tokens.window=0", "tokens.window must be positive"),
+    ("clusters.ks=[]", "clusters.ks must be a non-empty list"),
+    ("clusters.ks=[2, 0]", "clusters.ks must be a non-empty list"),
+    ("seed=-1", "seed must be >= 0"),
+    ("train.seed=-1", "train.seed must be >= 0"),
+    ("tokens.min_frequency=-1", "tokens.min_frequency must be >= 0"),
+    ("corpus.valid_fraction=1.5", "corpus.valid_fraction must be in [0, 1)"),
+    ("train.batch_size=0", "train.batch_size must be positive"),
+])
+def test_a_refused_value_never_reaches_config_toml(tmp_path, cli, setting, words):
+    run = tmp_path / "run"
+    code, _, err = cli("run", "--run", run, *SMALL, "--until", "corpus")
+    assert code == 0, err
+    saved = (run / "config.toml").read_text()
+    for cmd in (("pretrain", "slm"), ("run", "--until", "tokens"), ("tokens",)):
+        code, _, err = cli(*cmd, "--run", run, "--set", setting)
+        assert code == 2 and words in err and len(err.strip().splitlines()) == 1, (cmd, err)
+        assert (run / "config.toml").read_text() == saved
+    code, _, err = cli("run", "--run", run, "--until", "corpus")  # a plain command still works
+    assert code == 0, err
+
+
+def test_run_until_bogus_writes_nothing(tmp_path, cli):
+    run = tmp_path / "new"
+    code, _, err = cli("run", "--run", run, *SMALL, "--until", "bogus")
+    assert code == 2 and "bogus" in err and len(err.strip().splitlines()) == 1
+    assert not run.exists()
+
+
+def test_preset_naming_a_folder_and_run_naming_a_file(tmp_path, cli):
+    code, _, err = cli("run", "--run", tmp_path / "r", "--preset", str(tmp_path), "--until", "corpus")
+    assert code == 2 and "is a folder" in err and len(err.strip().splitlines()) == 1
+    f = tmp_path / "afile"
+    f.write_text("x")
+    code, _, err = cli("tokens", "--run", f)
+    assert code == 2 and "is a file" in err and len(err.strip().splitlines()) == 1
+    assert f.read_text() == "x"

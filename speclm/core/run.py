@@ -69,6 +69,10 @@ def open_run(
     if run is None:
         run = Path("runs") / (Path(preset).stem if preset else "tiny")
     path = Path(run)
+    if path.exists() and not path.is_dir():
+        from .errors import SpeclmError
+
+        raise SpeclmError(f"--run {path} is a file; a run folder is a folder (give a new or existing folder)")
     saved = path / "config.toml"
     base = read_toml(saved) if saved.exists() else None
     if base is None and preset is None:
