@@ -77,3 +77,33 @@ def test_preset_naming_a_folder_and_run_naming_a_file(tmp_path, cli):
     code, _, err = cli("tokens", "--run", f)
     assert code == 2 and "is a file" in err and len(err.strip().splitlines()) == 1
     assert f.read_text() == "x"
+
+
+def test_checkpoints_name_their_tokenizer_and_other_runs_refuse_them(tmp_path, cli):
+    from conftest import FAST_TRAIN
+
+    from speclm.core.errors import SpeclmError
+    from speclm.core.run import open_run
+    from speclm.methods.base import Context
+    from speclm.methods.finetune import load_model
+    from speclm.tokens.shards import TokenShards
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    ov = [x for s in FAST_TRAIN for x in ("--set", s)]
+    for run, vocab in ((a, 300), (b, 320)):
+        code, _, err = cli("run", "--run", run, *SMALL, "--set", f"tokens.vocab_size={vocab}", "--until", "tokens")
+        assert code == 0, err
+    code, _, err = cli("pretrain", "slm", "--run", a, *ov)
+    assert code == 0, err
+    final = next(a.glob("pretrain/slm/**/final"))
+    meta = json.loads((final / "model.json").read_text())
+    assert meta["tokenizer_sha256"] == TokenShards(a / "tokens").tokenizer_sha256
+    for folder in [p for p in final.parent.iterdir() if p.is_dir() and (p / "model.json").exists()]:
+        assert "tokenizer_sha256" in json.loads((folder / "model.json").read_text()), folder
+
+    code, _, err = cli("eval", "--run", b, "--checkpoint", final)
+    assert code == 2 and "another tokenizer" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("train", "--run", b, *ov, "--init", final, "--out", tmp_path / "t")
+    assert code == 2 and "another tokenizer" in err
+    with pytest.raises(SpeclmError, match="another tokenizer"):
+        load_model(final, Context(run=open_run(b, None, None, save=False), log=lambda s: None))
