@@ -107,3 +107,52 @@ def test_checkpoints_name_their_tokenizer_and_other_runs_refuse_them(tmp_path, c
     assert code == 2 and "another tokenizer" in err
     with pytest.raises(SpeclmError, match="another tokenizer"):
         load_model(final, Context(run=open_run(b, None, None, save=False), log=lambda s: None))
+
+
+
+def _tiny_checkpoint(tmp_path):
+    """A real tiny transformer checkpoint with a real (small) BPE tokenizer."""
+    import torch
+
+    from conftest import stdlib_texts
+    from speclm.model.transformer import Transformer, named_shape
+    from speclm.tokens.bpe import save_tokenizer, train_bpe
+    from speclm.train.checkpoint import save_checkpoint
+
+    tok = train_bpe(stdlib_texts(5), 300, progress=False)
+    tok_file = tmp_path / "tok.json"
+    save_tokenizer(tok, tok_file)
+    torch.manual_seed(0)
+    model = Transformer(named_shape("tiny", tok.get_vocab_size(), max_seq_len=16))
+    ck = tmp_path / "ckpt"
+    save_checkpoint(ck, model, files={"tokenizer.json": tok_file})
+    return ck
+
+
+def test_export_never_destroys_data(tmp_path, cli):
+    ck = _tiny_checkpoint(tmp_path)
+    before = sorted(p.name for p in ck.iterdir())
+    for out in (ck, ck / "hf", tmp_path):  # the checkpoint, inside it, around it
+        code, _, err = cli("export", "--checkpoint", ck, "--out", out)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert sorted(p.name for p in ck.iterdir()) == before
+    busy = tmp_path / "busy"
+    busy.mkdir()
+    (busy / "mine.txt").write_text("keep")
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    for out, words in ((busy, "not empty"), (afile, "is a file")):
+        code, _, err = cli("export", "--checkpoint", ck, "--out", out, "--force")
+        assert code == 2 and words in err, err
+    assert (busy / "mine.txt").read_text() == "keep" and afile.read_text() == "keep"
+    hf = tmp_path / "hf"
+    code, _, err = cli("export", "--checkpoint", ck, "--out", hf)
+    assert code == 0, err
+    code, _, err = cli("export", "--checkpoint", ck, "--out", hf)
+    assert code == 2 and "--force" in err
+    code, _, err = cli("export", "--checkpoint", ck, "--out", hf, "--force")
+    assert code == 0, err
+    assert (hf / "config.json").is_file() and (hf / "speclm-export.json").is_file()
+    (tmp_path / "empty").mkdir()
+    code, _, err = cli("export", "--checkpoint", ck, "--out", tmp_path / "empty")
+    assert code == 0, err

@@ -50,12 +50,14 @@ def export_cmd(
     checkpoint: CheckpointOpt,
     out: Path = typer.Option(..., "--out", "-o", help="The transformers folder to write."),
     run: RunOpt = None,
+    force: bool = typer.Option(False, "--force", help="Replace a previous export of this same checkpoint in --out."),
 ) -> None:
     """Write a checkpoint as a Hugging Face transformers folder (LlamaForCausalLM config,
-    safetensors, tokenizer) that AutoModelForCausalLM.from_pretrained loads."""
+    safetensors, tokenizer) that AutoModelForCausalLM.from_pretrained loads. --out must be
+    a new or empty folder (or, with --force, a previous export of the same checkpoint)."""
     from .export import export_checkpoint
 
-    path = export_checkpoint(checkpoint, out, _tokens_dir(run))
+    path = export_checkpoint(checkpoint, out, _tokens_dir(run), force=force)
     typer.echo(f"transformers folder: {path}")
 
 
