@@ -100,6 +100,14 @@ def read_import(spec: ImportSpec, max_doc_mb: float) -> dict[str, list[Doc]]:
 
 
 def import_corpus(run: Run, spec: ImportSpec, force: bool = False) -> dict:
+    """Hold the stage folder's lock (another process building it waits) around :func:`_import_corpus`."""
+    from ..core.locks import hold_stage
+
+    with hold_stage(run.corpus_dir, f"corpus of {run.path}"):
+        return _import_corpus(run, spec, force)
+
+
+def _import_corpus(run: Run, spec: ImportSpec, force: bool = False) -> dict:
     """`speclm corpus import`: read the user's files and write the corpus."""
     if run.config.corpus.source != "import":
         raise SpeclmError("import_corpus needs corpus.source = 'import' in the run config")
@@ -138,6 +146,14 @@ def _refuse_over_import(run: Run, source: str, force: bool) -> None:
 
 
 def build_corpus(run: Run, force: bool = False) -> dict:
+    """Hold the stage folder's lock (another process building it waits) around :func:`_build_corpus`."""
+    from ..core.locks import hold_stage
+
+    with hold_stage(run.corpus_dir, f"corpus of {run.path}"):
+        return _build_corpus(run, force)
+
+
+def _build_corpus(run: Run, force: bool = False) -> dict:
     """Build (or reuse) the corpus of ``run``; returns its summary."""
     corpus_dir = run.corpus_dir
     source = run.config.corpus.source
