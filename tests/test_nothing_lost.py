@@ -156,3 +156,68 @@ def test_export_never_destroys_data(tmp_path, cli):
     (tmp_path / "empty").mkdir()
     code, _, err = cli("export", "--checkpoint", ck, "--out", tmp_path / "empty")
     assert code == 0, err
+
+
+def test_a_kill_between_the_two_renames_resumes_and_leaves_no_temps(tmp_path):
+    """Kill during step 8 (checkpoint of step 6 saved), then fake the two leftovers of a
+    kill inside the next save: the checkpoint moved to .checkpoint.old with a partial
+    .checkpoint.*.tmp beside it, and a torn metrics rewrite. The restart resumes from
+    .checkpoint.old (no step-0 restart, no duplicated rows) and removes every temp."""
+    import os
+    import stat
+
+    import torch
+
+    from speclm.core.atomic import read_jsonl
+    from speclm.core.sections import TrainConfig
+    from speclm.train.loop import train
+    from test_resume import Killed, KillAt, setup
+
+    cfg = TrainConfig(lr=3e-3, warmup_steps=3, batch_size=3, max_steps=9, eval_every=4, checkpoint_every=3, log_every=2)
+    model_a, sampler, valid = setup()
+    train(model_a, sampler, cfg, tmp_path / "a", valid_fn=valid, progress=False)
+    model_b, sampler, valid = setup()
+    out = tmp_path / "b"
+    with pytest.raises(Killed):
+        train(model_b, KillAt(sampler, 7), cfg, out, valid_fn=valid, progress=False)
+    os.replace(out / "checkpoint", out / ".checkpoint.old")
+    (out / ".checkpoint.x1y2.tmp").mkdir()
+    (out / ".checkpoint.x1y2.tmp" / "model.safetensors").write_bytes(b"partial")
+    (out / ".metrics.jsonl.abc.tmp").write_text('{"step": 1')
+    model_c, sampler, valid = setup(seed=123)
+    res = train(model_c, sampler, cfg, out, valid_fn=valid, progress=False)
+    assert res.steps == 9
+    sa, sc = model_a.state_dict(), model_c.state_dict()
+    assert all(torch.equal(sa[k], sc[k]) for k in sa)
+    steps = [r["step"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r]
+    assert steps == [2, 4, 6, 8]
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (out / "checkpoint").iterdir()}
+    want = 0o666 & ~_umask()
+    assert modes["model.safetensors"] == modes["optimizer.safetensors"] == modes["model.json"] == want, modes
+
+
+def _umask() -> int:
+    import os
+
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+def test_two_runs_at_once_on_one_folder_both_succeed(tmp_path):
+    """Two `speclm run --until tokens` started together on one new run folder: one builds,
+    the other waits for its lock, then reads the same stages; both exit 0."""
+    import os
+    import subprocess
+    import sys
+
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "speclm.cli", "run", "--run", str(run), *SMALL, "--until", "tokens"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, results):
+        assert p.returncode == 0, err
+    assert (run / "tokens" / "manifest.json").is_file()
+    assert not list(run.glob(".*.tmp")) and not list(run.glob("*/.*.tmp"))
