@@ -221,3 +221,25 @@ def test_two_runs_at_once_on_one_folder_both_succeed(tmp_path):
         assert p.returncode == 0, err
     assert (run / "tokens" / "manifest.json").is_file()
     assert not list(run.glob(".*.tmp")) and not list(run.glob("*/.*.tmp"))
+
+
+@pytest.mark.parametrize("args, words", [
+    (("generate", "--temperature", "nan"), "--temperature"),
+    (("generate", "--samples", "0"), "--samples must be at least 1"),
+    (("generate", "--device", "tpu"), "'tpu' is not one speclm can use"),
+    (("eval", "--max-windows", "0"), "--max-windows must be at least 1"),
+    (("eval", "--device", "tpu"), "'tpu' is not one speclm can use"),
+])
+def test_inference_bad_options_are_one_line(tmp_path, cli, args, words):
+    ck = _tiny_checkpoint(tmp_path)
+    code, out, err = cli(*args, "--checkpoint", ck)
+    assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_train_device_is_checked():
+    from speclm.core.errors import SpeclmError
+    from speclm.core.ranks import check_device, local
+
+    with pytest.raises(SpeclmError, match="'tpu' is not one speclm can use"):
+        local("tpu")
+    check_device("cpu")
