@@ -298,6 +298,17 @@ def describe_clusters(run: Run, emb: dict | None = None, budget_tokens: int | No
 
 
 def build_clusters(run: Run, force: bool = False, progress: bool | None = None) -> dict:
+    """Hold the stage folder's lock (another process building it waits) around :func:`_build_clusters`."""
+    from ..core.locks import hold_stage
+
+    if env_rank_world()[0] != 0:  # the ranks of one job share the work; rank 0 holds the lock
+        return _build_clusters(run, force, progress)
+
+    with hold_stage(run.clusters_dir, f"clusters of {run.path}"):
+        return _build_clusters(run, force, progress)
+
+
+def _build_clusters(run: Run, force: bool = False, progress: bool | None = None) -> dict:
     """Embed, fit, assign and describe (or reuse a matching result); returns the summary."""
     cdir = run.clusters_dir
     cfg, inputs = stage_config(run), stage_inputs(run)

@@ -85,6 +85,19 @@ def save_npy(path: str | os.PathLike, array) -> None:
             np.save(f, array, allow_pickle=False)
 
 
+def _artifact_modes(folder: Path) -> None:
+    """Every file and folder under ``folder`` gets the mode of any other artifact (some
+    writers, e.g. safetensors, create private 0600 files)."""
+    os.chmod(folder, DIR_MODE)
+    for root, dirs, files in os.walk(folder):
+        for d in dirs:
+            os.chmod(os.path.join(root, d), DIR_MODE)
+        for f in files:
+            p = os.path.join(root, f)
+            if not os.path.islink(p):
+                os.chmod(p, FILE_MODE)
+
+
 @contextlib.contextmanager
 def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary folder; on success it replaces ``path`` whole.
@@ -97,7 +110,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, DIR_MODE)
+        _artifact_modes(tmp)
         old = None
         if path.exists():
             old = path.with_name(f".{path.name}.old")
@@ -115,14 +128,19 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
     """Remove what a killed writer of ``path`` left behind (``.NAME.*.tmp`` files and
-    folders, ``.NAME.old``). Call it before rebuilding ``path``, never while another
-    process writes it. Returns the removed paths."""
+    folders, ``.NAME.old``). A writer killed between the two renames of
+    :func:`atomic_dir` leaves no ``path`` but a complete ``.NAME.old``: that one is put
+    back, not removed. Call it before rebuilding ``path``, never while another process
+    writes it (hold its lock). Returns the removed paths."""
     path = Path(path)
     if not path.parent.exists():
         return []
     stale = [p for p in path.parent.glob(f".{path.name}.*.tmp")]
     old = path.with_name(f".{path.name}.old")
-    if old.exists():
+    if old.exists() and not path.exists() and not path.is_symlink():
+        os.replace(old, path)
+        _fsync_dir(path.parent)
+    elif old.exists():
         stale.append(old)
     for p in stale:
         if p.is_dir() and not p.is_symlink():

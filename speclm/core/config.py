@@ -8,6 +8,7 @@ as ``config.toml`` in the run folder. ``--set section.key=value`` overrides one 
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -112,10 +113,14 @@ def read_toml(path: str | Path) -> dict:
     path = Path(path)
     if not path.exists():
         raise SpeclmError(f"config file not found: {path}")
+    if not path.is_file():
+        raise SpeclmError(f"config {path} is a folder, not a .toml file (a preset is a name or a .toml file)")
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise SpeclmError(f"config file {path} is not valid TOML: {e}")
+    except OSError as e:
+        raise SpeclmError(f"config file {path} cannot be read: {e.strerror or e}")
 
 
 def load(preset: str | None = None, overrides: list[str] | None = None, base: dict | None = None) -> Config:
@@ -134,7 +139,78 @@ def load(preset: str | None = None, overrides: list[str] | None = None, base: di
             raise SpeclmError(f"unknown preset {preset!r}; known: {', '.join(presets())}, or a path to a .toml file")
     for item in overrides or []:
         data = _merge(data, _parse_override(item))
-    return from_dict(Config, data)
+    cfg = from_dict(Config, data)
+    validate(cfg)
+    return cfg
+
+
+def _finite(x: float) -> bool:
+    return math.isfinite(x)
+
+
+def validate(cfg: Config) -> None:
+    """Refuse out-of-range values of the whole resolved config in one line, before any
+    command writes anything (so a refused value never reaches a run's ``config.toml``).
+    Choices and limits that need the data (a window longer than a set, k larger than the
+    windows) stay with the stage that knows them."""
+    problems: list[str] = []
+
+    def need(ok: bool, text: str) -> None:
+        if not ok:
+            problems.append(text)
+
+    def at_least(where: str, value: Any, low: float, what: str = "") -> None:
+        ok = isinstance(value, (int, float)) and _finite(value) and value >= low
+        need(ok, f"{where} must be {what or ('positive' if low == 1 else f'>= {low:g}')}, got {value!r}")
+
+    def positive_number(where: str, value: float) -> None:
+        need(_finite(value) and value > 0, f"{where} must be a positive number, got {value!r}")
+
+    for where, seed in (("seed", cfg.seed), ("corpus.seed", cfg.corpus.seed), ("clusters.seed", cfg.clusters.seed),
+                        ("train.seed", cfg.train.seed)):
+        at_least(where, seed, 0)
+    c = cfg.corpus
+    need(c.source in ("tiny", "default", "import"), f"corpus.source must be tiny, default or import, got {c.source!r}")
+    for where, v in (("corpus.valid_fraction", c.valid_fraction), ("corpus.test_fraction", c.test_fraction)):
+        need(_finite(v) and 0 <= v < 1, f"{where} must be in [0, 1), got {v!r}")
+    at_least("corpus.min_eval_docs", c.min_eval_docs, 0)
+    at_least("corpus.max_mb_per_source", c.max_mb_per_source, 0)
+    positive_number("corpus.max_doc_mb", c.max_doc_mb)
+    t = cfg.tokens
+    at_least("tokens.vocab_size", t.vocab_size, 1)
+    at_least("tokens.window", t.window, 1)
+    at_least("tokens.min_frequency", t.min_frequency, 0)
+    positive_number("tokens.tokenizer_train_mb", t.tokenizer_train_mb)
+    at_least("tokens.workers", t.workers, 1)
+    k = cfg.clusters
+    need(bool(k.ks) and all(x >= 1 for x in k.ks), f"clusters.ks must be a non-empty list of positive k, got {k.ks!r}")
+    for name in ("batch_size", "niter", "chunk_pieces"):
+        at_least(f"clusters.{name}", getattr(k, name), 1)
+    for name in ("fit_sample", "embed_sample", "embed_sample_other", "describe_budget_tokens"):
+        at_least(f"clusters.{name}", getattr(k, name), 0)
+    tr = cfg.train
+    positive_number("train.lr", tr.lr)
+    for name in ("batch_size", "grad_accum", "patience"):
+        at_least(f"train.{name}", getattr(tr, name), 1)
+    for name in ("warmup_steps", "max_steps", "max_tokens", "max_flops", "max_device_hours", "eval_every",
+                 "eval_batches", "log_every", "checkpoint_every", "weight_decay", "grad_clip"):
+        at_least(f"train.{name}", getattr(tr, name), 0)
+    need(_finite(tr.min_lr_ratio) and 0 <= tr.min_lr_ratio <= 1, f"train.min_lr_ratio must be in [0, 1], got {tr.min_lr_ratio!r}")
+    m = cfg.methods
+    at_least("methods.finetune_lr", m.finetune_lr, 0)
+    positive_number("methods.finetune_small_lr_factor", m.finetune_small_lr_factor)
+    need(all(isinstance(x, int) and x >= 0 for x in m.finetune_max_steps),
+         f"methods.finetune_max_steps must be steps >= 0, got {m.finetune_max_steps!r}")
+    for name in ("finetune_eval_every", "finetune_patience"):
+        at_least(f"methods.{name}", getattr(m, name), 1)
+    for name in ("finetune_warmup_steps", "finetune_batch_size", "nopt_steps_factor", "eval_max_windows",
+                 "pretrain_steps", "is_smoothing"):
+        at_least(f"methods.{name}", getattr(m, name), 0)
+    for name in ("is_k", "mix_k", "pn_k"):
+        at_least(f"methods.{name}", getattr(m, name), 1)
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        raise SpeclmError(f"config: {problems[0]}{more}")
 
 
 def to_dict(cfg: Config) -> dict:

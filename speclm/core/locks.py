@@ -39,7 +39,7 @@ def hold(
     once when another process holds it."""
     path = lock_path(folder)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(path))
+    lock = FileLock(str(path), is_singleton=True)  # one instance per path: nested holds in one process re-enter
     name = what or str(folder)
     try:
         lock.acquire(timeout=0)
@@ -57,3 +57,23 @@ def hold(
         yield
     finally:
         lock.release()
+
+
+
+@contextlib.contextmanager
+def hold_stage(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """The lock of a stage folder for a build: a second process waits, saying so on stderr
+    once, then finds the stage fresh (and reads it) or builds it itself. A build that fails
+    in a run folder it had to create leaves no folder behind (bad input writes nothing)."""
+    import shutil
+    import sys
+
+    parent = Path(folder).parent
+    created = not parent.exists()
+    try:
+        with hold(folder, what, log=lambda m: print(f"speclm: {m}", file=sys.stderr, flush=True)):
+            yield
+    except BaseException:
+        if created and parent.is_dir() and {p.name for p in parent.iterdir()} <= {lock_path(folder).name}:
+            shutil.rmtree(parent, ignore_errors=True)
+        raise

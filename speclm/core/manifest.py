@@ -144,14 +144,53 @@ def _legacy_job(folder: Path, key_hash: str) -> dict | None:
     return write(folder, JOB, old["key"], {}, [], summary, done=done.exists())
 
 
+_JOB_LOCKS: dict[str, Any] = {}
+
+
+def _lock_job(folder: Path) -> None:
+    """Hold ``folder``'s lock from :func:`open_job` to :func:`finish_job`: a second
+    process on the same job waits (saying so), then finds it done."""
+    import contextlib
+    import sys
+
+    from .locks import hold
+
+    name = str(folder.resolve())
+    if name in _JOB_LOCKS:
+        return
+    stack = contextlib.ExitStack()
+    stack.enter_context(hold(folder, f"job {folder}", log=lambda m: print(f"speclm: {m}", file=sys.stderr, flush=True)))
+    _JOB_LOCKS[name] = stack
+
+
+def release_job(folder: str | Path) -> None:
+    """Let other processes at a job folder (done by :func:`finish_job`; a job that failed
+    keeps its lock until this process ends, when the OS frees it)."""
+    stack = _JOB_LOCKS.pop(str(Path(folder).resolve()), None)
+    if stack is not None:
+        stack.close()
+
+
 def open_job(folder: str | Path, key: Mapping[str, Any], force: bool = False) -> bool:
     """Prepare a job folder for ``key``. True when it already holds the finished job for
     this key. A folder made for another key (the config or the inputs changed), or any
     folder under ``force``, is wiped; a started job for the same key is kept, so the
-    training loop resumes it."""
+    training loop resumes it. The job's lock is held from here to :func:`finish_job`."""
+    folder = Path(folder)
+    _lock_job(folder)
+    try:
+        done = _open_job(folder, key, force)
+    except BaseException:
+        release_job(folder)
+        raise
+    if done:
+        release_job(folder)
+    return done
+
+
+def _open_job(folder: Path, key: Mapping[str, Any], force: bool) -> bool:
     import shutil
 
-    folder = Path(folder)
     want = fingerprint(JOB, key, {})
     m = read(folder)
     if m is None and folder.exists():
@@ -172,6 +211,7 @@ def finish_job(folder: str | Path, summary: Mapping[str, Any]) -> None:
     if m is None:
         raise RuntimeError(f"{folder}: finish_job without open_job")
     write(folder, JOB, m["config"], {}, [], summary, done=True)
+    release_job(folder)
 
 
 def is_done(folder: str | Path) -> bool:

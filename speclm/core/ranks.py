@@ -59,8 +59,25 @@ def default_device(local_rank: int = 0) -> torch.device:
     return torch.device("cpu")
 
 
+def check_device(device: Optional[str | torch.device]) -> None:
+    """A one-line error for a device speclm cannot use (``--device tpu``, ``cuda`` without CUDA)."""
+    from .errors import SpeclmError
+
+    if device is None or isinstance(device, torch.device):
+        return
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise SpeclmError(f"--device {device!r} is not one speclm can use: cpu, cuda or cuda:N")
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SpeclmError(f"--device {device!r}: no CUDA device is available here; use --device cpu")
+
+
 def setup(device: Optional[str | torch.device] = None) -> Dist:
     """Read torchrun's environment and join the process group (once)."""
+    check_device(device)
     rank, world = env_rank_world()
     local = env_local_rank(rank)
     dev = torch.device(device) if device is not None else default_device(local)
@@ -77,6 +94,7 @@ def setup(device: Optional[str | torch.device] = None) -> Dist:
 
 def local(device: Optional[str | torch.device] = None) -> Dist:
     """This process alone, even under torchrun (independent jobs spread over ranks)."""
+    check_device(device)
     local_rank = env_local_rank()
     dev = torch.device(device) if device is not None else default_device(local_rank)
     if dev.type == "cuda" and dev.index is None:

@@ -69,11 +69,41 @@ def open_run(
     if run is None:
         run = Path("runs") / (Path(preset).stem if preset else "tiny")
     path = Path(run)
+    if path.exists() and not path.is_dir():
+        from .errors import SpeclmError
+
+        raise SpeclmError(f"--run {path} is a file; a run folder is a folder (give a new or existing folder)")
     saved = path / "config.toml"
     base = read_toml(saved) if saved.exists() else None
     if base is None and preset is None:
         preset = "tiny"
     r = Run(path=path, config=load(preset, overrides, base))
+    _keep_import(r, base, overrides)
     if save:
         r.save_config()
     return r
+
+
+def holds_import(corpus_dir: Path) -> bool:
+    """True when ``corpus_dir`` holds a corpus imported from the user's own files."""
+    from . import manifest
+
+    try:
+        m = manifest.read(corpus_dir)
+    except Exception:  # a damaged manifest: the corpus stage reports it
+        return False
+    return bool(isinstance(m, dict) and isinstance(m.get("config"), dict) and m["config"].get("import"))
+
+
+def _keep_import(r: Run, base: dict | None, overrides: list[str] | None) -> None:
+    """A run that holds an imported corpus keeps ``corpus.source = "import"`` whatever the
+    preset says (``speclm run --preset demo`` after ``corpus import`` uses the user's data);
+    only an explicit ``--set corpus.source=...`` asks for another corpus (which the corpus
+    stage still refuses to build over the import without ``--force``)."""
+    if r.config.corpus.source == "import":
+        return
+    if any(o.split("=", 1)[0].strip() == "corpus.source" for o in overrides or []):
+        return
+    saved = ((base or {}).get("corpus") or {}).get("source") if isinstance(base, dict) else None
+    if saved == "import" or holds_import(r.corpus_dir):
+        r.config.corpus.source = "import"

@@ -102,6 +102,14 @@ def read_import(spec: ImportSpec, max_doc_mb: float) -> dict[str, list[Doc]]:
 
 
 def import_corpus(run: Run, spec: ImportSpec, force: bool = False) -> dict:
+    """Hold the stage folder's lock (another process building it waits) around :func:`_import_corpus`."""
+    from ..core.locks import hold_stage
+
+    with hold_stage(run.corpus_dir, f"corpus of {run.path}"):
+        return _import_corpus(run, spec, force)
+
+
+def _import_corpus(run: Run, spec: ImportSpec, force: bool = False) -> dict:
     """`speclm corpus import`: read the user's files and write the corpus."""
     if run.config.corpus.source != "import":
         raise SpeclmError("import_corpus needs corpus.source = 'import' in the run config")
@@ -124,7 +132,30 @@ def _outputs(sets: dict) -> list[str]:
     return ["generic.parquet" if n == GENERIC else f"domain-{n}.parquet" for n in sets]
 
 
+def _refuse_over_import(run: Run, source: str, force: bool) -> None:
+    """The user's imported corpus is never replaced by another source without ``--force``
+    (its inputs are the user's files, which speclm cannot rebuild on its own)."""
+    m = manifest.read(run.corpus_dir) if (run.corpus_dir / manifest.MANIFEST).is_file() else None
+    saved = ((m or {}).get("config") or {}).get("import") if isinstance(m, dict) else None
+    if not saved:
+        return
+    if not force:
+        raise SpeclmError(
+            f"{run.corpus_dir} holds your imported corpus (generic {saved.get('generic')!r}, domains "
+            f"{', '.join(sorted(saved.get('domains', {})))}); building the {source!r} corpus would delete it. "
+            f"Keep corpus.source='import', or pass --force to delete {run.corpus_dir} and build the {source!r} corpus"
+        )
+
+
 def build_corpus(run: Run, force: bool = False) -> dict:
+    """Hold the stage folder's lock (another process building it waits) around :func:`_build_corpus`."""
+    from ..core.locks import hold_stage
+
+    with hold_stage(run.corpus_dir, f"corpus of {run.path}"):
+        return _build_corpus(run, force)
+
+
+def _build_corpus(run: Run, force: bool = False) -> dict:
     """Build (or reuse) the corpus of ``run``; returns its summary."""
     corpus_dir = run.corpus_dir
     source = run.config.corpus.source
@@ -144,6 +175,7 @@ def build_corpus(run: Run, force: bool = False) -> dict:
         return import_corpus(run, spec, force=True)
     if source not in SOURCES:
         raise SpeclmError(f"corpus.source {source!r} is not one of {', '.join(SOURCES)}")
+    _refuse_over_import(run, source, force)
     cfg = _stage_config(run)
     inputs = {"source": source}
     if source == "tiny" and TINY_DIR.exists():  # the shipped files: an upgrade rebuilds the corpus

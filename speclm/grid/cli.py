@@ -94,9 +94,11 @@ def run_cmd(
 ) -> None:
     """Run the whole pipeline on one run folder: corpus, tokens, clusters, then the method
     grid (every method x domain x size, evaluated); finished stages and rows are skipped."""
-    r = open_run(run, preset, set_)
-    from .pipeline import run_pipeline
+    from .pipeline import STAGES, run_pipeline
 
+    if until not in STAGES:  # before the run folder is touched: a refused command writes nothing
+        raise SpeclmError(f"unknown stage {until!r} for --until; known: {', '.join(STAGES)}")
+    r = open_run(run, preset, set_)
     run_pipeline(r, force=force, echo=typer.echo, until=until)
     typer.echo(f"run folder: {r.path}")
 

@@ -66,11 +66,13 @@ def evaluate_model(run: Run, ckpt: Path, domain: str) -> dict:
     """Mean per-token NLL of a specialized checkpoint on the domain's test split."""
     from ..train.validate import mean_nll
     from ..tokens.shards import TokenShards
-    from ..train.checkpoint import load_transformer
+    from ..train.checkpoint import check_tokenizer, load_transformer, read_meta
 
+    shards = TokenShards(run.tokens_dir)
+    check_tokenizer(read_meta(ckpt), shards, ckpt)
     model = load_transformer(ckpt)
     t = run.config.train
-    nll, n = mean_nll(model, TokenShards(run.tokens_dir).windows(domain, "test"), batch_size=t.batch_size,
+    nll, n = mean_nll(model, shards.windows(domain, "test"), batch_size=t.batch_size,
                       max_windows=run.config.methods.eval_max_windows, dtype=t.dtype, progress=True,
                       desc=f"eval {domain}")
     return {"nll": nll, "tokens": n, "params": model.param_count()}

@@ -21,8 +21,8 @@ def eval_cmd(
     split: str = typer.Option("test", "--split", help="train, valid or test."),
     sets: Optional[list[str]] = typer.Option(None, "--on", help="Sets to evaluate (repeatable; default: every "
                                              "domain and generic)."),
-    max_windows: int = typer.Option(0, "--max-windows", help="At most this many windows per set, evenly spread "
-                                    "(0 = all)."),
+    max_windows: Optional[int] = typer.Option(None, "--max-windows", help="At most this many windows per set, "
+                                              "evenly spread (default: all)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Windows per forward pass (does not change results)."),
     dtype: str = typer.Option("fp32", "--dtype", help="fp32 or bf16 (autocast)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Result JSON (default: CHECKPOINT/eval-SPLIT.json)."),
@@ -33,10 +33,16 @@ def eval_cmd(
     from .evaluate import evaluate_checkpoint, write_results
     from ..tokens.shards import TokenShards
 
+    from ..core.errors import SpeclmError
+    from ..core.ranks import check_device
+
+    if max_windows is not None and max_windows < 1:
+        raise SpeclmError(f"--max-windows must be at least 1 (leave it out for every window), got {max_windows}")
+    check_device(device)
     r = open_run(run, None, None, save=False)
     shards = TokenShards(r.tokens_dir)
     result = evaluate_checkpoint(checkpoint, shards, device=device, sets=sets or None, split=split,
-                                 max_windows=max_windows, batch_size=batch_size, dtype=dtype)
+                                 max_windows=max_windows or 0, batch_size=batch_size, dtype=dtype)
     target = out or Path(checkpoint) / f"eval-{split}.json"
     write_results(target, result)
     for name, row in result["sets"].items():
@@ -50,12 +56,14 @@ def export_cmd(
     checkpoint: CheckpointOpt,
     out: Path = typer.Option(..., "--out", "-o", help="The transformers folder to write."),
     run: RunOpt = None,
+    force: bool = typer.Option(False, "--force", help="Replace a previous export of this same checkpoint in --out."),
 ) -> None:
     """Write a checkpoint as a Hugging Face transformers folder (LlamaForCausalLM config,
-    safetensors, tokenizer) that AutoModelForCausalLM.from_pretrained loads."""
+    safetensors, tokenizer) that AutoModelForCausalLM.from_pretrained loads. --out must be
+    a new or empty folder (or, with --force, a previous export of the same checkpoint)."""
     from .export import export_checkpoint
 
-    path = export_checkpoint(checkpoint, out, _tokens_dir(run))
+    path = export_checkpoint(checkpoint, out, _tokens_dir(run), force=force)
     typer.echo(f"transformers folder: {path}")
 
 
@@ -76,8 +84,18 @@ def generate_cmd(
     from .export import find_tokenizer
     from .generate import generate_text
     from ..train import checkpoint as ckpt
-    from ..core.ranks import default_device
+    import math
 
+    from ..core.errors import SpeclmError
+    from ..core.ranks import check_device, default_device
+
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise SpeclmError(f"--temperature must be a number >= 0 (0 = greedy), got {temperature}")
+    if samples < 1:
+        raise SpeclmError(f"--samples must be at least 1, got {samples}")
+    if max_new_tokens < 0 or top_k < 0:
+        raise SpeclmError(f"--max-new-tokens and --top-k must be >= 0, got {max_new_tokens} and {top_k}")
+    check_device(device)
     tok = Tokenizer.from_file(str(find_tokenizer(checkpoint, _tokens_dir(run))))
     model = ckpt.load_transformer(checkpoint, device=device or default_device())
     for i in range(samples):

@@ -117,8 +117,9 @@ def llama_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def export_hf(model: Transformer, tokenizer_path: str | Path, out_dir: str | Path) -> Path:
-    """Write ``model`` and its tokenizer as a transformers folder (atomically)."""
+def export_hf(model: Transformer, tokenizer_path: str | Path, out_dir: str | Path, marker: Optional[dict] = None) -> Path:
+    """Write ``model`` and its tokenizer as a transformers folder (atomically); ``marker``
+    (which checkpoint this is) goes into ``speclm-export.json``."""
     from tokenizers import Tokenizer
 
     if not isinstance(model, Transformer):
@@ -146,11 +147,54 @@ def export_hf(model: Transformer, tokenizer_path: str | Path, out_dir: str | Pat
         (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
         (tmp / "tokenizer.json").write_bytes(Path(tokenizer_path).read_bytes())
         (tmp / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n")
+        if marker is not None:
+            (tmp / EXPORT_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
     return out_dir
 
 
-def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, run_tokens_dir: Optional[str | Path] = None) -> Path:
+EXPORT_MARKER = "speclm-export.json"
+
+
+def check_export_target(checkpoint: str | Path, out_dir: str | Path, force: bool = False) -> dict:
+    """Refuse an ``--out`` that would destroy data: the checkpoint itself, a folder inside
+    or around it, another checkpoint, a file, or a non-empty folder that is not a previous
+    export of this same checkpoint (that one only with ``force``). Returns the marker the
+    export writes (the checkpoint's weights hash)."""
+    from ..core.manifest import hash_file
+    from ..train.checkpoint import MODEL_FILE, read_meta
+
+    ck, out = Path(checkpoint).resolve(), Path(out_dir).resolve()
+    read_meta(ck)  # a real checkpoint, or a one-line error
+    marker = {"format": "speclm-export", "checkpoint": str(ck), "model_sha256": hash_file(ck / MODEL_FILE)}
+    if out == ck or ck in out.parents or out in ck.parents:
+        raise SpeclmError(f"--out {out_dir} is the checkpoint {checkpoint}, inside it or around it; "
+                          f"export into a new or empty folder")
+    if not out.exists():
+        return marker
+    if not out.is_dir():
+        raise SpeclmError(f"--out {out_dir} is a file; export into a new or empty folder")
+    if not any(out.iterdir()):
+        return marker
+    if (out / "model.json").exists():
+        raise SpeclmError(f"--out {out_dir} holds a speclm checkpoint; export into a new or empty folder")
+    mark = out / EXPORT_MARKER
+    try:
+        prev = json.loads(mark.read_text(encoding="utf-8")) if mark.is_file() else None
+    except (OSError, ValueError):
+        prev = None
+    if not isinstance(prev, dict) or prev.get("model_sha256") != marker["model_sha256"]:
+        raise SpeclmError(f"--out {out_dir} is not empty (and not an export of this checkpoint); "
+                          f"export into a new or empty folder")
+    if not force:
+        raise SpeclmError(f"--out {out_dir} holds a previous export of this checkpoint; pass --force to replace it")
+    return marker
+
+
+def export_checkpoint(
+    checkpoint: str | Path, out_dir: str | Path, run_tokens_dir: Optional[str | Path] = None, force: bool = False
+) -> Path:
     from ..train.checkpoint import load_transformer
 
+    marker = check_export_target(checkpoint, out_dir, force)
     model = load_transformer(checkpoint)
-    return export_hf(model, find_tokenizer(checkpoint, run_tokens_dir), out_dir)
+    return export_hf(model, find_tokenizer(checkpoint, run_tokens_dir), out_dir, marker=marker)

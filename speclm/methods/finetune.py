@@ -116,11 +116,16 @@ def finetune_config(ctx: Context, p: FinetunePlan):
     )
 
 
-def load_model(init: Path | torch.nn.Module) -> torch.nn.Module:
-    from ..train.checkpoint import load_transformer
+def load_model(init: Path | torch.nn.Module, ctx: Optional[Context] = None) -> torch.nn.Module:
+    """The model to fine-tune; a checkpoint folder must have been trained with the run's tokenizer."""
+    from ..train.checkpoint import check_tokenizer, load_transformer, read_meta
 
     if isinstance(init, torch.nn.Module):
         return init
+    if ctx is not None:
+        from .inputs import shards
+
+        check_tokenizer(read_meta(Path(init)), shards(ctx), init)
     return load_transformer(Path(init))
 
 
@@ -181,7 +186,7 @@ def finetune(
     sampler = WindowSampler(windows, cfg.batch_size, seed=cfg.seed, indices=idx)
     if prior_cost is None:
         prior_cost = prior_cost_of(init)
-    model = load_model(init)
+    model = load_model(init, ctx)
     if prepare is not None:
         model = prepare(model)
     out_dir = Path(out_dir)

@@ -94,6 +94,14 @@ def window_index(n_tokens: int, docs: np.ndarray, window: int) -> np.ndarray:
 
 
 def build_tokens(run: Run, force: bool = False) -> dict:
+    """Hold the stage folder's lock (another process building it waits) around :func:`_build_tokens`."""
+    from ..core.locks import hold_stage
+
+    with hold_stage(run.tokens_dir, f"tokens of {run.path}"):
+        return _build_tokens(run, force)
+
+
+def _build_tokens(run: Run, force: bool = False) -> dict:
     """Build (or reuse) the tokenizer and token shards of ``run``; returns the summary."""
     cfg = run.config.tokens
     tokens_dir = run.tokens_dir

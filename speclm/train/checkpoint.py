@@ -24,12 +24,14 @@ from safetensors.torch import load_file, load_model, save_file, save_model
 
 from ..core import atomic
 from ..core.errors import SpeclmError
+from ..core.manifest import hash_file
 from ..model.transformer import ModelShape, Transformer
 
 MODEL_FILE = "model.safetensors"
 META_FILE = "model.json"
 OPTIMIZER_FILE = "optimizer.safetensors"
 STATE_FILE = "state.json"
+TOKENIZER_FILE = "tokenizer.json"
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -99,6 +101,10 @@ def save_checkpoint(
     """
     path = Path(path)
     model = unwrap(model)
+    meta = dict(meta or {})
+    tok = (files or {}).get(TOKENIZER_FILE)
+    if tok is not None and "tokenizer_sha256" not in meta:  # every checkpoint names its tokenizer
+        meta["tokenizer_sha256"] = hash_file(tok)
     with atomic.atomic_dir(path) as tmp:
         save_model(model, str(tmp / MODEL_FILE), metadata={"format": "pt"})
         (tmp / META_FILE).write_text(json.dumps(model_meta(model, meta), indent=2, sort_keys=True) + "\n")
@@ -210,8 +216,12 @@ def load_resume(path: str | Path, model: torch.nn.Module, optimizer: torch.optim
 
 
 def check_tokenizer(meta: Mapping, shards, checkpoint) -> None:
-    """Refuse a checkpoint trained with another tokenizer than the shards'."""
+    """Refuse a checkpoint trained with another tokenizer than the shards' (by the hash its
+    model.json records, or else by the tokenizer.json it carries)."""
     want = meta.get("tokenizer_sha256")
+    own = Path(checkpoint) / TOKENIZER_FILE
+    if not want and own.is_file():
+        want = hash_file(own)
     if want and want != shards.tokenizer_sha256:
         raise SpeclmError(
             f"checkpoint {checkpoint} was trained with another tokenizer than the one in {shards.dir}; "

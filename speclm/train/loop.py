@@ -39,7 +39,7 @@ from . import checkpoint as ckpt
 from ..core import ranks as distributed
 from .budget import Budget
 from ..core.sections import TrainConfig
-from .cost import PhaseCost, check_phase, combine, device_kind, write_cost
+from .cost import COST_FILE, PhaseCost, check_phase, combine, device_kind, write_cost
 from .schedule import Schedule
 
 CHECKPOINT, BEST, FINAL = "checkpoint", "best", "final"
@@ -127,7 +127,20 @@ def _check_config(cfg: TrainConfig) -> None:
         raise SpeclmError(f"train.patience must be positive, got {cfg.patience}")
 
 
-def train(
+def train(model: torch.nn.Module, sampler, cfg: TrainConfig, out_dir: str | Path, **kw) -> TrainResult:
+    """Train ``model`` under ``out_dir``'s lock (held by the process that writes it: rank 0,
+    or every rank with ``ddp=False``), so a second process on the same folder waits and then
+    finds the run finished; see :func:`_train` for the arguments."""
+    from ..core.locks import hold
+
+    rank, _ = distributed.env_rank_world()
+    if rank != 0 and kw.get("ddp", True):
+        return _train(model, sampler, cfg, out_dir, **kw)
+    with hold(out_dir, f"training {out_dir}", log=tqdm.write):
+        return _train(model, sampler, cfg, out_dir, **kw)
+
+
+def _train(
     model: torch.nn.Module,
     sampler,
     cfg: TrainConfig,
@@ -186,6 +199,10 @@ def train(
                        "world": dist.world_size, "validating": valid_fn is not None})
     loss_fn = loss_fn or default_loss
 
+    if dist.is_main:  # what a killed run of this job left: temp files removed, a checkpoint cut between renames put back
+        for name in (CHECKPOINT, BEST, FINAL, METRICS, SUMMARY, COST_FILE):
+            atomic.remove_stale_temps(out / name)
+    distributed.barrier(dist)
     summary_path = out / SUMMARY
     if summary_path.is_file():
         done = json.loads(summary_path.read_text(encoding="utf-8"))
