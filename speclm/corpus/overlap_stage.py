@@ -113,6 +113,15 @@ def _write_state(odir: Path, dropped, rows: np.ndarray, generic_sha256: str) -> 
 
 
 def apply_overlap(run: Run, force: bool = False) -> dict:
+    """Hold the overlap folder's lock (a second process waits, then finds it fresh) around
+    :func:`_apply_overlap`."""
+    from ..core.locks import hold_stage
+
+    with hold_stage(overlap_dir(run), f"contamination check of {run.path}"):
+        return _apply_overlap(run, force)
+
+
+def _apply_overlap(run: Run, force: bool = False) -> dict:
     """Measure (and with corpus.drop_overlap, apply) the overlap of ``run``'s corpus;
     returns the report (also ``corpus/overlap.json``). A no-op when nothing changed."""
     import pyarrow as pa
