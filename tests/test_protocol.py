@@ -90,3 +90,32 @@ def test_equal_flops_is_the_default_budget():
     from speclm.core.sections import MethodsConfig
 
     assert MethodsConfig().budget == "flops"
+
+
+def test_grid_under_a_device_hours_budget_and_rows_say_how_fine_tunes_stopped(run):
+    from speclm.core import atomic
+    from speclm.grid.experiment import run_grid
+    from speclm.methods import jobs
+
+    cfg = dataclasses.replace(
+        run.config,
+        train=dataclasses.replace(run.config.train, max_device_hours=1e-9),  # spent by the first step
+        methods=dataclasses.replace(run.config.methods, budget="device_hours", pretrain_steps=50,
+                                    finetune_max_steps=[2]),
+    )
+    r = dataclasses.replace(run, config=cfg)
+    run_grid(r, methods=["slm"], domains=["kjv"], sizes=["2k"], name="hours", log=lambda s: None)
+    (row,) = atomic.read_jsonl(r.eval_dir / "hours.jsonl")
+    pre = jobs.job_summary(r.path / "pretrain" / "slm")["train"]
+    assert (pre["stop_reason"], pre["steps"]) == ("device_hours", 1)
+    assert pre["seconds_per_token"] > 0 and pre["flops_per_token"] > 0
+    assert row["stop"] in ("early", "cap", "pretrained") and row["stop"] == row["extra"]["stop"]
+    assert row["best_step"] == row["extra"]["best_step"] and row["epochs"] > 0
+    import shutil
+
+    shutil.rmtree(r.path / "pretrain" / "slm")
+    bad = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_device_hours=0.0))
+    with pytest.raises(SpeclmError, match="max_device_hours"):
+        run_grid(dataclasses.replace(run, config=bad), methods=["slm"], domains=["kjv"], sizes=["2k"], name="bad",
+                 log=lambda s: None)
+    assert not (r.eval_dir / "bad.jsonl").exists() and not (r.path / "pretrain" / "slm" / "manifest.json").exists()

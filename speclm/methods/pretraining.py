@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 from ..core.errors import SpeclmError
 from ..corpus.store import GENERIC
 from .base import Context
-from .inputs import shape, shards, tokenizer_files
+from .inputs import BUDGETS, shape, shards, tokenizer_files
 
 if TYPE_CHECKING:
     import torch
@@ -20,9 +20,6 @@ def pretrain_steps(ctx: Context) -> int:
     if steps <= 0:
         raise SpeclmError("the pretraining budget is zero: set methods.pretrain_steps or train.max_steps")
     return steps
-
-
-BUDGETS = ("flops", "tokens", "device_hours")
 
 
 def pretrain_config(ctx: Context, share: float = 1.0):
