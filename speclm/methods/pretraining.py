@@ -22,7 +22,7 @@ def pretrain_steps(ctx: Context) -> int:
     return steps
 
 
-def pretrain_config(ctx: Context, share: float = 1.0):
+def pretrain_config(ctx: Context, share: float = 1.0, shape_kind: str = "small"):
     """The loop config of a pretraining that gets ``share`` of the grid's budget.
 
     ``methods.budget = "flops"`` (default): every method gets the FLOPs the small model
@@ -31,7 +31,8 @@ def pretrain_config(ctx: Context, share: float = 1.0):
     compares at equal GPU-hours. ``"tokens"``: every method trains the same number of
     tokens (the large model then costs more FLOPs). ``"device_hours"``: every method gets
     ``train.max_device_hours`` of measured training time (wall seconds x devices), with
-    ``pretrain_steps`` (when set) as a step bound."""
+    ``pretrain_steps`` (when set) as a step bound. A FLOP budget is at least one step of
+    the ``shape_kind`` model (a tiny budget that cannot pay one step of the large model)."""
     import dataclasses
 
     from ..model.transformer import flops_per_token
@@ -53,7 +54,8 @@ def pretrain_config(ctx: Context, share: float = 1.0):
         return dataclasses.replace(t, max_steps=max(1, int(round(steps * share))))
     s = shards(ctx)
     per_step = t.batch_size * t.grad_accum * s.window * flops_per_token(shape(ctx, "small"), s.window)
-    return dataclasses.replace(t, max_flops=max(per_step, steps * share * per_step))
+    own_step = t.batch_size * t.grad_accum * s.window * flops_per_token(shape(ctx, shape_kind), s.window)
+    return dataclasses.replace(t, max_flops=max(per_step, own_step, steps * share * per_step))
 
 
 def valid_fn(ctx: Context, set_name: str, extras: dict | None = None) -> Callable[[torch.nn.Module], float]:

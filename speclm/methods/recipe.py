@@ -67,7 +67,7 @@ class PretrainThenFinetune(Method):
         folder = self.pretrain_folder(ctx, domain)
         if jobs.open_job(folder, self.pretrain_key(ctx, domain), ctx.force and not self.pretrain_from):
             return folder / "final"
-        cfg = pretraining.pretrain_config(ctx, self.budget_share(ctx))
+        cfg = pretraining.pretrain_config(ctx, self.budget_share(ctx), self.shape_kind)
         indices, report = self.pretrain_indices(ctx, domain)
         generic = inputs.shards(ctx).windows(inputs.GENERIC, "train")
         sampler = WindowSampler(generic, cfg.batch_size, seed=cfg.seed, indices=indices)
