@@ -246,3 +246,22 @@ def test_pn_flops_count_routing_materialization_and_grouping():
     # a uniform batch of 8 windows: one cluster -> one materialization per batch; two equal -> ~2
     assert tokens_per_expert_mixed([10, 0], 8, T) == pytest.approx(8 * T)
     assert tokens_per_expert_mixed([5, 5], 8, T) == pytest.approx(8 * T / (2 * (1 - 0.5 ** 8)))
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_pn_flops_per_token_equals_counted_training_flops(groups):
+    """The formula against torch's FLOP counter on one forward+backward of a micro-batch
+    routed to ``groups`` experts (each materialized once)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from speclm.model.projected import ProjectedNetwork
+    from speclm.model.transformer import named_shape
+
+    torch.manual_seed(0)
+    pn = ProjectedNetwork(named_shape("tiny", 97, max_seq_len=32, mlp="plain"), 2, 3, 4)
+    x = torch.randint(0, 97, (4, 32))
+    experts = torch.tensor([0, 0, 0, 0]) if groups == 1 else torch.tensor([0, 1, 0, 1])
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        pn(x, x, expert=experts)[1].backward()
+    assert counter.get_total_flops() == pytest.approx(pn.flops_per_token(32, x.numel() // groups) * x.numel())
