@@ -213,3 +213,55 @@ def test_bad_settings_are_refused(pn_run):
     for bad in (dict(pn_h=0), dict(pn_m=0), dict(pn_batching="random"), dict(expert_rule="coin_flip")):
         with pytest.raises(SpeclmError):
             get("slm-pn").check(_ctx(pn_run, **bad))
+
+
+@needs_clusters
+def test_finetune_all_counts_every_finetune(pn_run):
+    """PN's finetune_all pays the k fine-tunes it runs, as SLM-mix does; the grid reads that cost."""
+    from speclm.methods import inputs, jobs
+    from speclm.methods.base import get
+    from speclm.train.cost import read_cost
+
+    ctx = _ctx(pn_run, expert_rule="finetune_all")
+    domain = inputs.domains(ctx)[0]
+    out = get("slm-pn").specialize(ctx, domain, "2k")
+    info = jobs.job_summary(out.parent)
+    assert info["rule"] == "finetune_all" and info["finetunes"] == 2
+    each = [read_cost(out.parent / "experts" / str(i))["specialize"]["flops"] for i in range(2)]
+    cost = read_cost(out)  # what the grid reads for the row
+    assert cost["specialize"]["flops"] == pytest.approx(sum(each)) and min(each) > 0
+    assert cost["pretrain"] == read_cost(get("slm-pn").pretrain(ctx))["pretrain"]
+    assert info["stop"] in ("early", "cap", "pretrained") and "epochs" in info
+
+
+def test_pn_flops_count_routing_materialization_and_grouping():
+    from speclm.model.projected import ProjectedNetwork, tokens_per_expert_mixed
+    from speclm.model.transformer import flops_per_token, named_shape, param_breakdown
+
+    shape = named_shape("tiny", 300, mlp="plain")
+    pn = ProjectedNetwork(shape, 2, 3, 4)
+    T = 16
+    once = 6 * 3 * param_breakdown(shape)["mlp"] + 6 * shape.n_layer * 4 * 3
+    assert pn.flops_per_token(T, 64) == pytest.approx(flops_per_token(shape, T) + once / 64)
+    # a uniform batch of 8 windows: one cluster -> one materialization per batch; two equal -> ~2
+    assert tokens_per_expert_mixed([10, 0], 8, T) == pytest.approx(8 * T)
+    assert tokens_per_expert_mixed([5, 5], 8, T) == pytest.approx(8 * T / (2 * (1 - 0.5 ** 8)))
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_pn_flops_per_token_equals_counted_training_flops(groups):
+    """The formula against torch's FLOP counter on one forward+backward of a micro-batch
+    routed to ``groups`` experts (each materialized once)."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from speclm.model.projected import ProjectedNetwork
+    from speclm.model.transformer import named_shape
+
+    torch.manual_seed(0)
+    pn = ProjectedNetwork(named_shape("tiny", 97, max_seq_len=32, mlp="plain"), 2, 3, 4)
+    x = torch.randint(0, 97, (4, 32))
+    experts = torch.tensor([0, 0, 0, 0]) if groups == 1 else torch.tensor([0, 1, 0, 1])
+    with sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+        pn(x, x, expert=experts)[1].backward()
+    assert counter.get_total_flops() == pytest.approx(pn.flops_per_token(32, x.numel() // groups) * x.numel())

@@ -105,19 +105,33 @@ def test_early_stopping_keeps_the_best_weights(tmp_path):
     m = model()
     calls = []
 
-    def valid(mod):  # improves twice, then gets worse
+    def valid(mod):  # step 0, then improves once, then gets worse
         calls.append(1)
         return [3.0, 2.0, 2.5, 2.6, 2.7, 2.8][len(calls) - 1]
 
     c = cfg(max_steps=50, eval_every=2, patience=3)
     res = train(m, sampler(), c, tmp_path, valid_fn=valid, early_stopping=True, phase="specialize", progress=False)
     assert res.stop_reason == "early_stopping"
-    assert (res.steps, res.best_step, res.best_valid) == (10, 4, 2.0)
+    assert (res.steps, res.best_step, res.best_valid) == (8, 2, 2.0)
     best = load_file(str(tmp_path / "best" / "model.safetensors"))
     assert all(torch.equal(best[k], v) for k, v in m.state_dict().items() if k in best)
-    assert ckpt.read_meta(tmp_path / "final")["step"] == 4
+    assert ckpt.read_meta(tmp_path / "final")["step"] == 2
     cost = json.loads((tmp_path / "cost.json").read_text())
-    assert cost["phase"] == "specialize" and "pretrain" not in cost and cost["specialize"]["steps"] == 10
+    assert cost["phase"] == "specialize" and "pretrain" not in cost and cost["specialize"]["steps"] == 8
+
+
+def test_early_stopping_validates_before_the_first_step(tmp_path):
+    """A run whose every step only hurts returns its starting weights (best_step 0)."""
+    m = model()
+    start = {k: v.clone() for k, v in m.state_dict().items()}
+    losses = iter([1.0, 2.0, 3.0, 4.0, 5.0])
+    c = cfg(max_steps=50, eval_every=2, patience=2)
+    res = train(m, sampler(), c, tmp_path, valid_fn=lambda mod: next(losses), early_stopping=True,
+                phase="specialize", progress=False)
+    assert (res.stop_reason, res.steps, res.best_step, res.best_valid) == ("early_stopping", 4, 0, 1.0)
+    assert all(torch.equal(start[k], v) for k, v in m.state_dict().items())
+    final = load_file(str(tmp_path / "final" / "model.safetensors"))
+    assert all(torch.equal(final[k], start[k]) for k in final)
 
 
 def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):

@@ -135,7 +135,7 @@ def test_lora_starts_neutral_trains_only_adapters_and_merges(tmp_path):
     x = torch.randint(0, 97, (2, 16))
     before, _ = model(x)
     frozen = model.blocks[0].attn.qkv.weight.detach().clone()
-    names = apply_lora(model, rank=4)
+    names = apply_lora(model, rank=4, targets=("q", "k", "v", "o", "mlp"))
     assert len(names) == 2 * 4 and lora_param_count(model) > 0
     assert torch.equal(model(x)[0], before)  # B = 0: no change yet
 
@@ -151,3 +151,42 @@ def test_lora_starts_neutral_trains_only_adapters_and_merges(tmp_path):
     assert torch.allclose(merged(x)[0], adapted, atol=1e-5)
     save_checkpoint(tmp_path / "merged", merged)  # a plain transformer again
     assert torch.allclose(load_transformer(tmp_path / "merged")(x)[0], adapted, atol=1e-5)
+
+
+def test_lora_defaults_to_separate_query_and_value_adapters(tmp_path):
+    import numpy as np
+
+    from speclm.model.lora import apply_lora, lora_param_count, lora_params, merge_lora
+    from speclm.model.transformer import named_shape
+    from speclm.core.errors import SpeclmError
+    from speclm.core.sections import MethodsConfig, TrainConfig
+    from speclm.train.data import ArrayWindows, WindowSampler
+    from speclm.train.loop import train
+
+    assert MethodsConfig().lora_targets == ["q", "v"]
+    torch.set_num_threads(1)
+    torch.manual_seed(0)
+    model = Transformer(tiny())
+    d = model.shape.d_model
+    qkv = model.blocks[0].attn.qkv.weight.detach().clone()
+    proj = model.blocks[0].attn.proj.weight.detach().clone()
+    names = apply_lora(model, rank=4)
+    assert all(n.endswith("attn.qkv") for n in names) and len(names) == model.shape.n_layer
+    assert sorted(model.blocks[0].attn.qkv.lora_b) == ["q", "v"]  # two adapters, not one on q,k,v
+    assert lora_param_count(model) == lora_params(model.shape, 4) == model.shape.n_layer * 2 * 4 * 2 * d
+    windows = ArrayWindows(np.random.default_rng(0).integers(0, 97, 2000), 16)
+    cfg = TrainConfig(lr=1e-2, warmup_steps=0, batch_size=4, max_steps=3, eval_every=0, checkpoint_every=0)
+    train(model, WindowSampler(windows, 4), cfg, tmp_path / "lora", phase="specialize", progress=False)
+    merged = merge_lora(model)
+    w = merged.blocks[0].attn.qkv.weight
+    assert torch.equal(w[d:2 * d], qkv[d:2 * d]) and torch.equal(merged.blocks[0].attn.proj.weight, proj)  # k, o untouched
+    assert not torch.equal(w[:d], qkv[:d]) and not torch.equal(w[2 * d:], qkv[2 * d:])  # q and v adapted
+    # other targets on request; the count formula matches the model on every choice
+    for targets in (("q", "k", "v"), ("o",), ("mlp",), ("q", "v", "o", "mlp")):
+        m = Transformer(tiny())
+        apply_lora(m, rank=3, targets=targets)
+        assert lora_param_count(m) == lora_params(m.shape, 3, targets)
+    # the paper's LLM at rank 64: about 5M adapter parameters
+    assert 4.5e6 < lora_params(named_shape("paper-llm", 32000), 64) < 5.5e6
+    with pytest.raises(SpeclmError, match="targets"):
+        apply_lora(Transformer(tiny()), rank=4, targets=("q", "gate"))

@@ -112,24 +112,32 @@ class MethodsConfig:
 
     # Specialization-set sizes in tokens of the domain train split: "1M", "250k", "all".
     sizes: list[str] = field(default_factory=lambda: ["16k", "64k", "all"])
-    # Fine-tuning (paper: smallest size lr/3, others lr; step caps scaled by the preset).
+    # Fine-tuning (paper: smallest size lr/3, others lr; early stopping, docs/methods.md "Protocol").
     finetune_lr: float = 0.0  # the base rate; 0 = train.lr (the paper fine-tunes at its pretraining rate)
     finetune_small_lr_factor: float = 0.3333333333333333
-    finetune_max_steps: list[int] = field(default_factory=lambda: [60, 120, 240])  # one per size
-    finetune_eval_every: int = 20
+    # The step cap of a size: finetune_max_epochs passes over the size's windows, and at
+    # most finetune_max_steps[i] for methods.sizes[i] when that list is given (0 = no step cap).
+    finetune_max_epochs: float = 8.0
+    finetune_max_steps: list[int] = field(default_factory=list)  # optional, one per size
+    finetune_eval_every: int = 0  # steps between validations; 0 = about half an epoch of the size
     finetune_patience: int = 3
     finetune_warmup_steps: int = 0
     finetune_schedule: str = "constant"  # constant | cosine (over the step cap)
     finetune_batch_size: int = 0  # windows per fine-tuning step (0 = train.batch_size)
-    # SLM-nopt trains from scratch on the domain set: its cap is the size's fine-tuning cap
-    # times this factor (0 = the whole pretraining budget); early stopping ends it sooner.
-    nopt_steps_factor: float = 0.0
+    # SLM-nopt trains from scratch on the domain set under the fine-tuning protocol (validation
+    # schedule, patience, step 0 included), capped at nopt_max_epochs passes over the size's
+    # windows (0 = finetune_max_epochs), at its own rate (0 = train.lr) and warmup (train.warmup_steps,
+    # at most a tenth of the cap), with train.schedule over the cap.
+    nopt_max_epochs: float = 16.0
+    nopt_lr: float = 0.0
     # Evaluation of the specialized models in the grid: at most this many test windows per
     # domain, evenly spread (0 = the whole test split).
     eval_max_windows: int = 0
     # Pretraining budget shared by every method, in steps of the train config (0 = train.max_steps).
     pretrain_steps: int = 0
-    budget: str = "tokens"  # tokens: same tokens for every method | flops: same FLOPs as the small model's run
+    # flops: every method gets the FLOPs of the small model's run (the paper's equal GPU-hours) |
+    # tokens: same tokens for every method | device_hours: train.max_device_hours of wall time each
+    budget: str = "flops"
     # SLM-is: importance sampling on clusters.
     is_k: int = 4
     is_smoothing: float = 0.0  # additive smoothing of the domain histogram
@@ -147,6 +155,9 @@ class MethodsConfig:
     distill_temperature: float = 1.0
     # LLM-lora.
     lora_rank: int = 8
+    # Which projections get adapters: q, k, v (slices of the fused attn.qkv, each its own
+    # adapter), o (attn.proj), mlp (every MLP matrix). The paper: query and value.
+    lora_targets: list[str] = field(default_factory=lambda: ["q", "v"])
     lora_alpha: float = 16.0
     lora_steps_factor: float = 2.0  # LoRA may take more steps than full fine-tuning
     lora_lr_factor: float = 1.0  # multiplies the fine-tuning rate

@@ -5,7 +5,7 @@ when needed: once per run for shared pretraining, once per domain for SLM-is/SLM
 evaluates the specialized small model on the domain's test split, and appends one row to
 ``eval/<name>.jsonl``:
 
-    method, domain, size, train_tokens, nll, ppl,
+    method, domain, size, train_tokens, nll, ppl, stop, best_step, epochs,
     cost: {generic: {...}, specialization: {...}}   (tokens, flops, device_hours, wall_seconds)
     extra: what the method reports (expert choice, effective sample size, ...)
 
@@ -144,6 +144,8 @@ def run_grid(
             "checkpoint": str(out.relative_to(run.path)) if out.is_relative_to(run.path) else str(out),
             "extra": _extra(out),
         }
+        ft = row["extra"]  # how the fine-tune stopped (speclm.methods.finetune): early, cap or pretrained
+        row.update(stop=ft.get("stop"), best_step=ft.get("best_step"), epochs=ft.get("epochs"))
         row["grid_seconds"] = time.perf_counter() - t0
         atomic.append_jsonl(results, row)
         write_table(results, table, chash)

@@ -2,12 +2,16 @@
 
 Every method specializes through :func:`finetune` (SLM-pn too). It follows the paper's
 protocol (PAPER.md §5): next-token training on the size's slice of the domain train
-split, validation on the domain valid split every ``methods.finetune_eval_every`` steps,
-early stopping after ``methods.finetune_patience`` validations without improvement, the
-best weights kept. The smallest configured size trains at the base rate times
-``methods.finetune_small_lr_factor`` (the paper: lr / 3), larger ones at the base rate;
-the step cap of each size is ``methods.finetune_max_steps`` (one per size in
-``methods.sizes``, scaled to the preset).
+split, validation on the domain valid split before the first step (the starting weights are
+a candidate) and then about every half epoch of the slice (``methods.finetune_eval_every``
+overrides), early stopping after ``methods.finetune_patience`` validations without
+improvement, the best weights kept. The step cap is ``methods.finetune_max_epochs`` passes
+over the slice (bounded by ``methods.finetune_max_steps[i]`` for ``methods.sizes[i]`` when
+that list is given), so the best step usually falls inside it. The smallest configured size
+trains at the base rate times ``methods.finetune_small_lr_factor`` (the paper: lr / 3),
+larger ones at the base rate. Every result says how it stopped (``stop``): ``early``
+(patience ran out), ``cap`` (the step cap came first) or ``pretrained`` (no step beat the
+starting weights, which are the result), with ``best_step`` and the ``epochs`` seen.
 
 Output (the training loop's folder, see speclm.train.loop)::
 
@@ -40,6 +44,19 @@ class FinetunePlan:
     max_steps: int
     train_windows: int
     train_tokens: int
+    eval_every: int = 1  # steps between validations (about half an epoch by default)
+    max_epochs: float = 0.0  # the cap in passes over the slice (before finetune_max_steps bounds it)
+
+
+STOPS = ("early", "cap", "pretrained")
+
+
+def stop_of(best_step: Optional[int], stop_reason: str) -> str:
+    """How a fine-tune ended: ``pretrained`` (the starting weights stayed best), ``early``
+    (patience ran out) or ``cap`` (a budget: the step cap)."""
+    if best_step == 0:
+        return "pretrained"
+    return "early" if stop_reason == "early_stopping" else "cap"
 
 
 @dataclass
@@ -52,6 +69,12 @@ class FinetuneResult:
     stop_reason: str
     plan: FinetunePlan
     cost: dict = field(default_factory=dict)
+    epochs: float = 0.0  # passes over the slice seen
+    best_epoch: float = 0.0
+
+    @property
+    def stop(self) -> str:
+        return stop_of(self.best_step, self.stop_reason)
 
     def to_json(self) -> dict:
         return {
@@ -61,38 +84,58 @@ class FinetuneResult:
             "steps": self.steps,
             "best_step": self.best_step,
             "stop_reason": self.stop_reason,
+            "stop": self.stop,
+            "epochs": self.epochs,
+            "best_epoch": self.best_epoch,
             "plan": dataclasses.asdict(self.plan),
         }
 
 
-def plan(ctx: Context, domain: str, size: str, steps_factor: float = 1.0) -> FinetunePlan:
-    """Learning rate, step cap and training-set size of one fine-tune (paper protocol).
+def plan(ctx: Context, domain: str, size: str, steps_factor: float = 1.0,
+         max_epochs: Optional[float] = None) -> FinetunePlan:
+    """Learning rate, step cap, validation interval and training-set size of one fine-tune.
 
-    ``methods.finetune_max_steps[i]`` is the cap of ``methods.sizes[i]``; a size that is
-    not configured takes the cap of the smallest configured size at least as large (the
-    largest one's beyond them all). Sizes up to the smallest configured one train at
-    ``base rate * methods.finetune_small_lr_factor``."""
+    The cap is ``max_epochs`` (default ``methods.finetune_max_epochs``) passes over the
+    size's windows, times ``steps_factor``; when ``methods.finetune_max_steps`` is given,
+    its entry ``i`` bounds ``methods.sizes[i]`` (a size not configured takes the bound of
+    the smallest configured size at least as large; 0 = none). Validation every
+    ``methods.finetune_eval_every`` steps, 0 = about half an epoch (at least 1 step).
+    Sizes up to the smallest configured one train at ``base rate *
+    methods.finetune_small_lr_factor``."""
     from .inputs import shards
 
     m, t = ctx.config.methods, ctx.config.train
-    if not m.finetune_max_steps or not m.sizes:
-        raise SpeclmError("methods.sizes and methods.finetune_max_steps must be non-empty (one step cap per size)")
+    if not m.sizes:
+        raise SpeclmError("methods.sizes must be non-empty")
     if steps_factor <= 0:
         raise SpeclmError(f"fine-tuning steps factor must be positive, got {steps_factor}")
-    caps = list(m.finetune_max_steps)
-    pairs = sorted((parse_size(sz) or math.inf, caps[min(i, len(caps) - 1)]) for i, sz in enumerate(m.sizes))
+    epochs = m.finetune_max_epochs if max_epochs is None else max_epochs
+    if not (epochs > 0 and math.isfinite(epochs)):
+        raise SpeclmError(f"the fine-tuning cap must be a positive number of epochs, got {epochs!r}")
+    if m.finetune_eval_every < 0 or any(c < 0 for c in m.finetune_max_steps):
+        raise SpeclmError("methods.finetune_eval_every and methods.finetune_max_steps must be >= 0 (0 = derived / none)")
     tokens = parse_size(size) or math.inf
-    cap = next((c for tk, c in pairs if tk >= tokens), pairs[-1][1])
-    smallest = tokens <= pairs[0][0]
+    smallest = tokens <= min(parse_size(sz) or math.inf for sz in m.sizes)
     lr = (m.finetune_lr or t.lr) * (m.finetune_small_lr_factor if smallest else 1.0)
     s = shards(ctx)
     idx_w = slice_indices(size, len(s.windows(domain, "train")), s.window, seed=ctx.config.seed, domain=domain)
+    steps_per_epoch = len(idx_w) / ((m.finetune_batch_size or t.batch_size) * t.grad_accum)
+    cap = math.ceil(epochs * steps_per_epoch)
+    caps = list(m.finetune_max_steps)
+    if caps:
+        pairs = sorted((parse_size(sz) or math.inf, caps[min(i, len(caps) - 1)]) for i, sz in enumerate(m.sizes))
+        bound = next((c for tk, c in pairs if tk >= tokens), pairs[-1][1])
+        cap = min(cap, bound) if bound > 0 else cap
+    cap = max(1, int(round(cap * steps_factor)))
+    every = m.finetune_eval_every or max(1, int(round(steps_per_epoch / 2)))
     return FinetunePlan(
         size=size_label(size),
         lr=lr,
-        max_steps=max(1, int(round(cap * steps_factor))),
+        max_steps=cap,
         train_windows=len(idx_w),
         train_tokens=len(idx_w) * s.window,
+        eval_every=min(every, cap),
+        max_epochs=epochs,
     )
 
 
@@ -110,9 +153,9 @@ def finetune_config(ctx: Context, p: FinetunePlan):
         max_flops=0.0,
         max_device_hours=0.0,
         batch_size=m.finetune_batch_size or t.batch_size,
-        eval_every=max(1, min(m.finetune_eval_every, p.max_steps)),
+        eval_every=p.eval_every,
         patience=m.finetune_patience,
-        checkpoint_every=max(t.checkpoint_every, m.finetune_eval_every),
+        checkpoint_every=max(t.checkpoint_every, p.eval_every),
     )
 
 
@@ -182,7 +225,7 @@ def finetune(
     idx = slice_indices(size, len(windows), s.window, seed=ctx.config.seed, domain=domain)
     cfg = train_config if train_config is not None else finetune_config(ctx, p)
     if train_config is not None:
-        p.lr, p.max_steps = cfg.lr, cfg.max_steps
+        p.lr, p.max_steps, p.eval_every = cfg.lr, cfg.max_steps, cfg.eval_every
     sampler = WindowSampler(windows, cfg.batch_size, seed=cfg.seed, indices=idx)
     if prior_cost is None:
         prior_cost = prior_cost_of(init)
@@ -190,7 +233,7 @@ def finetune(
     if prepare is not None:
         model = prepare(model)
     out_dir = Path(out_dir)
-    ctx.log(f"fine-tune {out_dir}: {p.train_tokens} tokens ({p.train_windows} windows), lr {p.lr:.3g}, <= {p.max_steps} steps")
+    ctx.log(f"fine-tune {out_dir}: {p.train_tokens} tokens ({p.train_windows} windows), lr {p.lr:.3g}, <= {p.max_steps} steps, validation every {p.eval_every}")
     res = train(
         model,
         sampler,
@@ -225,4 +268,6 @@ def finetune(
         stop_reason=res.stop_reason,
         plan=p,
         cost=res.cost,
+        epochs=res.tokens / max(1, p.train_tokens),
+        best_epoch=(res.best_step or 0) * (res.tokens / max(1, res.steps)) / max(1, p.train_tokens),
     )

@@ -48,9 +48,26 @@ def shape(ctx: Context, which: str = "small"):
     )
 
 
+BUDGETS = ("flops", "tokens", "device_hours")  # methods.budget (speclm.methods.pretraining)
+
+
+def check_protocol(ctx: Context) -> None:
+    """Refuse budget and fine-tuning settings every method reads, before any work."""
+    m, t = ctx.config.methods, ctx.config.train
+    if m.budget not in BUDGETS:
+        raise SpeclmError(f"methods.budget must be one of {', '.join(BUDGETS)}, got {m.budget!r}")
+    if m.budget == "device_hours" and not (0 < t.max_device_hours < float("inf")):
+        raise SpeclmError(f'methods.budget = "device_hours" needs train.max_device_hours > 0, got {t.max_device_hours!r}')
+    if not (0 < m.finetune_max_epochs < float("inf")) or not (0 <= m.nopt_max_epochs < float("inf")):
+        raise SpeclmError(f"methods.finetune_max_epochs must be > 0 and methods.nopt_max_epochs >= 0, got "
+                          f"{m.finetune_max_epochs!r} and {m.nopt_max_epochs!r}")
+
+
 def check_domain(ctx: Context, method: Method, domain: str | None, for_pretrain: bool = False) -> str | None:
     """Validate ``domain`` for ``method``: it must exist, and be clustered at the k the
-    method needs. For pretraining, only per-domain methods take a domain."""
+    method needs. For pretraining, only per-domain methods take a domain. Also refuses bad
+    budget and fine-tuning settings (:func:`check_protocol`)."""
+    check_protocol(ctx)
     if for_pretrain and not method.needs_domain_for_pretrain:
         if domain is not None:
             ctx.log(f"{method.name} pretrains once for every domain; --domain {domain} is not needed")

@@ -1,7 +1,8 @@
 """LLM-lora: the LLM's pretraining, specialized with LoRA (PAPER.md Appendix F) instead of
 full fine-tuning; the adapters are merged before export, so the result is a plain (large)
-transformer. Adapters: speclm.model.lora, on every attention and MLP matrix (rank
-``methods.lora_rank``, the paper: 64)."""
+transformer. Adapters: speclm.model.lora, on ``methods.lora_targets`` (default the query
+and value projections, each its own adapter, as the paper; also k, o, mlp) at rank
+``methods.lora_rank`` (the paper: 64, about 5M parameters on paper-llm)."""
 
 from __future__ import annotations
 
@@ -12,11 +13,11 @@ from .base import Context, register
 from .recipe import PretrainThenFinetune
 
 
-def add_adapters(model: torch.nn.Module, rank: int, alpha: float) -> torch.nn.Module:
-    """Freeze the model and wrap its attention and MLP matrices (speclm.model.lora)."""
+def add_adapters(model: torch.nn.Module, rank: int, alpha: float, targets=("q", "v")) -> torch.nn.Module:
+    """Freeze the model and add adapters on ``targets`` (speclm.model.lora)."""
     from ..model.lora import apply_lora
 
-    apply_lora(model, rank=rank, alpha=alpha)
+    apply_lora(model, rank=rank, alpha=alpha, targets=targets)
     return model
 
 
@@ -37,7 +38,10 @@ class LLMLora(PretrainThenFinetune):
     finetune_fields = ("finetune_", "sizes", "lora_")
 
     def check(self, ctx: Context) -> None:
+        from ..model.lora import check_targets
+
         inputs.require_positive(ctx, "lora_rank", "lora_steps_factor")
+        check_targets(ctx.config.methods.lora_targets)
 
     def finetune_kwargs(self, ctx: Context, domain: str, size: str) -> dict:
         m = ctx.config.methods
@@ -45,7 +49,7 @@ class LLMLora(PretrainThenFinetune):
         from ..model.transformer import flops_per_token
 
         return {
-            "prepare": lambda model: add_adapters(model, m.lora_rank, m.lora_alpha),
+            "prepare": lambda model: add_adapters(model, m.lora_rank, m.lora_alpha, m.lora_targets),
             "finish": merge_adapters,
             "steps_factor": m.lora_steps_factor,
             "lr_factor": m.lora_lr_factor,

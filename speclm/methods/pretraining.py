@@ -1,4 +1,4 @@
-"""Pretraining through the one loop: the grid's shared budget (in steps or FLOPs), the
+"""Pretraining through the one loop: the grid's shared budget (FLOPs, tokens or device-hours), the
 validation function, and :func:`pretrain_model`, which every method's pretraining calls."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Callable
 from ..core.errors import SpeclmError
 from ..corpus.store import GENERIC
 from .base import Context
-from .inputs import shape, shards, tokenizer_files
+from .inputs import BUDGETS, shape, shards, tokenizer_files
 
 if TYPE_CHECKING:
     import torch
@@ -22,28 +22,40 @@ def pretrain_steps(ctx: Context) -> int:
     return steps
 
 
-def pretrain_config(ctx: Context, share: float = 1.0):
+def pretrain_config(ctx: Context, share: float = 1.0, shape_kind: str = "small"):
     """The loop config of a pretraining that gets ``share`` of the grid's budget.
 
-    ``methods.budget = "tokens"`` (default): every method trains the same number of tokens
-    (``pretrain_steps`` steps of ``train.batch_size`` windows), so the large model costs more
-    FLOPs. ``"flops"``: every method gets the FLOPs the small model spends in those steps,
-    so the large model trains fewer steps (the paper compares at equal GPU-hours)."""
+    ``methods.budget = "flops"`` (default): every method gets the FLOPs the small model
+    spends in ``pretrain_steps`` steps of ``train.batch_size`` windows, so the large model
+    (and the projected network, whose step costs more) trains fewer steps: the paper
+    compares at equal GPU-hours. ``"tokens"``: every method trains the same number of
+    tokens (the large model then costs more FLOPs). ``"device_hours"``: every method gets
+    ``train.max_device_hours`` of measured training time (wall seconds x devices), with
+    ``pretrain_steps`` (when set) as a step bound. A FLOP budget is at least one step of
+    the ``shape_kind`` model (a tiny budget that cannot pay one step of the large model)."""
     import dataclasses
 
     from ..model.transformer import flops_per_token
 
     cfg = ctx.config
-    steps = pretrain_steps(ctx)
+    budget = getattr(cfg.methods, "budget", "flops")
+    if budget not in BUDGETS:
+        raise SpeclmError(f"methods.budget must be one of {', '.join(BUDGETS)}, got {budget!r}")
     t = dataclasses.replace(cfg.train, max_steps=0, max_tokens=0, max_flops=0.0, max_device_hours=0.0)
-    budget = getattr(cfg.methods, "budget", "tokens")
+    if budget == "device_hours":
+        hours = cfg.train.max_device_hours
+        if not (hours > 0 and hours < float("inf")):
+            raise SpeclmError(f'methods.budget = "device_hours" needs train.max_device_hours > 0, got {hours!r}')
+        steps = cfg.methods.pretrain_steps or cfg.train.max_steps
+        bound = max(1, int(round(steps * share))) if steps > 0 else 0
+        return dataclasses.replace(t, max_device_hours=hours * share, max_steps=bound)
+    steps = pretrain_steps(ctx)
     if budget == "tokens":
         return dataclasses.replace(t, max_steps=max(1, int(round(steps * share))))
-    if budget == "flops":
-        s = shards(ctx)
-        per_step = t.batch_size * t.grad_accum * s.window * flops_per_token(shape(ctx, "small"), s.window)
-        return dataclasses.replace(t, max_flops=max(per_step, steps * share * per_step))
-    raise SpeclmError(f"methods.budget must be tokens or flops, got {budget!r}")
+    s = shards(ctx)
+    per_step = t.batch_size * t.grad_accum * s.window * flops_per_token(shape(ctx, "small"), s.window)
+    own_step = t.batch_size * t.grad_accum * s.window * flops_per_token(shape(ctx, shape_kind), s.window)
+    return dataclasses.replace(t, max_flops=max(per_step, own_step, steps * share * per_step))
 
 
 def valid_fn(ctx: Context, set_name: str, extras: dict | None = None) -> Callable[[torch.nn.Module], float]:
@@ -103,6 +115,8 @@ def budget_windows(ctx: Context, cfg, shape_kind: str = "small") -> int:
     per_step = cfg.batch_size * cfg.grad_accum
     if cfg.max_steps:
         return cfg.max_steps * per_step
+    if not cfg.max_flops:
+        raise SpeclmError("a device-hours budget cannot size a resampled stream: set methods.pretrain_steps as its step bound")
     fpt = flops_per_token(shape(ctx, shape_kind), s.window)
     steps = -(-int(cfg.max_flops) // int(fpt * s.window * per_step))
     return max(1, steps) * per_step

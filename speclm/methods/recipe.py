@@ -67,7 +67,7 @@ class PretrainThenFinetune(Method):
         folder = self.pretrain_folder(ctx, domain)
         if jobs.open_job(folder, self.pretrain_key(ctx, domain), ctx.force and not self.pretrain_from):
             return folder / "final"
-        cfg = pretraining.pretrain_config(ctx, self.budget_share(ctx))
+        cfg = pretraining.pretrain_config(ctx, self.budget_share(ctx), self.shape_kind)
         indices, report = self.pretrain_indices(ctx, domain)
         generic = inputs.shards(ctx).windows(inputs.GENERIC, "train")
         sampler = WindowSampler(generic, cfg.batch_size, seed=cfg.seed, indices=indices)
@@ -113,5 +113,16 @@ def torch_seed(seed: int) -> None:
 
 
 def _train_summary(res) -> dict:
+    """A pretraining's summary. Measured time per token, to set the projected network's
+    beside the SLM's: ``seconds_per_token`` (the whole run's device time / tokens, validation
+    included) and ``step_seconds_per_token`` (the median over the loop's logged intervals of
+    training steps alone; None when no interval was logged)."""
+    from ..core import atomic
+
+    own = (res.cost or {}).get("pretrain") or {}
+    spt = own.get("device_hours", 0.0) * 3600 / res.tokens if res.tokens else None
+    rates = sorted(1.0 / r["tok_s"] for r in atomic.read_jsonl(Path(res.out_dir) / "metrics.jsonl") if r.get("tok_s"))
     return {"steps": res.steps, "tokens": res.tokens, "flops": res.flops, "stop_reason": res.stop_reason,
-            "best_valid": res.best_valid, "last_valid": res.last_valid}
+            "best_valid": res.best_valid, "last_valid": res.last_valid, "seconds_per_token": spt,
+            "step_seconds_per_token": rates[len(rates) // 2] if rates else None,
+            "flops_per_token": res.flops / res.tokens if res.tokens else None}

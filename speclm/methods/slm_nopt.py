@@ -1,5 +1,10 @@
 """SLM-nopt: the small model trained from scratch on the domain's specialization set only
-(no generic pretraining), with early stopping on the domain valid split."""
+(no generic pretraining), under the fine-tuning protocol of every other method
+(speclm.methods.finetune): validation at step 0 and about every half epoch, the same
+patience, the best weights kept. Its cap is ``methods.nopt_max_epochs`` passes over the
+size's windows (0 = ``finetune_max_epochs``; larger by default, since it starts from random
+weights); its rate is ``methods.nopt_lr`` (0 = ``train.lr``, the pretraining rate) with
+``train.schedule`` over the cap and ``train.warmup_steps`` of warmup, at most a tenth of the cap."""
 
 from __future__ import annotations
 
@@ -7,9 +12,9 @@ import dataclasses
 from pathlib import Path
 from typing import Optional
 
-from . import inputs, jobs, pretraining
+from . import inputs, jobs
 from .base import Context, register
-from .finetune import finetune
+from .finetune import finetune, finetune_config, plan
 from .recipe import PretrainThenFinetune, torch_seed
 
 
@@ -24,28 +29,27 @@ class SLMNoPretrain(PretrainThenFinetune):
         ctx.log("slm-nopt has no generic pretraining: nothing to do")
         return None
 
+    def train_config(self, ctx: Context, domain: str, size: str):
+        """The fine-tuning loop config (validation schedule, patience), with nopt's cap,
+        rate, schedule and warmup."""
+        m, t = ctx.config.methods, ctx.config.train
+        p = plan(ctx, domain, size, max_epochs=m.nopt_max_epochs or m.finetune_max_epochs)
+        return dataclasses.replace(
+            finetune_config(ctx, p), lr=m.nopt_lr or t.lr, schedule=t.schedule,
+            warmup_steps=min(t.warmup_steps, p.max_steps // 10),
+        )
+
     def specialize(self, ctx: Context, domain: str, size: str) -> Path:
         from ..model.transformer import Transformer
 
         folder = ctx.specialize_dir(self.name, domain, size)
         key = {
             "method": self.name, "domain": domain, "size": size, "tokens": inputs.tokens_fingerprint(ctx),
-            "config": jobs.config_part(ctx, ("pretrain_steps", "budget", "finetune_", "sizes", "nopt_")),
+            "config": jobs.config_part(ctx, ("finetune_", "sizes", "nopt_")),
         }
         if jobs.open_job(folder, key, ctx.force):
             return folder / jobs.job_summary(folder)["checkpoint"]
-        m = ctx.config.methods
-        # Pretraining rate and warmup; capped by the pretraining budget, or by the size's
-        # fine-tuning cap x methods.nopt_steps_factor; early stopping on the domain valid split.
-        cfg = dataclasses.replace(
-            pretraining.pretrain_config(ctx), eval_every=m.finetune_eval_every, patience=m.finetune_patience,
-            batch_size=m.finetune_batch_size or ctx.config.train.batch_size,
-        )
-        if m.nopt_steps_factor > 0:
-            from .finetune import plan
-
-            cap = plan(ctx, domain, size, m.nopt_steps_factor).max_steps
-            cfg = dataclasses.replace(cfg, max_steps=cap, max_flops=0.0)
+        cfg = self.train_config(ctx, domain, size)
         torch_seed(cfg.seed)
         model = Transformer(inputs.shape(ctx, "small"))
         res = finetune(ctx, model, domain, size, folder, train_config=cfg, prior_cost={})

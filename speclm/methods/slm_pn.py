@@ -118,8 +118,11 @@ class SLMProjected(Method):
             sampler = ClusterBatchSampler(generic, cfg.batch_size, assign, seed=cfg.seed)
             tokens_per_expert = cfg.batch_size * shards.window
         else:
+            from ..model.projected import tokens_per_expert_mixed
+
             sampler = WindowSampler(generic, cfg.batch_size, seed=cfg.seed, extras={"expert": assign})
-            tokens_per_expert = None  # about one window per expert present
+            # each expert present in a micro-batch is materialized once for all its windows
+            tokens_per_expert = tokens_per_expert_mixed(np.bincount(assign, minlength=m.pn_k), cfg.batch_size, shards.window)
         torch_seed(cfg.seed)
         pn = ProjectedNetwork(inputs.shape(ctx, "small"), m.pn_k, m.pn_h, m.pn_m)
         counts = pn.param_counts()
@@ -220,11 +223,29 @@ class SLMProjected(Method):
             ctx.log(f"slm-pn {domain}/{size}: rule {rule}, expert {choice['expert']}, histogram entropy {extra['histogram_entropy']:.2f}")
             res = finetune(ctx, init, domain, size, folder, prior_cost=prior)
         else:
-            res = chosen
+            res = self.keep_finetune_all(folder, chosen, list(c.scores), prior)
         atomic.write_json(res.final / METHOD_FILE, extra)  # before the job is marked done: a finished job has it
         jobs.finish_job(folder, {"method": self.name, "checkpoint": str(res.final.relative_to(folder)),
                                    **res.to_json(), "path": str(folder), **extra})
         return res.final
+
+    def keep_finetune_all(self, folder: Path, chosen, experts: list[int], prior: dict):
+        """``finetune_all``: the kept fine-tune becomes ``folder/final``, and the job's cost
+        counts every one of the k fine-tunes the rule ran (as SLM-mix's does)."""
+        import dataclasses
+        import shutil
+
+        from ..train.cost import read_cost, write_cost
+        from .slm_d import add_costs
+
+        ft = [read_cost(folder / "experts" / str(i)) for i in experts]
+        doc = {"phase": "specialize", "pretrain": prior["pretrain"], "specialize": add_costs(*ft, phase="specialize")}
+        with atomic.atomic_dir(folder / "final") as tmp:
+            shutil.copytree(chosen.final, tmp, dirs_exist_ok=True)
+            if (tmp / "cost.json").exists():
+                write_cost(tmp, doc)
+        write_cost(folder, doc)
+        return dataclasses.replace(chosen, path=folder, final=folder / "final", cost=doc)
 
 
 @register

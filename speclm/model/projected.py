@@ -317,15 +317,30 @@ class ProjectedNetwork(nn.Module):
 
     def flops_per_token(self, seq_len: Optional[int] = None, tokens_per_expert: Optional[int] = None) -> float:
         """Training FLOPs per token: the plain model's (each token runs one SLM-sized
-        expert), plus the weight materialization amortized over ``tokens_per_expert``
-        tokens (forward ``alpha @ T`` and its two backward products: 6 h x MLP weights
-        per expert present in a micro-batch). Default: one window per expert."""
+        expert), plus what each expert present in a micro-batch costs once, amortized over
+        ``tokens_per_expert`` tokens: the routing (``alpha = e M`` in every layer, forward and
+        its two backward products: 6 m h per layer) and the weight materialization (forward
+        ``alpha @ T`` and the projection's two backward products, into T and into alpha:
+        6 h x MLP weights). Default: one window per expert (see
+        :func:`tokens_per_expert_mixed` for uniform batches)."""
         T = self.shape.max_seq_len if seq_len is None else seq_len
         per_expert = tokens_per_expert or T
-        return flops_per_token(self.shape, T) + 6.0 * self.h * param_breakdown(self.shape)["mlp"] / per_expert
+        once = 6.0 * self.h * param_breakdown(self.shape)["mlp"] + 6.0 * self.shape.n_layer * self.m * self.h
+        return flops_per_token(self.shape, T) + once / per_expert
 
     def param_counts(self) -> dict[str, int]:
         return pn_param_counts(self.shape, self.k, self.h, self.m)
+
+
+def tokens_per_expert_mixed(cluster_sizes, windows_per_batch: int, seq_len: int) -> float:
+    """Expected tokens per expert present in a uniformly drawn micro-batch of
+    ``windows_per_batch`` windows, when cluster c holds ``cluster_sizes[c]`` of the windows:
+    ``B T / E[distinct experts]``, with ``E[distinct] = sum_c 1 - (1 - p_c)^B``."""
+    total = float(sum(cluster_sizes))
+    if total <= 0 or windows_per_batch <= 0:
+        raise SpeclmError("projected network: no windows to route")
+    distinct = sum(1.0 - (1.0 - n / total) ** windows_per_batch for n in cluster_sizes if n > 0)
+    return windows_per_batch * seq_len / distinct
 
 
 def pn_param_counts(shape: ModelShape, k: int, h: int, m: int) -> dict[str, int]:

@@ -164,8 +164,10 @@ def _train(
         Only parameters with ``requires_grad`` train (LoRA trains a subset).
     sampler: ``sampler.batch(position)`` -> (x, y[, extras]); ``sampler.seq_len``.
     valid_fn: model -> validation loss (lower is better), called every ``cfg.eval_every``
-        steps and at the end. ``early_stopping`` stops after ``cfg.patience`` validations
-        without improvement and makes the best weights the result.
+        steps and at the end. ``early_stopping`` also validates before the first step (the
+        starting weights are a candidate: ``best_step`` 0 means training only hurt), stops
+        after ``cfg.patience`` validations without improvement and makes the best weights
+        the result.
     loss_fn: ``loss_fn(model, batch) -> scalar loss`` (distillation, PN); default
         :func:`default_loss`.
     phase: ``pretrain`` or ``specialize`` (where the run's costs go in cost.json).
@@ -196,7 +198,8 @@ def _train(
         total_steps=budget.horizon_steps(tokens_per_step, flops_per_step), min_ratio=cfg.min_lr_ratio,
     )
     run_id = hash_obj({"cfg": asdict(cfg), "phase": phase, "early_stopping": early_stopping,
-                       "world": dist.world_size, "validating": valid_fn is not None})
+                       "world": dist.world_size, "validating": valid_fn is not None,
+                       **({"validate_first": True} if early_stopping and valid_fn is not None else {})})
     loss_fn = loss_fn or default_loss
 
     if dist.is_main:  # what a killed run of this job left: temp files removed, a checkpoint cut between renames put back
@@ -278,6 +281,8 @@ def _train(
     stop = budget.reached(st["step"], st["tokens"], st["flops"], st["wall_seconds"] * dist.world_size / 3600)
     if st["step"] > 0 and valid_fn is not None and early_stopping and st["bad_evals"] >= cfg.patience:
         stop = "early_stopping"
+    if valid_fn is not None and early_stopping and st["last_eval_step"] < 0:
+        validate()  # step 0: the starting weights are the first candidate
     fwd.train()
     t_last, tok_last = time.perf_counter(), st["tokens"]
     while stop is None:

@@ -1,0 +1,121 @@
+"""The paper's protocol (issue 11): fine-tunes validate at step 0 and stop early inside
+epoch caps, SLM-nopt under the same rule, equal-FLOP budgets by default, a device-hours
+budget in the grid, LoRA on the query and value projections."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pytest
+import torch
+
+from speclm.core.errors import SpeclmError
+
+FAST = [
+    "train.max_steps=3",
+    "train.warmup_steps=1",
+    "train.eval_every=3",
+    "train.eval_batches=1",
+    "train.checkpoint_every=3",
+    "methods.sizes=['2k', 'all']",
+]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    from speclm.core.run import open_run
+    from speclm.corpus.stage import build_corpus
+    from speclm.tokens.stage import build_tokens
+
+    torch.set_num_threads(1)
+    r = open_run(tmp_path_factory.mktemp("protocol") / "run", "tiny", FAST)
+    build_corpus(r)
+    build_tokens(r)  # slm and slm-nopt need no clusters
+    return r
+
+
+def _ctx(run, **methods):
+    from speclm.methods.base import Context
+
+    cfg = dataclasses.replace(run.config, methods=dataclasses.replace(run.config.methods, **methods))
+    return Context(run=dataclasses.replace(run, config=cfg), log=lambda s: None)
+
+
+def test_caps_and_validation_interval_follow_the_size(run):
+    from speclm.methods.finetune import plan
+    from speclm.methods.inputs import shards
+
+    ctx = _ctx(run, finetune_max_steps=[], finetune_eval_every=0, finetune_max_epochs=3.0, finetune_batch_size=2)
+    n = len(shards(ctx).windows("kjv", "train"))
+    p = plan(ctx, "kjv", "all")
+    assert p.train_windows == n and p.max_steps == math.ceil(3.0 * n / 2)  # 3 epochs of 2 windows a step
+    assert p.eval_every == max(1, round(n / 2 / 2))  # half an epoch
+    bounded = plan(_ctx(run, finetune_max_steps=[4, 5], finetune_max_epochs=3.0, finetune_batch_size=2), "kjv", "all")
+    assert bounded.max_steps == 5 and bounded.eval_every == 5  # the optional step bound, validation inside it
+    with pytest.raises(SpeclmError, match="epochs"):
+        plan(_ctx(run, finetune_max_epochs=0.0), "kjv", "all")
+
+
+def test_nopt_has_the_fine_tuning_schedule_not_the_pretraining_budget(run):
+    from speclm.methods.base import get
+    from speclm.methods.finetune import plan
+
+    ctx = _ctx(run, finetune_max_steps=[], finetune_eval_every=0, finetune_max_epochs=2.0, nopt_max_epochs=5.0,
+               finetune_batch_size=2, nopt_lr=3e-3, pretrain_steps=7)
+    cfg = get("slm-nopt").train_config(ctx, "kjv", "2k")
+    p = plan(ctx, "kjv", "2k", max_epochs=5.0)
+    assert (cfg.max_steps, cfg.eval_every, cfg.patience) == (p.max_steps, p.eval_every, ctx.config.methods.finetune_patience)
+    assert cfg.max_steps == math.ceil(5.0 * p.train_windows / 2) != 7  # epochs of the size, not pretraining steps
+    assert cfg.lr == 3e-3 and cfg.max_flops == 0 and cfg.warmup_steps <= cfg.max_steps // 10
+
+
+def test_a_fine_tune_that_only_hurts_keeps_the_pretrained_weights(run, tmp_path):
+    from safetensors.torch import load_file
+
+    from speclm.methods.base import get
+    from speclm.methods.finetune import finetune
+
+    ctx = _ctx(run, finetune_max_steps=[4], finetune_eval_every=1, finetune_patience=2, finetune_lr=0.5,
+               finetune_small_lr_factor=1.0)
+    pre = get("slm").pretrain(ctx)
+    res = finetune(ctx, pre, "kjv", "2k", tmp_path / "ft", progress=False)
+    assert res.best_step == 0 and res.stop == "pretrained" and res.to_json()["stop"] == "pretrained"
+    assert res.steps == 2 and res.epochs > 0  # patience 2 after the step-0 validation
+    a, b = load_file(str(pre / "model.safetensors")), load_file(str(res.final / "model.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_equal_flops_is_the_default_budget():
+    from speclm.core.sections import MethodsConfig
+
+    assert MethodsConfig().budget == "flops"
+
+
+def test_grid_under_a_device_hours_budget_and_rows_say_how_fine_tunes_stopped(run):
+    from speclm.core import atomic
+    from speclm.grid.experiment import run_grid
+    from speclm.methods import jobs
+
+    cfg = dataclasses.replace(
+        run.config,
+        train=dataclasses.replace(run.config.train, max_device_hours=1e-9),  # spent by the first step
+        methods=dataclasses.replace(run.config.methods, budget="device_hours", pretrain_steps=50,
+                                    finetune_max_steps=[2]),
+    )
+    r = dataclasses.replace(run, config=cfg)
+    run_grid(r, methods=["slm"], domains=["kjv"], sizes=["2k"], name="hours", log=lambda s: None)
+    (row,) = atomic.read_jsonl(r.eval_dir / "hours.jsonl")
+    pre = jobs.job_summary(r.path / "pretrain" / "slm")["train"]
+    assert (pre["stop_reason"], pre["steps"]) == ("device_hours", 1)
+    assert pre["seconds_per_token"] > 0 and pre["flops_per_token"] > 0
+    assert row["stop"] in ("early", "cap", "pretrained") and row["stop"] == row["extra"]["stop"]
+    assert row["best_step"] == row["extra"]["best_step"] and row["epochs"] > 0
+    import shutil
+
+    shutil.rmtree(r.path / "pretrain" / "slm")
+    bad = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, max_device_hours=0.0))
+    with pytest.raises(SpeclmError, match="max_device_hours"):
+        run_grid(dataclasses.replace(run, config=bad), methods=["slm"], domains=["kjv"], sizes=["2k"], name="bad",
+                 log=lambda s: None)
+    assert not (r.eval_dir / "bad.jsonl").exists() and not (r.path / "pretrain" / "slm" / "manifest.json").exists()
