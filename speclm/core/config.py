@@ -201,10 +201,10 @@ def validate(cfg: Config) -> None:
     positive_number("methods.finetune_small_lr_factor", m.finetune_small_lr_factor)
     need(all(isinstance(x, int) and x >= 0 for x in m.finetune_max_steps),
          f"methods.finetune_max_steps must be steps >= 0, got {m.finetune_max_steps!r}")
-    for name in ("finetune_eval_every", "finetune_patience"):
-        at_least(f"methods.{name}", getattr(m, name), 1)
-    for name in ("finetune_warmup_steps", "finetune_batch_size", "nopt_steps_factor", "eval_max_windows",
-                 "pretrain_steps", "is_smoothing"):
+    at_least("methods.finetune_patience", m.finetune_patience, 1)
+    positive_number("methods.finetune_max_epochs", m.finetune_max_epochs)
+    for name in ("finetune_eval_every", "finetune_warmup_steps", "finetune_batch_size", "nopt_max_epochs", "nopt_lr",
+                 "eval_max_windows", "pretrain_steps", "is_smoothing"):
         at_least(f"methods.{name}", getattr(m, name), 0)
     for name in ("is_k", "mix_k", "pn_k"):
         at_least(f"methods.{name}", getattr(m, name), 1)
