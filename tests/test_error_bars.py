@@ -198,3 +198,27 @@ def test_eval_projected_network_needs_an_expert(run, cli, tmp_path):
     code, out, err = cli("eval", "--checkpoint", ckpt, "--run", run.path, "--on", "kjv", "--max-windows", "2", "--expert", "1")
     assert code == 0, err
     assert "kjv" in out and (ckpt / "eval-test.json").exists()
+
+
+def test_macro_se_averages_the_same_replicate_over_domains(tmp_path):
+    from speclm.grid import stats
+    from speclm.grid.results import macro_rows
+
+    rows = []
+    for j, d in enumerate(["a", "b"]):
+        docs = np.array([0, 0, 1, 2, 3, 4])
+        sums = np.arange(6, dtype=np.float64) * (j + 1) + 5
+        stats.save_windows(tmp_path / f"{d}.npy", np.arange(6), docs, np.full(6, 4), sums)
+        rows.append({"method": "m", "size": "1k", "domain": d, "nll": sums.sum() / 24, "windows": f"{d}.npy"})
+    mac = macro_rows(rows, tmp_path, 300)[("m", "1k")]
+    reps = [stats.row_replicates(tmp_path, r, 300) for r in rows]
+    assert mac["nll_se"] == pytest.approx(float(np.std((reps[0] + reps[1]) / 2, ddof=1)))
+    assert mac["ppl_lo"] < mac["ppl"] < mac["ppl_hi"] and mac["ppl_pm"] > 0
+    assert "nll_se" not in macro_rows(rows)[("m", "1k")]  # without the run folder: no error bar
+
+
+def test_grid_cli_refuses_zero_seeds(run, cli):
+    before = sorted(p.name for p in run.path.rglob("*"))
+    code, _, err = cli("grid", "--run", run.path, "--methods", "slm", "--seeds", "0", "--name", "zero")
+    assert code == 2 and "seed count must be at least 1" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in run.path.rglob("*")) == before

@@ -99,11 +99,18 @@ class PretrainThenFinetune(Method):
                                    "train": _train_summary(res)})
         return folder / "final", target
 
+    def _start(self, ctx: Context, domain: str, size: str) -> tuple[Optional[Path], Optional[Target]]:
+        """The pretrained checkpoint a specialization starts from (through a subclass's own
+        ``pretrain`` when it has one: SLM-d, SLM-nopt), and the set's target if any."""
+        if self.needs_domain_for_pretrain:
+            return self._pretrain(ctx, domain, size)
+        return self.pretrain(ctx, domain), None
+
     def start_checkpoint(self, ctx: Context, domain: str, size: str, folder: Path) -> Optional[Path]:
-        return self._pretrain(ctx, domain, size)[0]
+        return self._start(ctx, domain, size)[0]
 
     def specialize(self, ctx: Context, domain: str, size: str) -> Path:
-        pre, target = self._pretrain(ctx, domain, size)
+        pre, target = self._start(ctx, domain, size)
         folder = ctx.specialize_dir(self.name, domain, size)
         key = {
             "method": self.name,
