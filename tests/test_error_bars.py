@@ -222,3 +222,17 @@ def test_grid_cli_refuses_zero_seeds(run, cli):
     code, _, err = cli("grid", "--run", run.path, "--methods", "slm", "--seeds", "0", "--name", "zero")
     assert code == 2 and "seed count must be at least 1" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in run.path.rglob("*")) == before
+
+
+def test_table_shows_the_sets_total_variation(tmp_path):
+    from speclm.grid.results import write_table
+
+    cost = {k: {"tokens": 0, "flops": 1.0, "device_hours": 0.0, "wall_seconds": 0} for k in ("generic", "specialization")}
+    rows = [{"method": "slm-is", "domain": "a", "size": "2k", "config": "c", "nll": 2.0, "ppl": math.exp(2.0),
+             "nll_se": 0.05, "cost": cost, "extra": {"specialization_set": {"tv_to_split": 0.4375}}}]
+    results = tmp_path / "eval" / "results.jsonl"
+    for r in rows:
+        atomic.append_jsonl(results, r)
+    write_table(results, tmp_path / "eval" / "results.md", "c")
+    text = (tmp_path / "eval" / "results.md").read_text()
+    assert "| slm-is | 2k | 0.438 |" in text and "7.39 ± 0.73" in text

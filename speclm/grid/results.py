@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..core import atomic
-from .tables import no_ft_table
+from .tables import no_ft_table, tv_table
 
 # Methods that reuse another method's results run after it (SLM-d reuses the LLM teacher).
 METHOD_ORDER = ["slm", "slm-nopt", "llm", "llm-lora", "slm-d", "slm-is", "slm-dsir", "slm-mix", "slm-pn"]
@@ -135,6 +135,7 @@ def write_table(results: Path, table: Path, chash: str) -> None:
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     lines += no_ft_table(rows, methods, domains, sizes)
+    lines += tv_table(rows, domains, sizes)
     lines += [
         ("± : one sd over " + f"{n_seeds} seeds (half the width of [exp(nll - sd), exp(nll + sd)]). " if n_seeds > 1 else
          "± : half the width of the 95% interval [exp(nll - 1.96 SE), exp(nll + 1.96 SE)], SE from a bootstrap "

@@ -31,3 +31,26 @@ def no_ft_table(rows: list[dict], methods: list[str], domains: list[str], sizes:
               "SLM-is / SLM-dsir: the domain's pretraining for that size) before any fine-tuning; "
               "slm-nopt has none.", ""]
     return lines
+
+
+def tv_table(rows: list[dict], domains: list[str], sizes: list[str]) -> list[str]:
+    """Per (domain, size): the total variation distance between the specialization set's
+    histogram and the whole train split's, as each histogram method (slm-is, slm-dsir,
+    slm-mix) saw it. Empty without such rows."""
+    tv: dict[tuple[str, str, str], float] = {}
+    for r in rows:
+        spec = (r.get("extra") or {}).get("specialization_set")
+        if spec and "tv_to_split" in spec:
+            tv[(r["method"], r["domain"], r["size"])] = float(spec["tv_to_split"])
+    if not tv:
+        return []
+    methods = sorted({m for m, _, _ in tv})
+    head = ["method", "size", *domains]
+    lines = ["## Specialization set vs the whole train split (total variation of the histograms)", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in methods:
+        for s in sizes:
+            if any((m, d, s) in tv for d in domains):
+                lines.append("| " + " | ".join([m, s] + [f"{tv[(m, d, s)]:.3f}" if (m, d, s) in tv else "–"
+                                                         for d in domains]) + " |")
+    return lines + ["", "0 = the set's histogram is the split's; large k on a small set drifts towards 1.", ""]
