@@ -175,7 +175,9 @@ def test_slm_dsir_resamples_per_domain(ctx):
     d = _domain(ctx)
     out = get("slm-dsir").specialize(ctx, d, "2k")
     _assert_plain(out, ctx)
-    report = jobs.job_summary(ctx.pretrain_dir("slm-dsir", d))["dsir"]
+    pre = get("slm-dsir").pretrain(ctx, d, "2k")  # the job of the 2k set's n-gram histogram
+    assert pre.parent.parent == ctx.pretrain_dir("slm-dsir", d) and pre.parent.name.startswith("h-")
+    report = jobs.job_summary(pre.parent)["dsir"]
     t = ctx.config.train
     assert report["draws"] == t.max_steps * t.batch_size
     assert 0 < report["kish_ess"] <= report["generic_windows"]
@@ -188,9 +190,13 @@ def test_slm_is_follows_the_domain_histogram(ctx):
     d = _domain(ctx)
     out = get("slm-is").specialize(ctx, d, "2k")
     _assert_plain(out, ctx)
-    rep = jobs.job_summary(ctx.pretrain_dir("slm-is", d))["importance"]
-    hist = np.asarray(inputs.clusters(ctx).histogram(2, d, "train"))
+    pre = get("slm-is").pretrain(ctx, d, "2k")
+    rep = jobs.job_summary(pre.parent)["importance"]
+    hist = _slice_histogram(ctx, d, "2k", 2)  # the specialization set's, not the whole split's
     assert np.allclose(rep["domain_histogram"], hist)
+    spec_set = jobs.job_summary(out.parent)["specialization_set"]
+    whole = np.asarray(inputs.clusters(ctx).histogram(2, d, "train"))
+    assert spec_set["tv_to_split"] == pytest.approx(0.5 * np.abs(hist - whole).sum())
     assert rep["repeat_factor"] >= 1 and 0 < rep["kish_ess_fraction"] <= 1
     # its pretraining is paid per domain: the grid counts it as specialization cost
     from speclm.grid.experiment import split_costs
@@ -198,6 +204,15 @@ def test_slm_is_follows_the_domain_histogram(ctx):
     split = split_costs(_cost(out), get("slm-is").shared_pretraining)
     assert split["generic"]["flops"] == 0
     assert split["specialization"]["flops"] > _cost(out)["specialize"]["flops"] > 0
+
+
+def _slice_histogram(ctx, domain: str, size: str, k: int) -> np.ndarray:
+    from speclm.clusters.store import histogram_of
+    from speclm.methods.sizes import slice_indices
+
+    n = len(inputs.shards(ctx).windows(domain, "train"))
+    idx = slice_indices(size, n, inputs.shards(ctx).window, seed=ctx.config.seed, domain=domain)
+    return histogram_of(np.asarray(inputs.clusters(ctx).assign(k, domain, "train"))[idx], k)
 
 
 @pytest.mark.parametrize("rule", ["most_frequent", "best_pretrained", "finetune_all"])
@@ -219,7 +234,7 @@ def test_slm_mix_rules(ctx, rule, tiny_run):
     chosen = jobs.job_summary(out.parent)["expert"]
     assert chosen["rule"] == rule
     if rule == "most_frequent":
-        hist = np.asarray(inputs.clusters(c).histogram(2, d, "train"))
+        hist = _slice_histogram(c, d, "2k", 2)
         assert chosen["expert"] == int(np.argmax(hist))
     if rule == "finetune_all":
         assert chosen["finetunes"] == len(info["experts"])

@@ -13,6 +13,24 @@ from .config import Config, load, read_toml, to_toml
 class Run:
     path: Path
     config: Config
+    # Seed i > 0 of a grid with several seeds: its pretraining and specialization jobs live
+    # under ``seed-<i>/`` (the tokens, clusters and eval folders are shared); see with_seed.
+    seed_offset: int = 0
+
+    @property
+    def jobs_path(self) -> Path:
+        return self.path / f"seed-{self.seed_offset}" if self.seed_offset else self.path
+
+    def with_seed(self, offset: int) -> "Run":
+        """The run as seed ``offset`` of a multi-seed grid sees it: ``train.seed + offset``
+        (data order and initialization; the top-level seed, which draws the specialization
+        slices and resamples, is kept) and its own job folders."""
+        import dataclasses
+
+        if offset == 0:
+            return self
+        cfg = dataclasses.replace(self.config, train=dataclasses.replace(self.config.train, seed=self.config.train.seed + offset))
+        return Run(path=self.path, config=cfg, seed_offset=offset)
 
     def stage_dir(self, *parts: str) -> Path:
         return self.path.joinpath(*parts)
@@ -36,19 +54,22 @@ class Run:
 
     def pretrain_dir(self, method: str, domain: str | None = None) -> Path:
         """A method's pretraining job: shared (``pretrain/METHOD``) or per domain (``pretrain/METHOD/DOMAIN``)."""
-        p = self.path / "pretrain" / method
+        p = self.jobs_path / "pretrain" / method
         return p / domain if domain else p
 
     def specialize_dir(self, method: str, domain: str, size: str) -> Path:
         """A method's specialization job for one domain and size."""
-        return self.path / "specialize" / method / domain / size
+        return self.jobs_path / "specialize" / method / domain / size
 
     def train_dir(self, set_name: str, shape: str) -> Path:
         """Where ``speclm train`` writes by default."""
         return self.path / "train" / set_name / shape
 
     def save_config(self) -> None:
-        """Write the resolved config to ``config.toml`` (only when it changed)."""
+        """Write the resolved config to ``config.toml`` (only when it changed); a seed view
+        (:meth:`with_seed`) never writes: the run's config is the base one."""
+        if self.seed_offset:
+            return
         saved = self.path / "config.toml"
         text = to_toml(self.config)
         if not saved.exists() or saved.read_text(encoding="utf-8") != text:

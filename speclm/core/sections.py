@@ -133,6 +133,10 @@ class MethodsConfig:
     # Evaluation of the specialized models in the grid: at most this many test windows per
     # domain, evenly spread (0 = the whole test split).
     eval_max_windows: int = 0
+    # Error bars: bootstrap replicates over test documents (>= 2), and seeds per grid row
+    # (seed i trains with train.seed + i: data order and initialization; `speclm grid --seeds`).
+    bootstrap: int = 1000
+    seeds: int = 1
     # Pretraining budget shared by every method, in steps of the train config (0 = train.max_steps).
     pretrain_steps: int = 0
     # flops: every method gets the FLOPs of the small model's run (the paper's equal GPU-hours) |

@@ -25,6 +25,7 @@ def grid_cmd(
     domains: Annotated[Optional[list[str]], typer.Option("--domains", help="Domains (default: all).")] = None,
     sizes: Annotated[Optional[list[str]], typer.Option("--sizes", help="Sizes (default: methods.sizes).")] = None,
     name: Annotated[str, typer.Option("--name", help="Results file name under eval/.")] = "results",
+    seeds: Annotated[Optional[int], typer.Option("--seeds", help="Seeds per row (train.seed + i: data order and initialization; default: methods.seeds).")] = None,
     run: RunOpt = None,
     preset: PresetOpt = None,
     set_: SetOpt = None,
@@ -36,7 +37,7 @@ def grid_cmd(
     from .experiment import run_grid
 
     r = open_run(run, preset, set_, save=False)
-    out = run_grid(r, methods=_split(methods), domains=_split(domains), sizes=_split(sizes), name=name, log=typer.echo)
+    out = run_grid(r, methods=_split(methods), domains=_split(domains), sizes=_split(sizes), name=name, log=typer.echo, seeds=seeds)
     typer.echo(f"results: {out}")
 
 

@@ -5,9 +5,14 @@ when needed: once per run for shared pretraining, once per domain for SLM-is/SLM
 evaluates the specialized small model on the domain's test split, and appends one row to
 ``eval/<name>.jsonl``:
 
-    method, domain, size, train_tokens, nll, ppl, stop, best_step, epochs,
+    method, domain, size, seed, train_tokens, nll, nll_se, ppl, ppl_lo, ppl_hi, stop, best_step, epochs,
+    pretrained_nll, pretrained_nll_se, generic_valid_nll (the start checkpoint, before fine-tuning),
+    windows (the per-window NLLs kept on disk, speclm.grid.stats),
     cost: {generic: {...}, specialization: {...}}   (tokens, flops, device_hours, wall_seconds)
     extra: what the method reports (expert choice, effective sample size, ...)
+
+With ``methods.seeds = N`` (``--seeds N``) every row is computed N times, seed i training
+with ``train.seed + i`` in its own job folders (speclm.core.run.Run.with_seed).
 
 Rows carry a hash of the config; rows already present with the same hash are skipped, so
 a killed grid resumes where it stopped. After every row the markdown table
@@ -29,7 +34,7 @@ from ..core import atomic
 from ..core.config import to_dict
 from ..core.errors import SpeclmError
 from ..core.manifest import hash_obj
-from .results import grid_rows, order_methods, write_table
+from .results import order_methods, seed_rows, write_table
 from ..core.run import Run
 
 COST_KEYS = ("tokens", "flops", "device_hours", "wall_seconds")
@@ -42,6 +47,8 @@ def config_hash(run: Run) -> str:
     """What makes a row stale: every config section except the preset's name."""
     d = to_dict(run.config)
     d.pop("name", None)
+    for k in ("seeds", "bootstrap"):  # more seeds add rows; the bootstrap only reports: rows stay valid
+        d["methods"].pop(k, None)
     return hash_obj(d)[:16]
 
 
@@ -62,20 +69,63 @@ def split_costs(cost_doc: dict, shared_pretraining: bool) -> dict:
     return {"generic": {k: 0 for k in COST_KEYS}, "specialization": _add(pre, spec)}
 
 
-def evaluate_model(run: Run, ckpt: Path, domain: str) -> dict:
-    """Mean per-token NLL of a specialized checkpoint on the domain's test split."""
-    from ..train.validate import mean_nll
-    from ..tokens.shards import TokenShards
-    from ..train.checkpoint import check_tokenizer, load_transformer, read_meta
+def evaluate_model(run: Run, ckpt: Path, domain: str, keep: Optional[Path] = None) -> dict:
+    """Mean per-token NLL of a specialized checkpoint on the domain's test split, and its
+    bootstrap SE over documents (speclm.grid.evaluation); ``keep``: the per-window file."""
+    from .evaluation import evaluate_specialized
 
-    shards = TokenShards(run.tokens_dir)
-    check_tokenizer(read_meta(ckpt), shards, ckpt)
-    model = load_transformer(ckpt)
-    t = run.config.train
-    nll, n = mean_nll(model, shards.windows(domain, "test"), batch_size=t.batch_size,
-                      max_windows=run.config.methods.eval_max_windows, dtype=t.dtype, progress=True,
-                      desc=f"eval {domain}")
-    return {"nll": nll, "tokens": n, "params": model.param_count()}
+    return evaluate_specialized(run, ckpt, domain, keep)
+
+
+def check_seeds(seeds: int) -> int:
+    if isinstance(seeds, bool) or not isinstance(seeds, int) or seeds < 1:
+        raise SpeclmError(f"the seed count must be at least 1, got {seeds}")
+    return seeds
+
+
+def grid_row(run: Run, obj, m: str, d: str, s: str, seed: int, chash: str, log: Callable[[str], None]) -> dict:
+    """Specialize method ``m`` for (domain, size) with seed offset ``seed``, evaluate it, and
+    return its row (not yet written)."""
+    from ..methods import base
+    from ..train.cost import read_cost
+    from .evaluation import evaluate_start
+    from .stats import WINDOWS_FILE, ppl_interval
+
+    srun = run.with_seed(seed)
+    ctx = base.Context(run=srun, log=log)
+    out = Path(obj.specialize(ctx, d, s))
+    folder = ctx.specialize_dir(m, d, s)
+    keep = folder / WINDOWS_FILE
+    ev = evaluate_model(srun, out, d, keep)
+    start = evaluate_start(srun, obj.start_checkpoint(ctx, d, s, folder), d)
+    lo, hi, _ = ppl_interval(ev["nll"], ev["nll_se"])
+    rel = lambda p: str(p.relative_to(run.path)) if p.is_relative_to(run.path) else str(p)  # noqa: E731
+    row = {
+        "method": m,
+        "domain": d,
+        "size": s,
+        "seed": seed,
+        "train_seed": srun.config.train.seed,
+        "config": chash,
+        "nll": float(ev["nll"]),
+        "nll_se": float(ev["nll_se"]),
+        "ppl": float(math.exp(ev["nll"])),
+        "ppl_lo": lo,
+        "ppl_hi": hi,
+        "eval_tokens": int(ev["tokens"]),
+        "eval_documents": int(ev["documents"]),
+        "windows": rel(keep),
+        **start,
+        "inference_params": int(ev["params"]),
+        "cost": split_costs(read_cost(out), obj.shared_pretraining),
+        "shared_pretraining": obj.shared_pretraining,
+        "small_at_inference": obj.small_at_inference,
+        "checkpoint": rel(out),
+        "extra": _extra(out),
+    }
+    ft = row["extra"]  # how the fine-tune stopped (speclm.methods.finetune): early, cap or pretrained
+    row.update(stop=ft.get("stop"), best_step=ft.get("best_step"), epochs=ft.get("epochs"))
+    return row
 
 
 def run_grid(
@@ -85,10 +135,10 @@ def run_grid(
     sizes: Optional[list[str]] = None,
     name: str = "results",
     log: Callable[[str], None] = print,
+    seeds: Optional[int] = None,
 ) -> Path:
     from ..methods import base, inputs
     from ..methods.sizes import size_label
-    from ..train.cost import read_cost
     from ..core.ranks import env_rank_world
 
     if env_rank_world()[1] > 1:
@@ -109,48 +159,35 @@ def run_grid(
     for d in domains:
         for s in sizes:
             inputs.check_size(ctx, d, s)
+    n_seeds = check_seeds(run.config.methods.seeds if seeds is None else seeds)
+    from .evaluation import check_bootstrap
+
+    check_bootstrap(run, domains)
     run.save_config()
 
     chash = config_hash(run)
     results = run.eval_dir / f"{name}.jsonl"
     _repair(results)
     table = run.eval_dir / f"{name}.md"
-    done = set(grid_rows(results, chash))
+    done = set(seed_rows(results, chash))
     # size-major: a grid stopped early still has every method and domain at the first sizes
-    todo = [(m, d, s) for s in sizes for m in methods for d in domains if (m, d, s) not in done]
-    log(f"grid: {len(methods)} methods x {len(domains)} domains x {len(sizes)} sizes; {len(todo)} rows to do")
-    for m, d, s in todo:
-        if (m, d, s) in grid_rows(results, chash):  # another grid process did it meanwhile
-            log(f"grid: {m} / {d} / {s}: already in {results.name}")
+    todo = [(m, d, s, i) for s in sizes for i in range(n_seeds) for m in methods for d in domains
+            if (m, d, s, i) not in done]
+    log(f"grid: {len(methods)} methods x {len(domains)} domains x {len(sizes)} sizes x {n_seeds} seed(s); "
+        f"{len(todo)} rows to do")
+    for m, d, s, i in todo:
+        if (m, d, s, i) in seed_rows(results, chash):  # another grid process did it meanwhile
+            log(f"grid: {m} / {d} / {s} / seed {i}: already in {results.name}")
             continue
-        obj = objs[m]
         t0 = time.perf_counter()
-        log(f"grid: {m} / {d} / {s}")
-        out = Path(obj.specialize(ctx, d, s))
-        ev = evaluate_model(run, out, d)
-        cost_doc = read_cost(out)
-        row = {
-            "method": m,
-            "domain": d,
-            "size": s,
-            "config": chash,
-            "nll": float(ev["nll"]),
-            "ppl": float(math.exp(ev["nll"])),
-            "eval_tokens": int(ev["tokens"]),
-            "inference_params": int(ev["params"]),
-            "cost": split_costs(cost_doc, obj.shared_pretraining),
-            "shared_pretraining": obj.shared_pretraining,
-            "small_at_inference": obj.small_at_inference,
-            "checkpoint": str(out.relative_to(run.path)) if out.is_relative_to(run.path) else str(out),
-            "extra": _extra(out),
-        }
-        ft = row["extra"]  # how the fine-tune stopped (speclm.methods.finetune): early, cap or pretrained
-        row.update(stop=ft.get("stop"), best_step=ft.get("best_step"), epochs=ft.get("epochs"))
+        log(f"grid: {m} / {d} / {s}" + (f" / seed {i}" if n_seeds > 1 else ""))
+        row = grid_row(run, objs[m], m, d, s, i, chash, log)
         row["grid_seconds"] = time.perf_counter() - t0
         atomic.append_jsonl(results, row)
         write_table(results, table, chash)
         _plot(results, chash, log)
-        log(f"grid: {m} / {d} / {s}: ppl {row['ppl']:.2f} ({row['grid_seconds']:.0f} s)")
+        log(f"grid: {m} / {d} / {s}: ppl {row['ppl']:.2f} [{row['ppl_lo']:.2f}, {row['ppl_hi']:.2f}]"
+            + (f", no FT {row['pretrained_ppl']:.2f}" if "pretrained_ppl" in row else "") + f" ({row['grid_seconds']:.0f} s)")
     write_table(results, table, chash)
     _plot(results, chash, log)
     return table

@@ -74,6 +74,16 @@ def _label(method: str, rows: list[dict]) -> str:
     return f"{method} (large)" if _is_large(method, rows) else method
 
 
+def _bars(ax, xs, points: list[dict], style) -> None:
+    """Vertical error bars (``ppl_lo`` .. ``ppl_hi``: the bootstrap interval, or one sd over
+    seeds) at the points that have them."""
+    have = [(x, p) for x, p in zip(xs, points) if p.get("ppl_lo") is not None and p.get("ppl_hi") is not None]
+    if have:
+        ys = [p["ppl"] for _, p in have]
+        err = [[max(p["ppl"] - p["ppl_lo"], 0.0) for _, p in have], [max(p["ppl_hi"] - p["ppl"], 0.0) for _, p in have]]
+        ax.errorbar([x for x, _ in have], ys, yerr=err, fmt="none", ecolor=style["color"], elinewidth=1.0, capsize=3)
+
+
 def _line(ax, xs, ys, complete, style, large):
     """A line through the points, filled markers where complete, hollow where not."""
     ax.plot(xs, ys, color=style["color"], linestyle="--" if large else "-", linewidth=1.4)
@@ -175,7 +185,8 @@ def cost_size(rows: list[dict], methods: list[str], sizes: list[str]) -> str:
     return full[-1] if full else sizes[-1]
 
 
-def plot_rows(rows: list[dict], macro_png: Path, domains_png: Path, title: str) -> tuple[Path, Path]:
+def plot_rows(rows: list[dict], macro_png: Path, domains_png: Path, title: str,
+              macro: Optional[dict] = None) -> tuple[Path, Path]:
     """Draw both figures from grid rows of one config (see the module doc)."""
     import matplotlib
 
@@ -190,7 +201,7 @@ def plot_rows(rows: list[dict], macro_png: Path, domains_png: Path, title: str) 
     sizes.sort(key=lambda s: parse_size(s) or math.inf)
     xs = size_positions(rows, sizes)
     styles = method_styles(methods)
-    macro = macro_rows(rows)
+    macro = macro if macro is not None else macro_rows(rows)
     n_dom = len(domains)
 
     # --- macro figure
@@ -202,6 +213,7 @@ def plot_rows(rows: list[dict], macro_png: Path, domains_png: Path, title: str) 
         complete = [len(macro[(m, s)]["domains"]) == n_dom for s in ss]
         hollow |= not all(complete)
         _line(left, [xs[s] for s in ss], [macro[(m, s)]["ppl"] for s in ss], complete, styles[m], _is_large(m, rows))
+        _bars(left, [xs[s] for s in ss], [macro[(m, s)] for s in ss], styles[m])
     left.set_yscale("log")
     _number_axis(left)
     _size_axis(left, xs)
@@ -224,6 +236,7 @@ def plot_rows(rows: list[dict], macro_png: Path, domains_png: Path, title: str) 
         st = styles[m]
         right.plot([total], [mac["ppl"]], linestyle="none", marker=st["marker"], markersize=7, color=st["color"],
                    markerfacecolor=st["color"] if ok else "white", markeredgewidth=1.3)
+        _bars(right, [total], [mac], st)
         points.append((total, mac["ppl"], _label(m, rows), st))
     right.set_yscale("log")
     _number_axis(right)
@@ -254,6 +267,7 @@ def plot_rows(rows: list[dict], macro_png: Path, domains_png: Path, title: str) 
                 continue
             _line(ax, [xs[s] for s in ss], [by[(m, d, s)]["ppl"] for s in ss], [True] * len(ss), styles[m],
                   _is_large(m, rows))
+            _bars(ax, [xs[s] for s in ss], [by[(m, d, s)] for s in ss], styles[m])
         ax.set_yscale("log")
         _number_axis(ax)
         _size_axis(ax, xs)
@@ -313,5 +327,8 @@ def plot_grid(
     if not rows:
         return None
     out = Path(out_dir) if out_dir is not None else results.parent
+    from .results import _replicates
+
+    macro = macro_rows(rows, results.parent.parent, _replicates(results))
     return plot_rows(rows, out / f"{results.stem}.png", out / f"{results.stem}-domains.png",
-                     title or run_title(results))
+                     title or run_title(results), macro=macro)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Optional
 
 from ..core import atomic
+from .tables import no_ft_table, tv_table
 
 # Methods that reuse another method's results run after it (SLM-d reuses the LLM teacher).
 METHOD_ORDER = ["slm", "slm-nopt", "llm", "llm-lora", "slm-d", "slm-is", "slm-dsir", "slm-mix", "slm-pn"]
@@ -19,22 +20,80 @@ def order_methods(methods: list[str]) -> list[str]:
     return sorted(methods, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m))
 
 
+def seed_rows(results: Path, chash: Optional[str]) -> dict[tuple[str, str, str, int], dict]:
+    """The rows of ``results`` with config hash ``chash``, one per (method, domain, size,
+    seed) (rows without a seed are seed 0): when two grid processes computed the same row,
+    the last one written counts."""
+    return {(r["method"], r["domain"], r["size"], int(r.get("seed", 0))): r
+            for r in atomic.read_jsonl(results) if r.get("config") == chash}
+
+
 def grid_rows(results: Path, chash: Optional[str]) -> dict[tuple[str, str, str], dict]:
-    """The rows of ``results`` with config hash ``chash``, one per (method, domain, size):
-    when two grid processes computed the same row, the last one written counts."""
-    return {(r["method"], r["domain"], r["size"]): r for r in atomic.read_jsonl(results) if r.get("config") == chash}
+    """One row per (method, domain, size): the row itself with one seed; with several, the
+    first seed's row with ``nll`` the mean over seeds, ``nll_sd`` their sd and
+    ``seed_nlls`` the NLL of each seed (see :func:`with_interval`)."""
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for (m, d, s, _), r in sorted(seed_rows(results, chash).items(), key=lambda kv: kv[0][3]):
+        groups.setdefault((m, d, s), []).append(r)
+    return {key: with_interval(aggregate_seeds(rs)) for key, rs in groups.items()}
 
 
-def macro_rows(rows: list[dict]) -> dict[tuple[str, str], dict]:
-    """(method, size) -> macro-averaged NLL/PPL over the domains present, and cost sums."""
+def aggregate_seeds(rs: list[dict]) -> dict:
+    if len(rs) == 1:
+        return {**rs[0], "seeds": 1}
+    nlls = [float(r["nll"]) for r in rs]
+    mean = sum(nlls) / len(nlls)
+    sd = math.sqrt(sum((x - mean) ** 2 for x in nlls) / (len(nlls) - 1))
+    return {**rs[0], "nll": mean, "ppl": math.exp(mean), "nll_sd": sd, "seeds": len(rs), "seed_nlls": nlls}
+
+
+def with_interval(r: dict) -> dict:
+    """Adds ``ppl_pm``, the ± the tables print: with several seeds, half the width of
+    [exp(nll - sd), exp(nll + sd)] (sd over seeds); else half the width of the 95% bootstrap
+    interval [exp(nll - 1.96 SE), exp(nll + 1.96 SE)]; None for rows without either."""
+    from .stats import ppl_interval
+
+    if r.get("seeds", 1) > 1:
+        lo, hi = math.exp(r["nll"] - r["nll_sd"]), math.exp(r["nll"] + r["nll_sd"])
+        return {**r, "ppl_lo": lo, "ppl_hi": hi, "ppl_pm": (hi - lo) / 2}
+    if r.get("nll_se") is None:
+        return {**r, "ppl_pm": None}
+    lo, hi, h = ppl_interval(r["nll"], r["nll_se"])
+    return {**r, "ppl_lo": lo, "ppl_hi": hi, "ppl_pm": h}
+
+
+def macro_rows(rows: list[dict], run_path: Optional[Path] = None, replicates: int = 0) -> dict[tuple[str, str], dict]:
+    """(method, size) -> macro-averaged NLL/PPL over the domains present; with ``run_path``
+    and ``replicates``, its error bar: the sd over seeds of the per-seed macro NLL (several
+    seeds), else the bootstrap SE (each domain resampled over its documents, replicate r
+    averaged over the domains, speclm.grid.stats.macro_se)."""
     out: dict[tuple[str, str], dict] = {}
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
         groups.setdefault((r["method"], r["size"]), []).append(r)
     for key, rs in groups.items():
         nll = sum(r["nll"] for r in rs) / len(rs)
-        out[key] = {"nll": nll, "ppl": math.exp(nll), "domains": sorted(r["domain"] for r in rs)}
+        mac = {"nll": nll, "ppl": math.exp(nll), "domains": sorted(r["domain"] for r in rs)}
+        seeds = {r.get("seeds", 1) for r in rs}
+        if run_path is not None and replicates >= 2:
+            if seeds == {1}:
+                from .stats import macro_se
+
+                se = macro_se(run_path, rs, replicates)
+                if se is not None:
+                    mac = with_interval({**mac, "nll_se": se})
+            elif len(seeds) == 1:
+                per_seed = [sum(x) / len(x) for x in zip(*(r["seed_nlls"] for r in rs))]
+                mac = with_interval(aggregate_seeds([{"nll": x} for x in per_seed]) | {"domains": mac["domains"]})
+        out[key] = mac
     return out
+
+
+def ppl_cell(r: Optional[dict]) -> str:
+    if not r:
+        return "–"
+    pm = r.get("ppl_pm")
+    return f"{r['ppl']:.2f}" + (f" ± {pm:.2f}" if pm is not None else "")
 
 
 def write_table(results: Path, table: Path, chash: str) -> None:
@@ -50,7 +109,8 @@ def write_table(results: Path, table: Path, chash: str) -> None:
 
     sizes.sort(key=lambda s: parse_size(s) or math.inf)
     by = {(r["method"], r["domain"], r["size"]): r for r in rows}
-    macro = macro_rows(rows)
+    macro = macro_rows(rows, results.parent.parent, _replicates(results))
+    n_seeds = max(r.get("seeds", 1) for r in rows)
     lines = ["# Specialized perplexity (domain test split, after fine-tuning)", ""]
     for s in sizes:
         lines += [f"## size {s}", ""]
@@ -63,10 +123,10 @@ def write_table(results: Path, table: Path, chash: str) -> None:
             cells = [m if mrows[0].get("small_at_inference", True) else f"{m} (large)"]
             for d in domains:
                 r = by.get((m, d, s))
-                cells.append(f"{r['ppl']:.2f}" if r else "–")
+                cells.append(ppl_cell(r))
             mac = macro.get((m, s))
             complete = mac and len(mac["domains"]) == len(domains)
-            cells.append(f"{mac['ppl']:.2f}" + ("" if complete else "*") if mac else "–")
+            cells.append(ppl_cell(mac) + ("" if complete else "*") if mac else "–")
             gen = max(r["cost"]["generic"]["flops"] for r in mrows)
             spec = sum(r["cost"]["specialization"]["flops"] for r in mrows) / len(mrows)
             gen_h = max(r["cost"]["generic"]["device_hours"] for r in mrows)
@@ -74,7 +134,12 @@ def write_table(results: Path, table: Path, chash: str) -> None:
             cells += [f"{gen:.2e}", f"{spec:.2e}", f"{gen_h:.4f}", f"{spec_h:.4f}"]
             lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
+    lines += no_ft_table(rows, methods, domains, sizes)
+    lines += tv_table(rows, domains, sizes)
     lines += [
+        ("± : one sd over " + f"{n_seeds} seeds (half the width of [exp(nll - sd), exp(nll + sd)]). " if n_seeds > 1 else
+         "± : half the width of the 95% interval [exp(nll - 1.96 SE), exp(nll + 1.96 SE)], SE from a bootstrap "
+         "over test documents (the macro's: domains resampled independently, replicates averaged). "),
         "Macro: exp(mean over domains of the per-token NLL); * = not every domain done yet. "
         "(large): the specialized model is the large shape (breaks the inference budget).",
         "Costs: generic = pretraining shared by every domain (paid once); spec. = per domain "
@@ -86,3 +151,14 @@ def write_table(results: Path, table: Path, chash: str) -> None:
         "",
     ]
     atomic.write_text(table, "\n".join(lines))
+
+
+def _replicates(results: Path) -> int:
+    """The run's ``methods.bootstrap`` (its saved config), for the macro average's SE."""
+    from ..core.config import load, read_toml
+
+    saved = results.parent.parent / "config.toml"
+    try:
+        return int(load(None, None, read_toml(saved)).methods.bootstrap) if saved.exists() else 0
+    except Exception:  # noqa: BLE001 - a table without the macro's error bar, not a failure
+        return 0

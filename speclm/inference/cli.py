@@ -26,10 +26,13 @@ def eval_cmd(
     batch_size: int = typer.Option(8, "--batch-size", help="Windows per forward pass (does not change results)."),
     dtype: str = typer.Option("fp32", "--dtype", help="fp32 or bf16 (autocast)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Result JSON (default: CHECKPOINT/eval-SPLIT.json)."),
+    expert: Optional[int] = typer.Option(None, "--expert", help="A projected network (slm-pn's pretraining): the "
+                                         "expert every set is evaluated through (required for one)."),
     device: DeviceOpt = None,
 ) -> None:
     """Perplexity of a checkpoint on each domain's and the generic set's split, and the
-    paper's macro-average over domains (exp of the mean per-domain NLL)."""
+    paper's macro-average over domains (exp of the mean per-domain NLL). Every checkpoint
+    the grid writes loads; a projected network needs --expert."""
     from .evaluate import evaluate_checkpoint, write_results
     from ..tokens.shards import TokenShards
 
@@ -42,7 +45,7 @@ def eval_cmd(
     r = open_run(run, None, None, save=False)
     shards = TokenShards(r.tokens_dir)
     result = evaluate_checkpoint(checkpoint, shards, device=device, sets=sets or None, split=split,
-                                 max_windows=max_windows or 0, batch_size=batch_size, dtype=dtype)
+                                 max_windows=max_windows or 0, batch_size=batch_size, dtype=dtype, expert=expert)
     target = out or Path(checkpoint) / f"eval-{split}.json"
     write_results(target, result)
     for name, row in result["sets"].items():

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Mapping, Optional
 
+import numpy as np
 import torch
 
 from ..core import atomic
@@ -40,16 +41,19 @@ def evaluate_sets(
     batch_size: int = 8,
     dtype: str = "fp32",
     progress: bool = True,
+    expert: Optional[int] = None,
 ) -> dict:
     """Perplexity of ``model`` on ``split`` of each set (default: every domain and the
-    generic set) and the macro-average over the domains."""
+    generic set) and the macro-average over the domains. ``expert``: a projected network's
+    expert every window goes through."""
     sets = sets or shards.sets()
     rows = {}
     t0 = time.perf_counter()
     for name in sets:
         w = shards.windows(name, split)
+        extras = None if expert is None else {"expert": np.full(len(w), int(expert), dtype=np.int64)}
         nll, n = mean_nll(model, w, max_windows=max_windows, batch_size=batch_size, dtype=dtype,
-                          progress=progress, desc=f"eval {name}")
+                          progress=progress, desc=f"eval {name}", extras=extras)
         rows[name] = {"nll": nll, "ppl": math.exp(nll), "tokens": n}
     domains = {k: v["nll"] for k, v in rows.items() if k != GENERIC}
     result = {"split": split, "sets": rows, "seconds": time.perf_counter() - t0}
@@ -59,16 +63,37 @@ def evaluate_sets(
     return result
 
 
-def evaluate_checkpoint(checkpoint: str | Path, shards, device=None, **kw) -> dict:
+def evaluate_checkpoint(checkpoint: str | Path, shards, device=None, expert: Optional[int] = None, **kw) -> dict:
     """Load a checkpoint folder (checked against the shards' tokenizer) and run
-    :func:`evaluate_sets` on it (keywords: sets, split, max_windows, batch_size, dtype, progress)."""
-    from ..train.checkpoint import check_tokenizer, load_transformer, read_meta
+    :func:`evaluate_sets` on it (keywords: sets, split, max_windows, batch_size, dtype, progress).
+
+    A projected network (slm-pn's pretraining, model.json kind ``projected-network``) is
+    evaluated through one expert, ``expert``, for every set: it has no single model
+    without one, and which expert suits a domain is the specialization's choice (the
+    grid's slm-pn specializations are plain transformers). Without ``expert``: a one-line
+    error saying to pass --expert."""
+    from ..train.checkpoint import check_tokenizer, load_projected, load_transformer, read_meta
     from ..core.ranks import default_device
 
-    check_tokenizer(read_meta(checkpoint), shards, checkpoint)
-    model = load_transformer(checkpoint, device=device or default_device())
-    result = evaluate_sets(model, shards, **kw)
+    meta = read_meta(checkpoint)
+    check_tokenizer(meta, shards, checkpoint)
+    device = device or default_device()
+    if meta.get("kind") == "projected-network":
+        k = int((meta.get("projected") or {}).get("k", 0))
+        if expert is None:
+            raise SpeclmError(f"{checkpoint} is a projected network with {k} experts: pass --expert E (0..{k - 1}) "
+                              "to evaluate every set through expert E")
+        if not 0 <= expert < k:
+            raise SpeclmError(f"--expert {expert} is out of range: {checkpoint} has experts 0..{k - 1}")
+        model = load_projected(checkpoint, device=device)
+    else:
+        if expert is not None:
+            raise SpeclmError(f"--expert applies to projected networks only; {checkpoint} is a plain transformer")
+        model = load_transformer(checkpoint, device=device)
+    result = evaluate_sets(model, shards, expert=expert, **kw)
     result["checkpoint"] = str(checkpoint)
+    if expert is not None:
+        result["expert"] = int(expert)
     return result
 
 

@@ -79,6 +79,20 @@ class Method:
     def specialize(self, ctx: Context, domain: str, size: str) -> Path:
         raise NotImplementedError
 
+    def start_checkpoint(self, ctx: Context, domain: str, size: str, folder: Path) -> Path | None:
+        """The small model the finished specialization in ``folder`` was fine-tuned from (the
+        grid evaluates it before fine-tuning: Table 4's no-FT column); None when there is
+        none. Default: a model the method instantiated in the job folder, ``folder/expert``
+        (SLM-pn), or ``folder/experts/<chosen>/expert`` when it fine-tuned several."""
+        from ..core import manifest
+
+        if (folder / "expert" / "model.json").exists():
+            return folder / "expert"
+        chosen = (manifest.job_summary(folder) or {}).get("expert") if manifest.is_done(folder) else None
+        if isinstance(chosen, int) and (folder / "experts" / str(chosen) / "expert" / "model.json").exists():
+            return folder / "experts" / str(chosen) / "expert"
+        return None
+
 
 REGISTRY: dict[str, type[Method]] = {}
 

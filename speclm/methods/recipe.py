@@ -21,6 +21,7 @@ import numpy as np
 from . import inputs, jobs, pretraining
 from .base import Context, Method
 from .finetune import FinetuneResult, finetune
+from .specset import Target
 
 
 class PretrainThenFinetune(Method):
@@ -44,8 +45,14 @@ class PretrainThenFinetune(Method):
         return key
 
     def pretrain_indices(self, ctx: Context, domain: Optional[str]) -> tuple[Optional[np.ndarray], dict]:
-        """The generic train windows to sample (None: all, uniformly) and what to report."""
+        """The generic train windows to sample (None: all, uniformly) and what to report.
+        A method with a :meth:`pretrain_target` takes it as a third argument."""
         return None, {}
+
+    def pretrain_target(self, ctx: Context, domain: str, size: Optional[str]) -> Optional[Target]:
+        """Per-domain pretraining computed from the specialization set (SLM-is, SLM-dsir):
+        the slice's histogram; its hash keys the job. None: not computed from the set."""
+        return None
 
     def budget_share(self, ctx: Context) -> float:
         return 1.0
@@ -55,20 +62,33 @@ class PretrainThenFinetune(Method):
 
     # -- the two verbs ----------------------------------------------------------------------
 
-    def pretrain_folder(self, ctx: Context, domain: Optional[str]) -> Path:
-        return ctx.pretrain_dir(self.pretrain_from or self.name, domain if self.needs_domain_for_pretrain else None)
+    def pretrain_folder(self, ctx: Context, domain: Optional[str], target: Optional[Target] = None) -> Path:
+        """``pretrain/<name>[/<domain>[/h-<histogram hash>]]``."""
+        folder = ctx.pretrain_dir(self.pretrain_from or self.name, domain if self.needs_domain_for_pretrain else None)
+        return folder / f"h-{target.hash}" if target is not None else folder
 
-    def pretrain(self, ctx: Context, domain: Optional[str] = None) -> Path:
+    def pretrain(self, ctx: Context, domain: Optional[str] = None, size: Optional[str] = None) -> Path:
+        """The pretrained checkpoint; per-domain methods with a target pretrain for the
+        ``size``'s specialization set (default: the whole train split)."""
+        return self._pretrain(ctx, domain, size)[0]
+
+    def _pretrain(self, ctx: Context, domain: Optional[str], size: Optional[str]) -> tuple[Path, Optional[Target]]:
         from ..model.transformer import Transformer
         from ..train.data import WindowSampler
 
         if not self.needs_domain_for_pretrain:
             domain = None
-        folder = self.pretrain_folder(ctx, domain)
-        if jobs.open_job(folder, self.pretrain_key(ctx, domain), ctx.force and not self.pretrain_from):
-            return folder / "final"
+        target = self.pretrain_target(ctx, domain, size) if domain is not None else None
+        folder = self.pretrain_folder(ctx, domain, target)
+        key = self.pretrain_key(ctx, domain)
+        if target is not None:
+            key["histogram"] = target.hash
+        if jobs.open_job(folder, key, ctx.force and not self.pretrain_from):
+            return folder / "final", target
         cfg = pretraining.pretrain_config(ctx, self.budget_share(ctx), self.shape_kind)
-        indices, report = self.pretrain_indices(ctx, domain)
+        indices, report = self.pretrain_indices(ctx, domain, target) if target is not None else self.pretrain_indices(ctx, domain)
+        if target is not None:
+            report = {**report, "specialization_set": target.report()}
         generic = inputs.shards(ctx).windows(inputs.GENERIC, "train")
         sampler = WindowSampler(generic, cfg.batch_size, seed=cfg.seed, indices=indices)
         torch_seed(cfg.seed)
@@ -77,10 +97,20 @@ class PretrainThenFinetune(Method):
         res = pretraining.pretrain_model(ctx, model, sampler, folder, cfg, meta={"method": self.name, "domain": domain})
         jobs.finish_job(folder, {"method": self.pretrain_from or self.name, "domain": domain, **report,
                                    "train": _train_summary(res)})
-        return folder / "final"
+        return folder / "final", target
+
+    def _start(self, ctx: Context, domain: str, size: str) -> tuple[Optional[Path], Optional[Target]]:
+        """The pretrained checkpoint a specialization starts from (through a subclass's own
+        ``pretrain`` when it has one: SLM-d, SLM-nopt), and the set's target if any."""
+        if self.needs_domain_for_pretrain:
+            return self._pretrain(ctx, domain, size)
+        return self.pretrain(ctx, domain), None
+
+    def start_checkpoint(self, ctx: Context, domain: str, size: str, folder: Path) -> Optional[Path]:
+        return self._start(ctx, domain, size)[0]
 
     def specialize(self, ctx: Context, domain: str, size: str) -> Path:
-        pre = self.pretrain(ctx, domain)
+        pre, target = self._start(ctx, domain, size)
         folder = ctx.specialize_dir(self.name, domain, size)
         key = {
             "method": self.name,
@@ -93,8 +123,11 @@ class PretrainThenFinetune(Method):
             return folder / jobs.job_summary(folder)["checkpoint"]
         res = finetune(ctx, pre, domain, size, folder, **self.finetune_kwargs(ctx, domain, size))
         report = jobs.job_summary(pre.parent)
-        extra = {k: v for k, v in report.items() if k not in ("train", "method", "domain")}
-        return self.finish_specialize(ctx, folder, res, {"pretraining": extra} if extra else {})
+        extra = {k: v for k, v in report.items() if k not in ("train", "method", "domain", "specialization_set")}
+        out = {"pretraining": extra} if extra else {}
+        if target is not None:  # this size's set (the job may have been made for another size's equal histogram)
+            out["specialization_set"] = target.report()
+        return self.finish_specialize(ctx, folder, res, out)
 
     def finish_specialize(self, ctx: Context, folder: Path, res: FinetuneResult, extra: dict) -> Path:
         rel = res.final.relative_to(folder)

@@ -5,6 +5,10 @@ resampling, PyPI ``data-selection``; ``speclm.methods.dsir``) at the same token 
 SLM-is; a small model is trained from scratch on the resample, then fine-tuned. Like
 SLM-is, the pretraining is paid per domain (specialization cost). It needs no clusters,
 so it compares cluster-based and n-gram-based selection on equal terms.
+
+The DSIR target is the specialization set (the size's slice of the domain train split,
+:mod:`speclm.methods.specset`); its hashed n-gram histogram keys the job
+``pretrain/slm-dsir/<domain>/h-<hash>/``.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import dsir, importance, inputs, pretraining
+from . import dsir, importance, inputs, pretraining, specset
 from .base import Context, register
 from .recipe import PretrainThenFinetune
 
@@ -31,10 +35,27 @@ class SLMDSIR(PretrainThenFinetune):
     def check(self, ctx: Context) -> None:
         inputs.require_positive(ctx, "dsir_ngrams", "dsir_buckets")
 
-    def pretrain_indices(self, ctx: Context, domain: Optional[str]) -> tuple[np.ndarray, dict]:
+    def pretrain_target(self, ctx: Context, domain: str, size: Optional[str]) -> specset.Target:
+        """The slice's hashed n-gram counts (normalized) and the whole split's."""
+        m = ctx.config.methods
+        windows = inputs.shards(ctx).windows(domain, "train")
+        label, idx, n = specset.slice_of(ctx, domain, size)
+        feats = dsir.featurize(windows, np.arange(n), m.dsir_ngrams, m.dsir_buckets, desc=f"dsir {domain}")
+        whole = np.asarray(feats.sum(axis=0), dtype=np.float64).ravel()
+        part = np.asarray(feats[idx].sum(axis=0), dtype=np.float64).ravel()
+        if part.sum() <= 0:
+            from ..core.errors import SpeclmError
+
+            raise SpeclmError(f"DSIR: the {label} set of {domain} has no n-gram")
+        return specset.Target(size=label, windows=idx, histogram=part / part.sum(), whole=whole / max(whole.sum(), 1.0),
+                              payload=feats[idx])
+
+    def pretrain_indices(self, ctx: Context, domain: Optional[str], target: Optional[specset.Target] = None) -> tuple[np.ndarray, dict]:
         m = ctx.config.methods
         s = inputs.shards(ctx)
-        generic, target = s.windows(inputs.GENERIC, "train"), s.windows(domain, "train")
+        generic = s.windows(inputs.GENERIC, "train")
+        if target is None:
+            target = self.pretrain_target(ctx, domain, None)
         t0 = time.perf_counter()
         pool_key = {"tokens": inputs.tokens_fingerprint(ctx), "ngrams": m.dsir_ngrams, "buckets": m.dsir_buckets,
                     "pool": m.dsir_pool, "seed": ctx.config.seed}
@@ -43,8 +64,7 @@ class SLMDSIR(PretrainThenFinetune):
             m.dsir_ngrams, m.dsir_buckets,
         )
         t1 = time.perf_counter()
-        dfeats = dsir.featurize(target, np.arange(len(target)), m.dsir_ngrams, m.dsir_buckets, desc=f"dsir {domain}")
-        lw = dsir.log_weights(gfeats, dfeats)
+        lw = dsir.log_weights(gfeats, target.payload)
         draws = pretraining.budget_windows(ctx, pretraining.pretrain_config(ctx, self.budget_share(ctx)))
         rng = np.random.default_rng(inputs.domain_seed(ctx.config.seed, domain))
         idx = pool[dsir.resample(lw, draws, rng)]

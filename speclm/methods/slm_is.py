@@ -7,7 +7,11 @@ from scratch on that stream within the grid's pretraining budget, then fine-tune
 whole pretraining is paid per domain, so it counts as specialization cost (the paper's
 C_generic = 0).
 
-The pretraining report (the summary in ``pretrain/slm-is/<domain>/manifest.json``, copied
+The histogram is the specialization set's (the size's slice of the domain train split,
+:mod:`speclm.methods.specset`); the job ``pretrain/slm-is/<domain>/h-<hash>/`` is keyed by
+the histogram's hash, so sizes whose slices have the same histogram share it.
+
+The pretraining report (the summary in ``pretrain/slm-is/<domain>/h-<hash>/manifest.json``, copied
 into each specialization's summary) gives the effective sample size of the resample: Kish's
 ESS of the importance weights and the expected repeats of the drawn stream.
 """
@@ -18,7 +22,7 @@ from typing import Optional
 
 import numpy as np
 
-from . import importance, inputs, pretraining
+from . import importance, inputs, pretraining, specset
 from .base import Context, register
 from .recipe import PretrainThenFinetune
 
@@ -42,11 +46,16 @@ class SLMImportanceSampling(PretrainThenFinetune):
     def cluster_ks(self, ctx: Context) -> list[int]:
         return [ctx.config.methods.is_k]
 
-    def pretrain_indices(self, ctx: Context, domain: Optional[str]) -> tuple[np.ndarray, dict]:
+    def pretrain_target(self, ctx: Context, domain: str, size: Optional[str]) -> specset.Target:
+        return specset.cluster_target(ctx, domain, size, ctx.config.methods.is_k)
+
+    def pretrain_indices(self, ctx: Context, domain: Optional[str], target: Optional[specset.Target] = None) -> tuple[np.ndarray, dict]:
         m = ctx.config.methods
         k = m.is_k
         c = inputs.clusters(ctx)
-        hist = np.asarray(c.histogram(k, domain, "train"), dtype=np.float64)
+        if target is None:
+            target = self.pretrain_target(ctx, domain, None)
+        hist = target.histogram
         assign = np.asarray(c.assign(k, inputs.GENERIC, "train"), dtype=np.int64)
         p = importance.plan(hist, assign, smoothing=m.is_smoothing, uniform_share=m.is_uniform_share)
         draws = pretraining.budget_windows(ctx, pretraining.pretrain_config(ctx, self.budget_share(ctx)))

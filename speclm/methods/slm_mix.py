@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from ..core import atomic
-from . import inputs, jobs, pretraining, selection
+from . import inputs, jobs, pretraining, selection, specset
 from .base import Context, register
 from .pretraining import valid_fn
 from .finetune import finetune
@@ -102,6 +102,10 @@ class SLMMixture(PretrainThenFinetune):
 
     # -- specialization: pick an expert, fine-tune it --------------------------------------
 
+    def start_checkpoint(self, ctx: Context, domain: str, size: str, folder: Path) -> Optional[Path]:
+        expert = (jobs.job_summary(folder).get("expert") or {}).get("expert")
+        return None if expert is None else expert_dir(self.pretrain(ctx), int(expert)) / "final"
+
     def specialize(self, ctx: Context, domain: str, size: str) -> Path:
         from ..train.checkpoint import load_transformer
         from ..train.cost import read_cost, write_cost
@@ -118,7 +122,8 @@ class SLMMixture(PretrainThenFinetune):
             return folder / jobs.job_summary(folder)["checkpoint"]
         m = ctx.config.methods
         info = jobs.job_summary(mix)
-        hist = np.asarray(inputs.clusters(ctx).histogram(m.mix_k, domain, "train"), dtype=np.float64)
+        target = specset.cluster_target(ctx, domain, size, m.mix_k)  # the specialization set's histogram
+        hist = target.histogram
         prior = read_cost(mix)
         final = lambda i: expert_dir(mix, i) / "final"  # noqa: E731
         valid = valid_fn(ctx, domain)
@@ -144,5 +149,5 @@ class SLMMixture(PretrainThenFinetune):
         else:
             res = finetune(ctx, final(choice.expert), domain, size, folder, prior_cost=prior)
         extra = {"expert": choice.to_json(), "domain_histogram": hist.tolist(),
-                 "top_cluster_share": float(hist.max() / hist.sum())}
+                 "top_cluster_share": float(hist.max() / hist.sum()), "specialization_set": target.report()}
         return self.finish_specialize(ctx, folder, res, extra)
