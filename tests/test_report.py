@@ -131,3 +131,13 @@ def test_report_without_a_grid_is_one_line(tmp_path, cli):
     code, out, err = cli("report", "--run", str(tmp_path / "r"))
     assert code == 2 and "no grid results" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r" / "eval" / "report.md").exists()
+
+
+def test_differences_are_paired_on_the_same_test_documents(grid_run):
+    rows = atomic.read_jsonl(grid_run.path / "eval" / "results.jsonl")
+    g = group(rows)
+    paired = difference(g, "slm", "slm-nopt", "2k", ["kjv", "legal"], grid_run.path, replicates=200)
+    unpaired = difference(g, "slm", "slm-nopt", "2k", ["kjv", "legal"])
+    assert paired.paired and not unpaired.paired
+    assert paired.delta == pytest.approx(unpaired.delta, abs=1e-9)  # the same point estimate
+    assert 0 < paired.se < unpaired.se  # the shared documents' noise cancels

@@ -94,22 +94,40 @@ class Difference:
                 f"(perplexity ratio {ratio:.3f}, {how})")
 
 
-def difference(groups: dict, a: str, b: str, size: str, domains: list[str]) -> Optional[Difference]:
-    """Macro difference of a and b over the domains both have at ``size``.
+def difference(groups: dict, a: str, b: str, size: str, domains: list[str],
+               run_path=None, replicates: int = 1000) -> Optional[Difference]:
+    """Macro difference of a and b over ``domains`` at ``size`` (None unless both have them all).
 
-    Paired when both rows carry per-document NLL differences (``paired_se`` is not stored by
-    the grid, so the SE here combines the two rows' SEs: conservative, since the test
-    documents are the same and their errors correlate)."""
-    diffs, ses = [], []
+    Paired when every domain has one row per method with its per-window NLLs on disk
+    (``speclm.grid.stats.paired_difference``: the same test documents drawn for both in each
+    bootstrap replicate); otherwise the two rows' SEs are combined as if independent, which
+    overstates the SE (the test documents are the same, so the errors correlate)."""
+    from ..core.errors import SpeclmError
+
+    diffs, ses, paired = [], [], run_path is not None
     for d in domains:
-        ea, eb = row_estimate(groups.get((a, d, size), [])), row_estimate(groups.get((b, d, size), []))
+        ra, rb = groups.get((a, d, size), []), groups.get((b, d, size), [])
+        ea, eb = row_estimate(ra), row_estimate(rb)
         if ea is None or eb is None:
             return None
-        diffs.append(ea.nll - eb.nll)
-        ses.append(math.sqrt(ea.se ** 2 + eb.se ** 2))
+        pd = None
+        if paired and len(ra) == 1 and len(rb) == 1:
+            from .stats import paired_difference
+
+            try:
+                pd = paired_difference(ra[0], rb[0], run_path, replicates)
+            except (SpeclmError, OSError, KeyError, ValueError):
+                pd = None
+        if pd is not None:
+            diffs.append(pd["nll_diff"])
+            ses.append(pd["se"])
+        else:
+            paired = False
+            diffs.append(ea.nll - eb.nll)
+            ses.append(math.sqrt(ea.se ** 2 + eb.se ** 2))
     if not diffs:
         return None
-    return Difference(a, b, statistics.fmean(diffs), math.sqrt(sum(s * s for s in ses)) / len(ses), paired=False)
+    return Difference(a, b, statistics.fmean(diffs), math.sqrt(sum(s * s for s in ses)) / len(ses), paired=paired)
 
 
 def sizes_in(rows: Iterable[dict]) -> list[str]:

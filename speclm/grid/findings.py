@@ -43,8 +43,10 @@ class Finding:
 class Grid:
     """The rows of one run, grouped, with the sizes and domains they cover."""
 
-    def __init__(self, groups: dict, domains: list[str], sizes: list[str], methods: list[str], entropies: dict):
+    def __init__(self, groups: dict, domains: list[str], sizes: list[str], methods: list[str], entropies: dict,
+                 run_path=None):
         self.groups, self.domains, self.sizes, self.methods, self.entropies = groups, domains, sizes, methods, entropies
+        self.run_path = run_path  # where rows keep their per-window NLLs: differences are then paired
 
     def has(self, method: str, size: Optional[str] = None) -> bool:
         sizes = [size] if size else self.sizes
@@ -54,7 +56,7 @@ class Grid:
         return macro(self.groups, method, size, self.domains, key)
 
     def diff(self, a: str, b: str, size: str):
-        return difference(self.groups, a, b, size, self.domains)
+        return difference(self.groups, a, b, size, self.domains, self.run_path)
 
 
 def fine_tuning_essential(g: Grid) -> Finding:

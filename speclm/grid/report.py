@@ -70,7 +70,7 @@ def collect(run, name: str = "results") -> dict:
     pre_tokens = max((r["cost"]["generic"].get("tokens", 0) for r in rows if r.get("shared_pretraining")), default=None)
     clusters = _read_json(run.clusters_dir / "describe" / "summary.json") or {}
     k = run.config.methods.pn_k
-    grid = Grid(groups, domains, sizes, methods, clusters.get("tables", {}))
+    grid = Grid(groups, domains, sizes, methods, clusters.get("tables", {}), run.path)
     findings = check_all(grid, lambda m: small.get(m, True), k if str(k) in _ks(clusters) else None, totals)
     return {
         "run": str(run.path), "preset": run.config.name, "results": str(results),
