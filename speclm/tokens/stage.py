@@ -105,13 +105,14 @@ def _build_tokens(run: Run, force: bool = False) -> dict:
     """Build (or reuse) the tokenizer and token shards of ``run``; returns the summary."""
     cfg = run.config.tokens
     tokens_dir = run.tokens_dir
+    check_vocab_size(cfg.vocab_size)  # bad settings are refused before anything is written
+    if cfg.window < 1:
+        raise SpeclmError(f"tokens.window = {cfg.window} must be at least 1")
+    manifest.require_fingerprint(run.corpus_dir, "corpus build")
     apply_overlap(run)  # skipped when its manifest matches; drops leaked generic documents first
     stage_cfg, inputs = _stage_config(run), _inputs(run)
     if not force and manifest.is_fresh(tokens_dir, STAGE, stage_cfg, inputs):
         return read_tokens_summary(tokens_dir)
-    check_vocab_size(cfg.vocab_size)
-    if cfg.window < 1:
-        raise SpeclmError(f"tokens.window = {cfg.window} must be at least 1")
     set_threads(cfg.workers)
     atomic.remove_stale_temps(tokens_dir)  # what a killed build left behind
     corpus_dir = run.corpus_dir
