@@ -105,6 +105,7 @@ def _build_tokens(run: Run, force: bool = False) -> dict:
     """Build (or reuse) the tokenizer and token shards of ``run``; returns the summary."""
     cfg = run.config.tokens
     tokens_dir = run.tokens_dir
+    check_vocab_size(cfg.vocab_size)  # before the upstream overlap stage writes anything
     apply_overlap(run)  # skipped when its manifest matches; drops leaked generic documents first
     stage_cfg, inputs = _stage_config(run), _inputs(run)
     if not force and manifest.is_fresh(tokens_dir, STAGE, stage_cfg, inputs):
