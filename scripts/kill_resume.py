@@ -8,7 +8,7 @@ the stage's outputs with the reference's. It also checks that no temporary file
 (``.*.tmp``, ``.*.old``) is left anywhere in the run. A summary table goes to stdout; the
 exit code is 1 when any stage differs or leaves a temp file.
 
-    python scripts/kill_resume.py [--kills-per-stage 4] [--seed 0] [--keep DIR]
+    python scripts/kill_resume.py [--kills-per-stage 5] [--seed 0] [--keep DIR]
 
 Shapes are tiny (the `tiny` preset, a few dozen training steps): a few minutes of CPU.
 """
@@ -48,10 +48,10 @@ STAGES = [
 VOLATILE = ("manifest.json", "summary.json", "cost.json", "train.json", "metrics.jsonl", "meta.json", ".lock")
 
 
-def speclm(args: list[str]) -> subprocess.Popen:
+def speclm(args: list[str], capture: bool = False) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.Popen([sys.executable, "-m", "speclm.cli", *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True)
+    return subprocess.Popen([sys.executable, "-m", "speclm.cli", *args], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE if capture else subprocess.DEVNULL, start_new_session=True)
 
 
 def digest(run: Path, outputs: list[str]) -> str:
@@ -73,7 +73,7 @@ def leftovers(run: Path) -> list[str]:
 
 def finish(args: list[str]) -> float:
     t0 = time.perf_counter()
-    p = speclm(args)
+    p = speclm(args, capture=True)
     _, err = p.communicate()
     if p.returncode != 0:
         raise SystemExit(f"speclm {' '.join(args)} failed ({p.returncode}):\n{err.decode()[-2000:]}")
@@ -82,7 +82,7 @@ def finish(args: list[str]) -> float:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--kills-per-stage", type=int, default=4)
+    ap.add_argument("--kills-per-stage", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
     a = ap.parse_args()
@@ -105,23 +105,28 @@ def main() -> int:
         for up in upstream:
             shutil.copytree(ref / up, run / up, symlinks=True)
         args = fill(cmd, run) + ["--run", str(run), *BASE]
-        kills, tries, delays = 0, 0, []
-        while kills < a.kills_per_stage and tries < 3 * a.kills_per_stage:
+        kills, tries, delays, same, left = 0, 0, [], True, []
+        while kills < a.kills_per_stage and tries < 4 * a.kills_per_stage:
             tries += 1
-            delay = rng.uniform(0.15, 1.0) * seconds
+            delay = rng.uniform(0.1, 0.9) * seconds
             p = speclm(args)
             try:
-                p.wait(timeout=delay)  # finished before the kill: not counted
+                p.wait(timeout=delay)  # finished before the kill: not counted; check it, start over
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
                 kills += 1
                 delays.append(delay)
-            p.stderr.close()
+                continue
+            if p.returncode != 0:
+                raise SystemExit(f"speclm {' '.join(args)} failed ({p.returncode}) after a kill")
+            same &= digest(run, fill(outputs, run)) == want
+            left += leftovers(run)
+            shutil.rmtree(run / fill(outputs, run)[0].split("/")[0])
         finish(args)
         got = digest(run, fill(outputs, run))
-        left = leftovers(run)
-        same = got == want
+        left = sorted(set(left + leftovers(run)))
+        same &= got == want
         ok &= same and not left
         rows.append((name, kills, f"{seconds:.1f}", ", ".join(f"{d:.1f}" for d in delays), "yes" if same else "NO",
                      ", ".join(left) or "none", got[:12]))

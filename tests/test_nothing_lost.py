@@ -349,3 +349,20 @@ def test_a_read_only_run_folder_is_one_line(tmp_path, monkeypatch, cli, user_fil
         run.chmod(0o755)
     assert code == 2 and "cannot write" in err and "Permission denied" in err, err
     assert len(err.strip().splitlines()) == 1
+
+
+def test_a_killed_clusters_stage_leaves_no_temps(tmp_path):
+    """scripts/kill_resume.py found `.describe.*.tmp` folders left in clusters/ by kills: the
+    next build removes them (and puts back a complete `.k2.old` cut between two renames)."""
+    from speclm.clusters.stage import _remove_stale_temps
+
+    cdir = tmp_path / "clusters"
+    (cdir / ".describe.ab12.tmp").mkdir(parents=True)
+    (cdir / ".describe.ab12.tmp" / ".x.png.cd34.tmp").write_bytes(b"partial")
+    (cdir / ".summary.json.ef56.tmp").write_text("{")
+    (cdir / ".k2.old").mkdir()
+    (cdir / ".k2.old" / "meta.json").write_text("{}")
+    (cdir / "embeddings").mkdir()
+    (cdir / "embeddings" / ".shard0.npy.gh78.tmp").write_bytes(b"x")
+    _remove_stale_temps(cdir, embeddings=True)
+    assert sorted(str(p.relative_to(cdir)) for p in cdir.rglob("*")) == ["embeddings", "k2", "k2/meta.json"]
