@@ -243,3 +243,126 @@ def test_train_device_is_checked():
     with pytest.raises(SpeclmError, match="'tpu' is not one speclm can use"):
         local("tpu")
     check_device("cpu")
+
+
+def _kill_at_step_5(out):
+    """A run of 9 steps killed during step 5 (checkpoint of step 3 saved); the config."""
+    from speclm.core.sections import TrainConfig
+    from speclm.train.loop import train
+    from test_resume import Killed, KillAt, setup
+
+    cfg = TrainConfig(lr=3e-3, warmup_steps=3, batch_size=3, max_steps=9, eval_every=4, checkpoint_every=3, log_every=2)
+    model, sampler, valid = setup()
+    with pytest.raises(Killed):
+        train(model, KillAt(sampler, 5), cfg, out, valid_fn=valid, progress=False)
+    return cfg
+
+
+@pytest.mark.parametrize("damage, name", [
+    (lambda ck: (ck / "state.json").write_text((ck / "state.json").read_text()[:300]), "state.json"),
+    (lambda ck: (ck / "state.json").write_text(
+        json.dumps({**json.loads((ck / "state.json").read_text()), "rng": {"torch": "bm90IGEgc3RhdGU="}})), "state.json"),
+    (lambda ck: (ck / "optimizer.safetensors").write_bytes((ck / "optimizer.safetensors").read_bytes()[:2000]),
+     "optimizer.safetensors"),
+    (lambda ck: (ck / "model.safetensors").write_bytes((ck / "model.safetensors").read_bytes()[:2000]),
+     "model.safetensors"),
+])
+def test_a_damaged_resume_state_names_the_file_and_restart_recovers(tmp_path, damage, name):
+    import torch
+
+    from speclm.core.atomic import read_jsonl
+    from speclm.core.errors import SpeclmError
+    from speclm.train.loop import restarting, train
+    from test_resume import setup
+
+    out = tmp_path / "b"
+    cfg = _kill_at_step_5(out)
+    damage(out / "checkpoint")
+    model, sampler, valid = setup()
+    with pytest.raises(SpeclmError, match=rf"{name} .*(damaged|truncated or corrupt).*--restart") as e:
+        train(model, sampler, cfg, out, valid_fn=valid, progress=False)
+    assert len(str(e.value).splitlines()) == 1
+    model_a, sampler, valid = setup()
+    train(model_a, sampler, cfg, tmp_path / "a", valid_fn=valid, progress=False)
+    model_b, sampler, valid = setup()
+    with restarting():
+        res = train(model_b, sampler, cfg, out, valid_fn=valid, progress=False)
+    assert res.steps == 9
+    sa, sb = model_a.state_dict(), model_b.state_dict()
+    assert all(torch.equal(sa[k], sb[k]) for k in sa)  # restarted from step 0: as if never killed
+    steps = [r["step"] for r in read_jsonl(out / "metrics.jsonl") if "loss" in r]
+    assert steps == [2, 4, 6, 8]
+
+
+def test_restart_flag_on_the_cli(cli):
+    for cmd in (["train"], ["pretrain", "slm"], ["specialize", "slm", "--domain", "d", "--size", "all"]):
+        code, out, _ = cli(*cmd, "--help")
+        assert code == 0 and "--restart" in out, cmd
+
+
+def test_a_full_disk_is_one_line_naming_the_file(tmp_path, monkeypatch, cli, user_files):
+    import errno
+    import os
+
+    from speclm.core import atomic
+    from speclm.core.errors import SpeclmError
+
+    def full(*a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(os, "fsync", full)
+        with pytest.raises(SpeclmError, match=r"no space left on the device holding .*x.bin while writing 1,000 bytes"):
+            atomic.write_bytes(tmp_path / "x.bin", b"0" * 1000)
+        with pytest.raises(SpeclmError, match=r"no space left .*d.jsonl"):
+            atomic.append_jsonl(tmp_path / "d.jsonl", {"a": 1})
+        run = tmp_path / "run"
+        code, _, err = cli("corpus", "import", "--run", run, *SMALL, "--generic", user_files["generic"],
+                           "--domain", f"notes={user_files['notes']}")
+    assert code == 2 and "no space left on the device holding" in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "x.bin").exists()
+    assert [p.name for p in tmp_path.rglob(".*.tmp")] == []  # nothing half-written left behind
+
+
+def test_a_read_only_run_folder_is_one_line(tmp_path, monkeypatch, cli, user_files):
+    import errno
+    import os
+    import tempfile
+
+    run = tmp_path / "run"
+    run.mkdir()
+    if os.geteuid() != 0:  # a real read-only folder (as root, permissions do not bite)
+        run.chmod(0o555)
+    else:  # simulate it: creating any file in the run folder is refused
+        real = tempfile.mkstemp
+
+        def refuse(*a, dir=None, **k):
+            if dir is not None and str(dir).startswith(str(run)):
+                raise PermissionError(errno.EACCES, "Permission denied", str(dir))
+            return real(*a, dir=dir, **k)
+
+        monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    try:
+        code, _, err = cli("corpus", "import", "--run", run, *SMALL, "--generic", user_files["generic"],
+                           "--domain", f"notes={user_files['notes']}")
+    finally:
+        run.chmod(0o755)
+    assert code == 2 and "cannot write" in err and "Permission denied" in err, err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_killed_clusters_stage_leaves_no_temps(tmp_path):
+    """scripts/kill_resume.py found `.describe.*.tmp` folders left in clusters/ by kills: the
+    next build removes them (and puts back a complete `.k2.old` cut between two renames)."""
+    from speclm.clusters.stage import _remove_stale_temps
+
+    cdir = tmp_path / "clusters"
+    (cdir / ".describe.ab12.tmp").mkdir(parents=True)
+    (cdir / ".describe.ab12.tmp" / ".x.png.cd34.tmp").write_bytes(b"partial")
+    (cdir / ".summary.json.ef56.tmp").write_text("{")
+    (cdir / ".k2.old").mkdir()
+    (cdir / ".k2.old" / "meta.json").write_text("{}")
+    (cdir / "embeddings").mkdir()
+    (cdir / "embeddings" / ".shard0.npy.gh78.tmp").write_bytes(b"x")
+    _remove_stale_temps(cdir, embeddings=True)
+    assert sorted(str(p.relative_to(cdir)) for p in cdir.rglob("*")) == ["embeddings", "k2", "k2/meta.json"]

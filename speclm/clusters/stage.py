@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -297,6 +298,25 @@ def describe_clusters(run: Run, emb: dict | None = None, budget_tokens: int | No
 # -- the stage ---------------------------------------------------------------------------
 
 
+def _remove_stale_temps(cdir: Path, embeddings: bool) -> None:
+    """Remove what a killed run of this stage left in ``cdir`` (``.describe.*.tmp``,
+    ``.k4.*.tmp``, ``.summary.json.*.tmp``; a complete ``.NAME.old`` whose NAME is gone is put
+    back); with ``embeddings``, the cache's temp files too. Call it under the stage's lock."""
+    if not cdir.is_dir():
+        return
+    for p in sorted(cdir.glob(".*.old")):
+        atomic.remove_stale_temps(cdir / p.name[1:-len(".old")])
+    for p in sorted(cdir.glob(".*.tmp")):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p, ignore_errors=True)
+        else:
+            p.unlink(missing_ok=True)
+    if embeddings:
+        for p in sorted((cdir / "embeddings").rglob(".*.tmp")):
+            if p.is_file():
+                p.unlink(missing_ok=True)
+
+
 def build_clusters(run: Run, force: bool = False, progress: bool | None = None) -> dict:
     """Hold the stage folder's lock (another process building it waits) around :func:`_build_clusters`."""
     from ..core.locks import hold_stage
@@ -315,6 +335,8 @@ def _build_clusters(run: Run, force: bool = False, progress: bool | None = None)
     rank, world = env_rank_world()
     if not force and manifest.is_fresh(cdir, STAGE, cfg, inputs):
         return read_summary(cdir)
+    if rank == 0:  # what a killed run left (under the lock; other ranks only write embeddings)
+        _remove_stale_temps(cdir, embeddings=world == 1)
     t0 = time.perf_counter()
     if world > 1:  # every rank fills its share of the cache, then rank 0 does the rest
         embed_windows(run, progress, gather=False)

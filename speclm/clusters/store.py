@@ -104,7 +104,7 @@ class Clusters:
 
     def centroids(self, k: int) -> np.ndarray:
         self._check_k(k)
-        return np.load(k_dir(self.dir, k) / "centroids.npy", allow_pickle=False)
+        return atomic.load_npy(k_dir(self.dir, k) / "centroids.npy")
 
     def assign(self, k: int, set_name: str, split: str) -> np.ndarray:
         """int32 [n_windows]: the cluster of each window of (set, split) at this k."""
@@ -114,7 +114,7 @@ class Clusters:
             path = assign_path(self.dir, k, set_name, split)
             if not path.exists():
                 raise SpeclmError(f"{set_name}/{split} was not clustered at k={k} ({path} is missing); run `speclm clusters`")
-            self._cache[key] = np.load(path, allow_pickle=False)
+            self._cache[key] = atomic.load_npy(path)
         return self._cache[key]
 
     def histogram(self, k: int, set_name: str, split: str = "train") -> np.ndarray:

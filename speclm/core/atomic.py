@@ -7,6 +7,7 @@ can trust any file that exists.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -40,6 +41,44 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _size(p: Path) -> int:
+    try:
+        if p.is_dir():
+            return sum(q.stat().st_size for q in p.rglob("*") if q.is_file())
+        return p.stat().st_size
+    except OSError:
+        return 0
+
+
+def _write_error(e: OSError, path: Path, nbytes: int | None = None):
+    """A full disk or a folder we may not write: the one-line error naming the file (and how
+    much was being written); None for any other OSError (a bug: keep the traceback)."""
+    from .errors import SpeclmError
+
+    if e.errno == errno.ENOSPC:  # whichever file the write was for, the disk is full
+        size = f" while writing {nbytes:,} bytes" if nbytes else ""
+        return SpeclmError(f"no space left on the device holding {path}{size}; free some space (or move the run "
+                           f"folder) and rerun the same command: it resumes")
+    if e.filename and not str(e.filename).startswith(str(path.parent)):
+        return None  # e.g. an input file that could not be read: not ours to explain
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return SpeclmError(f"cannot write {path}: {e.strerror}; make {path.parent} writable or choose another run folder")
+    if e.errno in (errno.ENOTDIR, errno.EEXIST) and not path.parent.is_dir():
+        return SpeclmError(f"cannot write {path}: {path.parent} is not a folder")
+    return None
+
+
+@contextlib.contextmanager
+def _disk_errors(path: Path, nbytes=None) -> Iterator[None]:
+    try:
+        yield
+    except OSError as e:
+        err = _write_error(e, path, nbytes() if callable(nbytes) else nbytes)
+        if err is None:
+            raise
+        raise err from None
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success, fsync and rename it into place.
@@ -48,16 +87,18 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     On an exception the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    with _disk_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp_path, FILE_MODE)
-        os.replace(tmp_path, path)
+        with _disk_errors(path, lambda: _size(tmp_path)):
+            yield tmp_path
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp_path, FILE_MODE)
+            os.replace(tmp_path, path)
         _fsync_dir(path.parent)
     finally:
         if tmp_path.exists():
@@ -65,8 +106,9 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(data)
+    with _disk_errors(Path(path), len(data)):
+        with atomic_path(path) as tmp:
+            tmp.write_bytes(data)
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
@@ -83,6 +125,20 @@ def save_npy(path: str | os.PathLike, array) -> None:
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
             np.save(f, array, allow_pickle=False)
+
+
+def load_npy(path: str | os.PathLike, mmap_mode: str | None = None):
+    """``np.load`` without pickle; a crafted or damaged file (object array, bad header,
+    truncated) is a one-line error naming it, never code run or a traceback."""
+    import numpy as np
+
+    from .errors import SpeclmError
+
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (ValueError, EOFError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpeclmError(f"{path} is not a plain numeric .npy array ({first}); rebuild the stage that wrote it with --force") from None
 
 
 def _artifact_modes(folder: Path) -> None:
@@ -106,10 +162,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     folder or the complete new one, never a mix.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    with _disk_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
-        yield tmp
+        with _disk_errors(path, lambda: _size(tmp)):
+            yield tmp
         _artifact_modes(tmp)
         old = None
         if path.exists():
@@ -150,32 +208,53 @@ def remove_stale_temps(path: str | os.PathLike) -> list[Path]:
     return stale
 
 
+def remove_path(path: str | os.PathLike) -> None:
+    """Remove a file or folder (and its ``.NAME.old``) if there; hold the writer's lock."""
+    path = Path(path)
+    for p in (path, path.with_name(f".{path.name}.old")):
+        if p.is_dir() and not p.is_symlink():
+            shutil.rmtree(p)
+        elif p.exists() or p.is_symlink():
+            p.unlink()
+
+
 def append_jsonl(path: str | os.PathLike, row: dict) -> None:
     """Append one JSON line and flush it (logs; a torn last line is skipped by readers)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row, sort_keys=True, default=str) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    line = json.dumps(row, sort_keys=True, default=str) + "\n"
+    with _disk_errors(path, len(line)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(line)
+            f.flush()
+            os.fsync(f.fileno())
 
 
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSONL file, skipping a torn (incomplete) last line."""
+    """Read a JSONL file of JSON objects, skipping a torn (incomplete) last line; a bad line
+    elsewhere is a one-line error naming it."""
     rows = []
     path = Path(path)
     if not path.exists():
         return rows
-    lines = path.read_text(encoding="utf-8").splitlines()
+    from .errors import SpeclmError
+
+    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     for i, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             if i == len(lines) - 1:
                 break
-            raise
+            row = None
+        if not isinstance(row, dict):  # a torn or edited line in the middle: never guess, say where
+            raise SpeclmError(
+                f"{path} line {i + 1} is not a JSON object (torn or edited); delete or repair that line "
+                f"and rerun (a deleted results row is recomputed)"
+            )
+        rows.append(row)
     return rows
 
 

@@ -72,9 +72,11 @@ def read(stage_dir: str | Path) -> dict | None:
     if not p.exists():
         return None
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
+        m = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         return None
+    # a manifest of another shape (a list, no fingerprint) is stale, never a traceback
+    return m if isinstance(m, dict) and isinstance(m.get("fingerprint"), str) else None
 
 
 def fingerprint(stage: str, config: Any, inputs: Mapping[str, str]) -> str:
@@ -120,6 +122,10 @@ def require_fingerprint(stage_dir: str | Path, what: str) -> str:
     from .errors import SpeclmError
 
     m = read(stage_dir)
+    if m is None and (Path(stage_dir) / MANIFEST).exists():
+        raise SpeclmError(
+            f"{Path(stage_dir) / MANIFEST} is corrupt (not a stage manifest): rebuild it with `speclm {what} --force`"
+        )
     if m is None:
         raise SpeclmError(f"{what} not found in {stage_dir}: run `speclm {what}` first")
     return m["fingerprint"]

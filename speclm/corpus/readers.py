@@ -55,6 +55,13 @@ def _doc(doc_id: str, text, source: str, where: str, text_field: str, max_doc_mb
         )
     if not text.strip():
         return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:  # a lone surrogate (JSON "\ud800"): no UTF-8 text can hold it
+        raise SpeclmError(
+            f"{where}: field {text_field!r} holds a lone surrogate (U+{ord(text[e.start]):04X}) at character "
+            f"{e.start}, which is not text; fix or drop that document"
+        ) from None
     _check_size(text, max_doc_mb, where)
     return Doc(id=doc_id, text=text, source=source)
 
@@ -72,6 +79,8 @@ def read_jsonl(path: Path, text_field: str = "text", max_doc_mb: float = 100.0) 
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise SpeclmError(f"{path} line {lineno}: not valid JSON ({e.msg}); expected one JSON object per line") from None
+            except RecursionError:
+                raise SpeclmError(f"{path} line {lineno}: JSON nested too deeply to read; expected one flat JSON object per line") from None
             if not isinstance(row, dict):
                 raise SpeclmError(f"{path} line {lineno}: expected a JSON object, got {type(row).__name__}")
             if text_field not in row:

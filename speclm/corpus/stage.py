@@ -98,7 +98,24 @@ def read_import(spec: ImportSpec, max_doc_mb: float) -> dict[str, list[Doc]]:
     for name, path in spec.domains.items():
         check_domain_name(name)
         sets[name] = read_all(path, f"domain {name!r}", **kw)
+    for name, docs in sets.items():
+        warn_suspicious(name, docs)
     return sets
+
+
+def warn_suspicious(name: str, docs: list[Doc]) -> None:
+    """Warn (not fail: the data is the user's call) on a set that is mostly duplicates, or
+    holds documents of nothing but NUL characters (a binary file read as text?)."""
+    import sys
+
+    nul = sum(1 for d in docs if not d.text.replace("\x00", "").strip())
+    if nul:
+        print(f"speclm: warning: {name}: {nul} of {len(docs)} documents are only NUL characters "
+              "(a binary file read as text?)", file=sys.stderr)
+    distinct = len({d.text for d in docs})
+    if len(docs) >= 4 and distinct * 2 < len(docs):
+        print(f"speclm: warning: {name}: only {distinct} of {len(docs)} documents are distinct; "
+              "the corpus is mostly duplicates", file=sys.stderr)
 
 
 def import_corpus(run: Run, spec: ImportSpec, force: bool = False) -> dict:

@@ -82,7 +82,7 @@ def generate_cmd(
     device: DeviceOpt = None,
 ) -> None:
     """Sample text from any checkpoint."""
-    from tokenizers import Tokenizer
+    from ..tokens.bpe import open_tokenizer
 
     from .export import find_tokenizer
     from .generate import generate_text
@@ -99,7 +99,8 @@ def generate_cmd(
     if max_new_tokens < 0 or top_k < 0:
         raise SpeclmError(f"--max-new-tokens and --top-k must be >= 0, got {max_new_tokens} and {top_k}")
     check_device(device)
-    tok = Tokenizer.from_file(str(find_tokenizer(checkpoint, _tokens_dir(run))))
+    tok = open_tokenizer(find_tokenizer(checkpoint, _tokens_dir(run)),
+                         fix="restore it (a checkpoint's copy is the run's tokens/tokenizer.json)")
     model = ckpt.load_transformer(checkpoint, device=device or default_device())
     for i in range(samples):
         text = generate_text(model, tok, prompt, max_new_tokens=max_new_tokens, temperature=temperature,

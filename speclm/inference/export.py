@@ -120,11 +120,11 @@ def llama_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
 def export_hf(model: Transformer, tokenizer_path: str | Path, out_dir: str | Path, marker: Optional[dict] = None) -> Path:
     """Write ``model`` and its tokenizer as a transformers folder (atomically); ``marker``
     (which checkpoint this is) goes into ``speclm-export.json``."""
-    from tokenizers import Tokenizer
+    from ..tokens.bpe import open_tokenizer
 
     if not isinstance(model, Transformer):
         raise SpeclmError("export needs a plain speclm transformer (specialize a method's model first)")
-    tok = Tokenizer.from_file(str(tokenizer_path))
+    tok = open_tokenizer(tokenizer_path, fix="restore it (a checkpoint's copy is the run's tokens/tokenizer.json)")
     n_tok = tok.get_vocab_size()
     if n_tok > model.shape.vocab_size:
         raise SpeclmError(

@@ -10,6 +10,8 @@ from ..core.options import PresetOpt, RunOpt, SetOpt
 from ..core.run import open_run
 
 ForceOpt = Annotated[bool, typer.Option("--force", help="Redo the work even if a finished result exists.")]
+RestartOpt = Annotated[bool, typer.Option("--restart", help="Unfinished training jobs drop their resume state and "
+                                          "start over (the way out of a damaged checkpoint).")]
 MethodArg = Annotated[str, typer.Argument(help="Method name (see `speclm methods`).")]
 
 
@@ -45,6 +47,7 @@ def pretrain_cmd(
     preset: PresetOpt = None,
     set_: SetOpt = None,
     force: ForceOpt = False,
+    restart: RestartOpt = False,
 ) -> None:
     """Pretrain a method (once, or per domain for slm-is / slm-dsir); a finished run is skipped."""
     from . import inputs
@@ -53,7 +56,10 @@ def pretrain_cmd(
     domain = inputs.check_domain(ctx, m, domain, for_pretrain=True)
     m.check(ctx)
     r.save_config()
-    out = m.pretrain(ctx, domain)
+    from ..train.loop import restarting
+
+    with restarting(restart):
+        out = m.pretrain(ctx, domain)
     typer.echo(f"pretrained {method}: {out}")
 
 
@@ -65,6 +71,7 @@ def specialize_cmd(
     preset: PresetOpt = None,
     set_: SetOpt = None,
     force: ForceOpt = False,
+    restart: RestartOpt = False,
 ) -> None:
     """Specialize a method on a domain (pretraining first if needed); writes a plain small transformer."""
     from . import inputs
@@ -74,5 +81,8 @@ def specialize_cmd(
     label = inputs.check_size(ctx, domain, size)
     m.check(ctx)
     r.save_config()
-    out = m.specialize(ctx, domain, label)
+    from ..train.loop import restarting
+
+    with restarting(restart):
+        out = m.specialize(ctx, domain, label)
     typer.echo(f"specialized {method} on {domain} ({size}): {out}")

@@ -74,15 +74,21 @@ def save_tokenizer(tok, path: str | Path) -> None:
     atomic.write_text(path, tok.to_str())
 
 
-def load_tokenizer(path: str | Path):
+def open_tokenizer(path: str | Path, fix: str = "rerun `speclm tokens --force`"):
+    """``Tokenizer.from_file``; a damaged file is a one-line error naming it and ``fix``."""
     from tokenizers import Tokenizer
 
     path = Path(path)
     if not path.exists():
         raise SpeclmError(f"tokenizer not found: {path}; run `speclm tokens` first")
     try:
-        tok = Tokenizer.from_file(str(path))
+        return Tokenizer.from_file(str(path))
     except Exception as e:  # tokenizers raises a bare Exception on a bad file
-        raise SpeclmError(f"{path} is not a valid tokenizer.json ({e}); rerun `speclm tokens --force`") from None
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SpeclmError(f"{path} is not a valid tokenizer.json ({first}); {fix}") from None
+
+
+def load_tokenizer(path: str | Path):
+    tok = open_tokenizer(path)
     tok.encode_special_tokens = True
     return tok

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..core import manifest
+from ..core import atomic, manifest
 from ..core.errors import SpeclmError
 
 SPLITS = ("train", "valid", "test")
@@ -84,15 +84,21 @@ class TokenShards:
     def __init__(self, tokens_dir: str | Path):
         self.dir = Path(tokens_dir)
         m = manifest.read(self.dir)
+        corrupt = f"{self.dir / manifest.MANIFEST} is corrupt; rebuild the tokens with `speclm tokens --force`"
+        if m is None and (self.dir / manifest.MANIFEST).exists():
+            raise SpeclmError(corrupt)
         if m is None or not (self.dir / "tokenizer.json").exists():
             raise SpeclmError(f"no tokens in {self.dir}: run `speclm tokens` (or `speclm run`) first")
         self.manifest = m
         info = m.get("summary", {})
-        self.vocab_size = int(info["vocab_size"])
-        self.window = int(info["window"])
-        self.dtype = np.dtype(info["dtype"])
-        self.tokenizer_sha256 = info["tokenizer_sha256"]
-        self._sets = list(info["sets"])
+        try:
+            self.vocab_size = int(info["vocab_size"])
+            self.window = int(info["window"])
+            self.dtype = np.dtype(info["dtype"])
+            self.tokenizer_sha256 = info["tokenizer_sha256"]
+            self._sets = list(info["sets"])
+        except (KeyError, TypeError, ValueError, AttributeError):
+            raise SpeclmError(corrupt) from None
         self._cache: dict[tuple[str, str], Windows] = {}
 
     @cached_property
@@ -136,14 +142,14 @@ class TokenShards:
 
     def docs(self, set_name: str, split: str) -> np.ndarray:
         self._check(set_name, split)
-        return np.load(stream_paths(self.dir, set_name, split)["docs"], mmap_mode="r", allow_pickle=False)
+        return atomic.load_npy(stream_paths(self.dir, set_name, split)["docs"], mmap_mode="r")
 
     def windows(self, set_name: str, split: str) -> Windows:
         key = (set_name, split)
         if key not in self._cache:
             self._check(set_name, split)
             paths = stream_paths(self.dir, set_name, split)
-            index = np.load(paths["windows"], mmap_mode="r", allow_pickle=False)
+            index = atomic.load_npy(paths["windows"], mmap_mode="r")
             self._cache[key] = Windows(self.stream(*key), index, self.docs(*key), self.window, lambda: self.tokenizer)
         return self._cache[key]
 

@@ -125,22 +125,34 @@ def save_checkpoint(
 # -- reading ------------------------------------------------------------------------------
 
 
+MAX_VOCAB = 1 << 24  # 16M tokens: far above any real vocabulary
+
+
 def read_meta(path: str | Path) -> dict:
     path = Path(path)
     f = path / META_FILE
     if not (path / MODEL_FILE).is_file() or not f.is_file():
         raise SpeclmError(f"{path} is not a checkpoint folder (needs {MODEL_FILE} and {META_FILE})")
     try:
-        return json.loads(f.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise SpeclmError(f"{f} is not valid JSON: {e}")
+        meta = json.loads(f.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+        raise SpeclmError(f"{f} is not valid JSON: {e}") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("shape", {}), dict):
+        raise SpeclmError(f"{f} is not a checkpoint description (expected a JSON object with a 'shape' object)")
+    return meta
 
 
 def read_shape(path: str | Path) -> ModelShape:
     meta = read_meta(path)
     if "shape" not in meta:
         raise SpeclmError(f"{path} holds a {meta.get('kind', 'non-transformer')} model, not a plain transformer")
-    return ModelShape.from_dict(meta["shape"])
+    try:
+        shape = ModelShape.from_dict(meta["shape"])
+    except (TypeError, ValueError, KeyError) as e:
+        raise SpeclmError(f"{Path(path) / META_FILE}: not a usable model shape ({e})") from None
+    if shape.vocab_size > MAX_VOCAB:  # an absurd vocabulary would allocate terabytes before failing
+        raise SpeclmError(f"{Path(path) / META_FILE}: vocab_size {shape.vocab_size} is absurd (over {MAX_VOCAB}); the file is damaged")
+    return shape
 
 
 def _shape_diff(a: Mapping, b: Mapping) -> str:
@@ -161,9 +173,11 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
             raise SpeclmError(f"checkpoint {path} is for another model shape ({diff}; checkpoint vs model)")
     try:
         load_model(target, str(path / MODEL_FILE), strict=True, device=str(next(target.parameters()).device))
-    except (RuntimeError, SafetensorError) as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise SpeclmError(f"checkpoint {path} does not fit this model: {first}")
+    except SafetensorError as e:
+        raise SpeclmError(f"{path / MODEL_FILE} is truncated or corrupt ({e}); retrain or restore that checkpoint") from None
+    except RuntimeError as e:  # the detail (which tensor, both shapes) is after the first line
+        detail = "; ".join(line.strip() for line in str(e).strip().splitlines()[1:4] if line.strip())
+        raise SpeclmError(f"checkpoint {path} does not fit this model: {detail or e}") from None
     return model
 
 
@@ -191,7 +205,23 @@ def is_resumable(path: str | Path) -> bool:
 def load_resume(path: str | Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
     """Restore model, optimizer and RNG from a resumable checkpoint; return its state."""
     path = Path(path)
-    load_weights(model, path)
+    try:
+        load_weights(model, path)
+    except SpeclmError as e:
+        raise SpeclmError(f"{e}; or rerun with --restart to start this training job over") from None
+    try:
+        return _load_resume(path, optimizer)
+    except SpeclmError:
+        raise
+    except Exception as e:  # a damaged state.json / optimizer file: which one, and the way out
+        which = OPTIMIZER_FILE if isinstance(e, SafetensorError) else STATE_FILE
+        raise SpeclmError(
+            f"the resume state in {path / which} is damaged ({type(e).__name__}: {e}); "
+            f"rerun with --restart to start this training job over"
+        ) from None
+
+
+def _load_resume(path: Path, optimizer: torch.optim.Optimizer) -> dict:
     state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
     opt = state.pop("optimizer")
     tensors = load_file(str(path / OPTIMIZER_FILE))

@@ -38,6 +38,8 @@ def train_cmd(
     early_stopping: bool = typer.Option(False, "--early-stopping", help="Stop after train.patience validations "
                                         "without improvement; the best weights are the result."),
     device: DeviceOpt = None,
+    restart: bool = typer.Option(False, "--restart", help="Drop OUT's resume state (checkpoint, metrics, "
+                                 "results) and train from step 0: the way out of a damaged checkpoint."),
 ) -> None:
     """Train a plain transformer on one token set with the one training loop.
 
@@ -54,7 +56,7 @@ def train_cmd(
     from . import checkpoint as ckpt
     from .cost import read_cost
     from .data import WindowSampler
-    from .loop import train
+    from .loop import restarting, train
 
     r = open_run(run, preset, set_, save=False)
     cfg = r.config.train
@@ -92,11 +94,12 @@ def train_cmd(
     typer.echo(f"{shape_name}: {describe(model_shape, shards.window)}")
     typer.echo(f"training on {set_name}/train: {len(train_w)} windows of {shards.window} tokens -> {out}")
     meta = {"tokenizer_sha256": shards.tokenizer_sha256, "set": set_name, "shape_name": shape_name}
-    res = train(
-        model, WindowSampler(train_w, cfg.batch_size, seed=cfg.seed), cfg, out, valid_fn=valid, phase=phase,
-        early_stopping=early_stopping, prior_cost=prior, meta=meta,
-        files={"tokenizer.json": shards.dir / "tokenizer.json"}, device=device,
-    )
+    with restarting(restart):
+        res = train(
+            model, WindowSampler(train_w, cfg.batch_size, seed=cfg.seed), cfg, out, valid_fn=valid, phase=phase,
+            early_stopping=early_stopping, prior_cost=prior, meta=meta,
+            files={"tokenizer.json": shards.dir / "tokenizer.json"}, device=device,
+        )
     r.save_config()
     v = f", valid loss {res.best_valid:.4f} (best, step {res.best_step})" if res.best_valid is not None else ""
     typer.echo(f"stopped by {res.stop_reason} after {res.steps} steps, {res.tokens:,} tokens{v}")

@@ -22,6 +22,7 @@ with the same weights as an uninterrupted run; on a finished folder it returns a
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import json
 import math
 import time
@@ -45,6 +46,19 @@ from .schedule import Schedule
 CHECKPOINT, BEST, FINAL = "checkpoint", "best", "final"
 METRICS, SUMMARY = "metrics.jsonl", "train.json"
 BETAS = (0.9, 0.95)
+_RESTART: contextvars.ContextVar[bool] = contextvars.ContextVar("speclm_restart", default=False)
+
+
+@contextlib.contextmanager
+def restarting(on: bool = True):
+    """Inside it, every training job started drops its state and results and starts over
+    (``--restart`` of `speclm train`, `pretrain`, `specialize`: the way out of a damaged
+    checkpoint)."""
+    token = _RESTART.set(on)
+    try:
+        yield
+    finally:
+        _RESTART.reset(token)
 
 # Peak dense bf16 FLOP/s, for MFU on GPUs we know.
 PEAK_BF16 = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "A10": 125e12}
@@ -205,6 +219,9 @@ def _train(
     if dist.is_main:  # what a killed run of this job left: temp files removed, a checkpoint cut between renames put back
         for name in (CHECKPOINT, BEST, FINAL, METRICS, SUMMARY, COST_FILE):
             atomic.remove_stale_temps(out / name)
+    if _RESTART.get() and dist.is_main:  # --restart: this job's state and results go, training starts over
+        for name in (CHECKPOINT, BEST, FINAL, METRICS, COST_FILE, SUMMARY):
+            atomic.remove_path(out / name)
     distributed.barrier(dist)
     summary_path = out / SUMMARY
     if summary_path.is_file():
