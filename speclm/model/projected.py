@@ -52,25 +52,66 @@ def check_pn_sizes(k: int, h: int, m: int) -> None:
             raise SpeclmError(f"projected network: {name} must be a positive integer, got {v!r}")
 
 
+KERNELS = ("grouped", "loop")
+
+
+def grouped_mm_usable(x: torch.Tensor, w: torch.Tensor) -> bool:
+    """Whether ``torch._grouped_mm`` runs here: the build has it, the dims keep its 16-byte
+    stride alignment, and on CUDA the inputs are bf16 on a Hopper-class GPU (sm90+; older
+    GPUs are not claimed). On CPU (torch 2.13) it runs fp32 and bf16 eagerly, forward and
+    backward, but its compile-time check (meta registration) takes bf16 only."""
+    if not hasattr(torch, "_grouped_mm") or any(n % 8 for n in w.shape[1:]):
+        return False
+    if torch.compiler.is_compiling() and x.dtype != torch.bfloat16:
+        return False
+    if x.device.type == "cuda":
+        return x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device) >= (9, 0)
+    return x.device.type == "cpu"
+
+
+def grouped_linear(x: torch.Tensor, w: torch.Tensor, route: "Route") -> torch.Tensor:
+    """``F.linear`` with one weight per group: x [B, T, in] with its examples grouped in the
+    route's order, w [G, out, in]. Static shapes whatever the grouping (G is fixed, the
+    group sizes are tensor values): ``torch._grouped_mm`` over the flattened tokens where
+    it runs, else a batched product with each example's weight gathered ([B, out, in])."""
+    if torch.is_autocast_enabled(x.device.type):
+        dt = torch.get_autocast_dtype(x.device.type)
+        x, w = x.to(dt), w.to(dt)
+    B, T, d_in = x.shape
+    if grouped_mm_usable(x, w):
+        offs = (route.ends * T).to(torch.int32)
+        out = torch._grouped_mm(x.reshape(B * T, d_in), w.transpose(1, 2), offs=offs)
+        return out.view(B, T, w.shape[1])
+    return torch.bmm(x, w.index_select(0, route.group).transpose(1, 2))
+
+
 @dataclass
 class Route:
     """Which expert vector each example of a micro-batch uses, grouped.
 
     ``vectors[j]`` is the j-th group's expert vector (length m), ``counts[j]`` how many
-    examples it has. The projected MLPs see the batch with its groups contiguous, in this
-    order: :class:`ProjectedNetwork` permutes the batch by ``order`` once at the input and
-    the logits back by ``inverse`` at the output (examples only meet in the MLP routing,
-    so this is the same computation), instead of a gather and scatter in every layer.
-    With one group nothing is permuted.
+    examples it has, ``ends`` their running sum (a tensor), ``group`` the group of each
+    example in grouped order. The projected MLPs see the batch with its groups contiguous,
+    in this order: :class:`ProjectedNetwork` permutes the batch by ``order`` once at the
+    input and the logits back by ``inverse`` at the output (examples only meet in the MLP
+    routing, so this is the same computation). With one group nothing is permuted.
+
+    Several groups: the number of groups is fixed, G = min(k, B) (every expert when k <= B,
+    else the experts present padded with empty groups), so a compiled graph sees the same
+    shapes for every mix of experts (``kernel="grouped"``, :func:`grouped_linear`).
+    ``kernel="loop"`` runs one plain MLP per non-empty group, outside the compiled graph.
     """
 
-    vectors: torch.Tensor  # [g, m]
+    vectors: torch.Tensor  # [G, m]
     counts: list[int]
-    order: Optional[torch.Tensor] = None  # [B] or None when g == 1
+    order: Optional[torch.Tensor] = None  # [B] or None when G == 1
     inverse: Optional[torch.Tensor] = None
+    ends: Optional[torch.Tensor] = None  # [G] cumulative counts
+    group: Optional[torch.Tensor] = None  # [B] group index of each grouped example
+    kernel: str = "grouped"
 
     @classmethod
-    def from_experts(cls, experts: torch.Tensor, E: torch.Tensor) -> "Route":
+    def from_experts(cls, experts: torch.Tensor, E: torch.Tensor, kernel: str = "grouped") -> "Route":
         """Group a micro-batch by expert index (``experts``: int [B], values in [0, k))."""
         k = E.shape[0]
         if experts.dim() != 1:
@@ -82,14 +123,20 @@ class Route:
             bad = lo if lo < 0 else hi
             raise SpeclmError(f"projected network: expert index {bad} is out of range; this network has k={k} experts (0..{k - 1})")
         experts = experts.to(device=E.device, dtype=torch.long)
-        present, counts = torch.unique(experts, sorted=True, return_counts=True)
-        vectors = E.index_select(0, present)
+        present, slot = torch.unique(experts, sorted=True, return_inverse=True)
         if present.numel() == 1:
-            return cls(vectors=vectors, counts=[experts.numel()])
+            return cls(vectors=E.index_select(0, present), counts=[experts.numel()], kernel=kernel)
+        B = experts.numel()
+        if k <= B:  # every expert is a group, empty or not
+            ids, slot = torch.arange(k, device=E.device), experts
+        else:  # the experts present, padded to B groups with empty ones (expert 0)
+            ids = torch.cat([present, present.new_zeros(B - present.numel())])
+        counts = torch.bincount(slot, minlength=ids.numel())
         order = torch.argsort(experts, stable=True)
         inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(order.numel(), device=order.device)
-        return cls(vectors=vectors, counts=counts.tolist(), order=order, inverse=inverse)
+        inverse[order] = torch.arange(B, device=order.device)
+        return cls(vectors=E.index_select(0, ids), counts=counts.tolist(), order=order, inverse=inverse,
+                   ends=counts.cumsum(0), group=slot.index_select(0, order), kernel=kernel)
 
     @classmethod
     def single(cls, vector: torch.Tensor, batch: int) -> "Route":
@@ -159,24 +206,30 @@ class ProjectedMLP(nn.Module):
         """The plain MLP of transformer.py run with ``weights`` (one expert)."""
         return functional_call(self._template[0], weights, (x,))
 
-    # outside torch.compile: the grouping (route.counts) changes with every micro-batch, and
-    # dynamo would recompile for each new one until its recompile limit (then run eager).
-    # The MLPs are a few large matrix products each, which gain little from compiling;
-    # attention, norms and the loss around them still compile (tests/test_projected_compile.py)
-    @torch.compiler.disable
     def forward(self, x: torch.Tensor, route: Optional[Route] = None, **_: object) -> torch.Tensor:
         if route is None:
             raise SpeclmError("projected network: no expert given (call the ProjectedNetwork with expert=... or vector=...)")
+        if route.kernel == "loop":
+            return self._loop(x, route)
+        W = self.weights(route.vectors)
+        if route.vectors.shape[0] == 1:
+            return self.plain_forward(x, {n: w[0] for n, w in W.items()})
+        # the plain MLP's maths with a grouped matrix product: static shapes, so it stays
+        # inside a compiled graph (route.counts, a list, is never read here: no guards on it)
+        return functional_call(self._template[0], W, (x,), {"linear": lambda a, w: grouped_linear(a, w, route)})
+
+    # kernel="loop": one plain MLP per group, outside torch.compile (the grouping changes
+    # with every micro-batch and dynamo would recompile for each new one)
+    @torch.compiler.disable
+    def _loop(self, x: torch.Tensor, route: Route) -> torch.Tensor:
         if x.shape[0] != sum(route.counts):
             raise SpeclmError(f"projected network: a route for {sum(route.counts)} examples got a batch of {x.shape[0]}")
-        W = self.weights(route.vectors)
-        if len(route.counts) == 1:
-            return self.plain_forward(x, {n: w[0] for n, w in W.items()})
-        # the batch arrives grouped (see Route); unbind, not w[j]: indexing's backward would
-        # allocate a zero [g, ...] tensor per group
+        live = [j for j, c in enumerate(route.counts) if c]  # the experts present only
+        W = self.weights(route.vectors if len(live) == len(route.counts) else route.vectors[live])
+        # unbind, not w[j]: indexing's backward would allocate a zero [g, ...] tensor per group
         per_group = {n: w.unbind(0) for n, w in W.items()}
-        xs = x.split(route.counts, dim=0)
-        outs = [self.plain_forward(xg, {n: ws[j] for n, ws in per_group.items()}) for j, xg in enumerate(xs)]
+        outs = [self.plain_forward(xg, {n: ws[j] for n, ws in per_group.items()})
+                for j, xg in enumerate(x.split([route.counts[j] for j in live], dim=0))]
         return torch.cat(outs, dim=0)
 
 
@@ -186,9 +239,12 @@ class ProjectedNetwork(nn.Module):
     like :class:`Transformer`; ``vector=e`` instead of ``expert`` runs one expert vector
     (e.g. a histogram mix) for the whole batch."""
 
-    def __init__(self, shape: ModelShape, k: int, h: int, m: int, init: str = "random"):
+    def __init__(self, shape: ModelShape, k: int, h: int, m: int, init: str = "random", kernel: str = "grouped"):
         super().__init__()
         check_pn_sizes(k, h, m)
+        if kernel not in KERNELS:
+            raise SpeclmError(f"projected network: kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+        self.kernel = kernel
         if init not in INITS:
             raise SpeclmError(f"projected network: init must be one of {', '.join(INITS)}, got {init!r}")
         self.shape, self.k, self.h, self.m = shape, k, h, m
@@ -256,7 +312,7 @@ class ProjectedNetwork(nn.Module):
 
     # -- forward -------------------------------------------------------------------------
 
-    @torch.compiler.disable  # data-dependent (unique, min/max checks): see ProjectedMLP.forward
+    @torch.compiler.disable  # data-dependent (unique, min/max checks); its tensors have static shapes
     def route(self, batch: int, expert: Optional[torch.Tensor] = None, vector: Optional[torch.Tensor] = None) -> Route:
         if (expert is None) == (vector is None):
             raise SpeclmError("projected network: give exactly one of expert=ids or vector=e")
@@ -269,7 +325,7 @@ class ProjectedNetwork(nn.Module):
             expert = expert.expand(batch)
         if expert.shape != (batch,):
             raise SpeclmError(f"projected network: expected {batch} expert ids (one per example), got shape {tuple(expert.shape)}")
-        return Route.from_experts(expert, self.E)
+        return Route.from_experts(expert, self.E, self.kernel)
 
     def forward(
         self,

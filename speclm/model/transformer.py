@@ -171,6 +171,11 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
+# The MLPs take the matrix product as ``linear(x, weight)`` (default F.linear): the
+# projected network passes a grouped product (one weight per group of examples) and so
+# reuses these MLPs' maths unchanged.
+
+
 class SwiGLU(nn.Module):
     """down(silu(gate(x)) * up(x)); gate and up are one stacked matrix."""
 
@@ -179,9 +184,9 @@ class SwiGLU(nn.Module):
         self.gate_up = nn.Linear(shape.d_model, 2 * shape.d_mlp, bias=False)
         self.down = nn.Linear(shape.d_mlp, shape.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, **_: object) -> torch.Tensor:
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+    def forward(self, x: torch.Tensor, linear: Callable = F.linear, **_: object) -> torch.Tensor:
+        gate, up = linear(x, self.gate_up.weight).chunk(2, dim=-1)
+        return linear(F.silu(gate) * up, self.down.weight)
 
 
 class PlainMLP(nn.Module):
@@ -192,8 +197,8 @@ class PlainMLP(nn.Module):
         self.up = nn.Linear(shape.d_model, shape.d_mlp, bias=False)
         self.down = nn.Linear(shape.d_mlp, shape.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, **_: object) -> torch.Tensor:
-        return self.down(F.gelu(self.up(x)))
+    def forward(self, x: torch.Tensor, linear: Callable = F.linear, **_: object) -> torch.Tensor:
+        return linear(F.gelu(linear(x, self.up.weight)), self.down.weight)
 
 
 def default_mlp(shape: ModelShape, layer: int) -> nn.Module:
