@@ -34,17 +34,20 @@ def run(pn, x, experts):
     return logits.detach(), loss.detach(), {n: p.grad for n, p in pn.named_parameters()}
 
 
+@pytest.mark.parametrize("static", [True, False], ids=["fixed-groups", "present-groups"])
 @pytest.mark.parametrize("gmm", [True, False], ids=["grouped_mm", "gather-bmm"])
 @pytest.mark.parametrize("k,experts,mlp", [
     (4, [2, 0, 2, 3, 0, 2], "swiglu"),   # k <= B: every expert a group, expert 1 empty
     (9, [7, 1, 7, 4], "plain"),          # k > B: the experts present padded to B groups
     (3, [1, 1, 1, 1, 1], "swiglu"),      # one expert: the plain MLP
 ])
-def test_grouped_equals_per_expert_loop(monkeypatch, gmm, k, experts, mlp):
+def test_grouped_equals_per_expert_loop(monkeypatch, static, gmm, k, experts, mlp):
     if gmm and not hasattr(torch, "_grouped_mm"):
         pytest.skip("this torch build has no torch._grouped_mm")
     if not gmm:
         monkeypatch.setattr(projected, "grouped_mm_usable", lambda x, w: False)
+    route = ProjectedNetwork.route  # static: the fixed number of groups a compiled graph gets
+    monkeypatch.setattr(ProjectedNetwork, "route", lambda self, b, e=None, v=None, **_: route(self, b, e, v, static))
     calls = []
     real = projected.grouped_linear
     monkeypatch.setattr(projected, "grouped_linear", lambda *a: calls.append(1) or real(*a))

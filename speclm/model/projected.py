@@ -18,13 +18,9 @@ expert into a plain :class:`~speclm.model.transformer.Transformer` whose logits 
 the projected network's for that expert.
 
 Routing: each example goes to one expert. A :class:`Route` sorts the micro-batch by
-expert once; every layer then computes the weights of all experts present with one
-matrix product (``alpha @ T.view(h, -1)``), runs the MLP on each expert's contiguous
-rows, and scatters the rows back. An expert's weights are materialized once per
-micro-batch and layer, never per example.
-
-The MLP maths stays in transformer.py: a projected MLP calls the plain MLP module
-(SwiGLU or plain) with the expert's weights through ``torch.func.functional_call``, so a
+expert once; every layer computes the weights of its groups with one matrix product
+(``alpha @ T.view(h, -1)``) and runs the plain MLP of transformer.py (through
+``functional_call``) with a grouped matrix product (:func:`grouped_linear`), so a
 materialized expert computes exactly what the projected network computed.
 """
 
@@ -43,6 +39,7 @@ from ..core.errors import SpeclmError
 from .transformer import ModelShape, Transformer, default_mlp, flops_per_token, param_breakdown
 
 INITS = ("random", "mixture")
+KERNELS = ("grouped", "loop")  # the projected MLP's product: see grouped_linear and ProjectedMLP._loop
 
 
 def check_pn_sizes(k: int, h: int, m: int) -> None:
@@ -50,9 +47,6 @@ def check_pn_sizes(k: int, h: int, m: int) -> None:
     for name, v in (("k (experts)", k), ("h (capacity)", h), ("m (expert-vector size)", m)):
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             raise SpeclmError(f"projected network: {name} must be a positive integer, got {v!r}")
-
-
-KERNELS = ("grouped", "loop")
 
 
 def grouped_mm_usable(x: torch.Tensor, w: torch.Tensor) -> bool:
@@ -89,16 +83,14 @@ def grouped_linear(x: torch.Tensor, w: torch.Tensor, route: "Route") -> torch.Te
 class Route:
     """Which expert vector each example of a micro-batch uses, grouped.
 
-    ``vectors[j]`` is the j-th group's expert vector (length m), ``counts[j]`` how many
-    examples it has, ``ends`` their running sum (a tensor), ``group`` the group of each
-    example in grouped order. The projected MLPs see the batch with its groups contiguous,
-    in this order: :class:`ProjectedNetwork` permutes the batch by ``order`` once at the
-    input and the logits back by ``inverse`` at the output (examples only meet in the MLP
-    routing, so this is the same computation). With one group nothing is permuted.
+    ``vectors[j]``: the j-th group's expert vector, ``counts[j]`` its examples, ``ends``
+    their running sum, ``group`` each example's group. The MLPs see the batch grouped:
+    :class:`ProjectedNetwork` permutes it by ``order`` at the input and the logits back by
+    ``inverse`` (examples only meet in the MLP routing). One group: nothing is permuted.
 
-    Several groups: the number of groups is fixed, G = min(k, B) (every expert when k <= B,
-    else the experts present padded with empty groups), so a compiled graph sees the same
-    shapes for every mix of experts (``kernel="grouped"``, :func:`grouped_linear`).
+    Several groups, under torch.compile: the number of groups is fixed, G = min(k, B) (every
+    expert when k <= B, else the experts present padded with empty groups), so a compiled
+    graph sees the same shapes for every mix of experts; eagerly, G is the experts present (``kernel="grouped"``, :func:`grouped_linear`).
     ``kernel="loop"`` runs one plain MLP per non-empty group, outside the compiled graph.
     """
 
@@ -111,8 +103,9 @@ class Route:
     kernel: str = "grouped"
 
     @classmethod
-    def from_experts(cls, experts: torch.Tensor, E: torch.Tensor, kernel: str = "grouped") -> "Route":
-        """Group a micro-batch by expert index (``experts``: int [B], values in [0, k))."""
+    def from_experts(cls, experts: torch.Tensor, E: torch.Tensor, kernel: str = "grouped", static: bool = True) -> "Route":
+        """Group a micro-batch by expert index (``experts``: int [B], values in [0, k)).
+        ``static=False`` (eager): one group per expert present, however many."""
         k = E.shape[0]
         if experts.dim() != 1:
             raise SpeclmError(f"projected network: expert ids must be one per example, got shape {tuple(experts.shape)}")
@@ -127,7 +120,9 @@ class Route:
         if present.numel() == 1:
             return cls(vectors=E.index_select(0, present), counts=[experts.numel()], kernel=kernel)
         B = experts.numel()
-        if k <= B:  # every expert is a group, empty or not
+        if not static:  # eager: the experts present only (no weights made for empty groups)
+            ids = present
+        elif k <= B:  # every expert is a group, empty or not
             ids, slot = torch.arange(k, device=E.device), experts
         else:  # the experts present, padded to B groups with empty ones (expert 0)
             ids = torch.cat([present, present.new_zeros(B - present.numel())])
@@ -313,7 +308,8 @@ class ProjectedNetwork(nn.Module):
     # -- forward -------------------------------------------------------------------------
 
     @torch.compiler.disable  # data-dependent (unique, min/max checks); its tensors have static shapes
-    def route(self, batch: int, expert: Optional[torch.Tensor] = None, vector: Optional[torch.Tensor] = None) -> Route:
+    def route(self, batch: int, expert: Optional[torch.Tensor] = None, vector: Optional[torch.Tensor] = None,
+              static: bool = True) -> Route:
         if (expert is None) == (vector is None):
             raise SpeclmError("projected network: give exactly one of expert=ids or vector=e")
         if vector is not None:
@@ -325,7 +321,7 @@ class ProjectedNetwork(nn.Module):
             expert = expert.expand(batch)
         if expert.shape != (batch,):
             raise SpeclmError(f"projected network: expected {batch} expert ids (one per example), got shape {tuple(expert.shape)}")
-        return Route.from_experts(expert, self.E, self.kernel)
+        return Route.from_experts(expert, self.E, self.kernel, static)
 
     def forward(
         self,
@@ -334,7 +330,8 @@ class ProjectedNetwork(nn.Module):
         expert: Optional[torch.Tensor] = None,
         vector: Optional[torch.Tensor] = None,
     ):
-        route = self.route(idx.shape[0], expert, vector)
+        # traced by torch.compile: a fixed number of groups; eager: the experts present
+        route = self.route(idx.shape[0], expert, vector, static=torch.compiler.is_compiling())
         if route.order is None:
             return self.transformer(idx, targets, route=route)
         # group the batch by expert once; the mean loss does not depend on the row order
