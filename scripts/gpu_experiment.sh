@@ -21,6 +21,9 @@ if [ "${1:-}" = "--dry-run" ]; then DRY_RUN=1; shift; fi
 out=${1:?usage: bash scripts/gpu_experiment.sh [--dry-run] OUT}
 DRY_RUN=${DRY_RUN:-0}
 PY=${PYTHON:-python3}
+if [ "$DRY_RUN" != 1 ]; then  # before anything is written
+  "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU here (DRY_RUN=1 runs on the CPU)')" || exit 2
+fi
 mkdir -p "$out"
 run=${RUN:-$out/run}
 export PYTHONUNBUFFERED=1 PYTHONPATH=".:${PYTHONPATH:-}"
@@ -37,7 +40,6 @@ else
   domains=kjv,python_code
   size=32k
   limits=(60 120 100 200)
-  "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 'no CUDA GPU here (DRY_RUN=1 runs on the CPU)')" || exit 2
   sets=(--preset demo
         --set corpus.max_mb_per_source=0
         --set clusters.embed_sample=0 --set clusters.embed_sample_other=0 --set clusters.fit_sample=0

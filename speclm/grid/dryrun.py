@@ -97,7 +97,6 @@ def check(run, ctx, methods: list[str], sizes: list[str], shards) -> list[str]:
 def jobs(run, methods: list[str], sizes: list[str], domains: list[str], test_tokens: dict, vocab: int, window: int):
     """Every job of the grid for ``methods`` x ``domains`` x ``sizes``, each once."""
     from ..methods.sizes import size_label
-    from ..model.projected import pn_param_counts  # noqa: F401  (the PN's sizes live there)
     from ..model.transformer import flops_per_token, param_breakdown
 
     cfg = run.config
@@ -136,7 +135,7 @@ def jobs(run, methods: list[str], sizes: list[str], domains: list[str], test_tok
                 for e in range(m.mix_k):
                     pretrain(("slm-mix", f"expert {e}"), "small", 1.0 / m.mix_k)
             if meth in ("slm-pn", "slm-pn-hist"):
-                pretrain(("slm-pn",), "pn", note=f"k={m.pn_k} h={m.pn_h}")
+                pretrain(("slm-pn",), "pn", note=f"k={m.pn_k} h={m.pn_h}; by FLOPs, the measured PN time is in bench/RESULTS.md")
             for s in [size_label(x) for x in sizes]:
                 cap = caps.get(s, 0)
                 which = "large" if meth in ("llm", "llm-lora") else "small"
@@ -241,7 +240,7 @@ def dry_run(run, echo: Callable[[str], None] = print, methods: Optional[list[str
         flops = sum(j.flops for j in sel)
         unknown = sum(1 for j in all_jobs if kind in (None, j.kind) and j.flops is None)
         hours = ", ".join(f"{_duration(flops, r)} on {lb}" for lb, r, _ in rates)
-        echo(f"total {kind or 'all'}: {len([j for j in all_jobs if kind in (None, j.kind)])} jobs, {_fmt(flops)} FLOPs, "
+        echo(f"total {kind or 'all'}: {len([j for j in all_jobs if kind in (None, j.kind)])} jobs, {flops:.3g} FLOPs, "
              f"{hours}" + (f" ({unknown} without an estimate until the tokens exist)" if unknown else ""))
     echo("fine-tuning jobs are counted at their step caps (early stopping ends them sooner): totals are upper bounds")
     return all_jobs
