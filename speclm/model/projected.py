@@ -58,8 +58,9 @@ def grouped_mm_usable(x: torch.Tensor, w: torch.Tensor) -> bool:
         return False
     if torch.compiler.is_compiling() and x.dtype != torch.bfloat16:
         return False
-    if x.device.type == "cuda":
-        return x.dtype == torch.bfloat16 and torch.cuda.get_device_capability(x.device) >= (9, 0)
+    if x.device.type == "cuda":  # group offsets (multiples of the window) aligned to 16 rows
+        return (x.dtype == torch.bfloat16 and x.shape[1] % 16 == 0
+                and torch.cuda.get_device_capability(x.device) >= (9, 0))
     return x.device.type == "cpu"
 
 
