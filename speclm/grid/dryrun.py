@@ -227,7 +227,8 @@ def dry_run(run, echo: Callable[[str], None] = print, methods: Optional[list[str
     if cpu is not None:
         rates.append(("this CPU", cpu, f"this CPU at a measured {cpu / 1e9:.2f} GFLOP/s (steps of {cfg.model.small})"))
     for label, _, name in rates:
-        echo(f"  {label}: {name}; other shapes at the same FLOP rate")
+        echo(f"  {label}: {name}; other shapes at the same FLOP rate (a shape smaller than the measured one "
+             f"reaches a lower MFU: its hours are lower bounds)")
     echo(f"{'job':10s} {'what':44s} {'tokens':>9s} {'FLOPs':>9s} " + " ".join(f"{lb:>11s}" for lb, _, _ in rates))
     order = {"pretrain": 0, "specialize": 1, "evaluate": 2}
     all_jobs.sort(key=lambda j: order[j.kind])  # stable: the grid's order within a kind
