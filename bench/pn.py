@@ -137,7 +137,7 @@ def loop_compare(args) -> None:
     shape = named_shape(args.shape, args.vocab, max_seq_len=args.seq, mlp=args.mlp)
     for comp in (False, True):
         torch.manual_seed(args.seed)
-        pn = ProjectedNetwork(shape, args.k, args.h, args.m)
+        pn = ProjectedNetwork(shape, args.k, args.h, args.m, kernel=args.kernel)
         cfg = TrainConfig(lr=3e-4, warmup_steps=5, batch_size=args.batch, dtype=args.dtype, compile=comp,
                           max_steps=args.loop_steps, log_every=5, eval_every=0, checkpoint_every=0)
         with tempfile.TemporaryDirectory() as tmp:
@@ -146,7 +146,7 @@ def loop_compare(args) -> None:
             wall = time.perf_counter() - t0
             rows = [json.loads(x) for x in open(os.path.join(tmp, "metrics.jsonl")) if '"tok_s"' in x]
         rates = [r["tok_s"] for r in rows[1:]] or [r["tok_s"] for r in rows]
-        print(f"PN loop ({args.shape}, k={args.k}, batch {args.batch} x {args.seq}, {args.dtype}), "
+        print(f"PN loop ({args.shape}, kernel {args.kernel}, k={args.k}, batch {args.batch} x {args.seq}, {args.dtype}), "
               f"compile={comp}: {statistics.median(rates):,.0f} tok/s (median of {len(rates)} intervals), "
               f"{wall:.0f} s in all, loss {rows[-1]['loss']:.3f}", flush=True)
 
@@ -171,6 +171,7 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--dtype", default="fp32", choices=["fp32", "bf16"], help="bf16 = autocast, as train.dtype")
+    ap.add_argument("--kernel", default="grouped", choices=["grouped", "loop"], help="--loop-steps: PN's MLP kernel")
     ap.add_argument("--loop-steps", type=int, default=0,
                     help="instead: the training loop on PN with mixed micro-batches, eager then compiled, N steps each")
     args = ap.parse_args()
@@ -187,8 +188,11 @@ def main() -> None:
     dev = torch.device(args.device)
     slm = Transformer(shape).to(dev)
     pn = ProjectedNetwork(shape, args.k, args.h, args.m).to(dev)
+    pn_loop = ProjectedNetwork(shape, args.k, args.h, args.m, kernel="loop").to(dev)
+    pn_loop.load_state_dict(pn.state_dict())
     opt_slm = make_optimizer(list(slm.parameters()), cfg, dev)
     opt_pn = make_optimizer(list(pn.parameters()), cfg, dev)
+    opt_loop = make_optimizer(list(pn_loop.parameters()), cfg, dev)
 
     g = torch.Generator().manual_seed(args.seed)
     data = torch.randint(0, args.vocab, (args.batch, args.seq + 1), generator=g)
@@ -203,6 +207,7 @@ def main() -> None:
         "slm": lambda: step_time(slm, opt_slm, x, y, dt),
         "pn/1 expert": lambda: step_time(pn, opt_pn, x, y, dt, expert=one),
         f"pn/mixed ({groups} experts)": lambda: step_time(pn, opt_pn, x, y, dt, expert=mixed),
+        "pn/mixed, kernel=loop": lambda: step_time(pn_loop, opt_loop, x, y, dt, expert=mixed),
     }
     for fn in runs.values():  # warm-up (allocator, optimizer state)
         fn()

@@ -92,6 +92,7 @@ def run_cmd(
     set_: SetOpt = None,
     force: bool = typer.Option(False, "--force", help="Recompute every stage even if its manifest matches."),
     until: str = typer.Option("grid", "--until", help="Stop after this stage: corpus, tokens, clusters or grid."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Validate the config against the corpus and print every job with its estimated FLOPs and GPU-hours; write nothing."),  # noqa: E501
 ) -> None:
     """Run the whole pipeline on one run folder: corpus, tokens, clusters, then the method
     grid (every method x domain x size, evaluated); finished stages and rows are skipped."""
@@ -99,6 +100,11 @@ def run_cmd(
 
     if until not in STAGES:  # before the run folder is touched: a refused command writes nothing
         raise SpeclmError(f"unknown stage {until!r} for --until; known: {', '.join(STAGES)}")
+    if dry_run:
+        from .dryrun import dry_run as plan
+
+        plan(open_run(run, preset, set_, save=False), echo=typer.echo)
+        return
     r = open_run(run, preset, set_)
     run_pipeline(r, force=force, echo=typer.echo, until=until)
     typer.echo(f"run folder: {r.path}")

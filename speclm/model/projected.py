@@ -18,13 +18,9 @@ expert into a plain :class:`~speclm.model.transformer.Transformer` whose logits 
 the projected network's for that expert.
 
 Routing: each example goes to one expert. A :class:`Route` sorts the micro-batch by
-expert once; every layer then computes the weights of all experts present with one
-matrix product (``alpha @ T.view(h, -1)``), runs the MLP on each expert's contiguous
-rows, and scatters the rows back. An expert's weights are materialized once per
-micro-batch and layer, never per example.
-
-The MLP maths stays in transformer.py: a projected MLP calls the plain MLP module
-(SwiGLU or plain) with the expert's weights through ``torch.func.functional_call``, so a
+expert once; every layer computes the weights of its groups with one matrix product
+(``alpha @ T.view(h, -1)``) and runs the plain MLP of transformer.py (through
+``functional_call``) with a grouped matrix product (:func:`grouped_linear`), so a
 materialized expert computes exactly what the projected network computed.
 """
 
@@ -32,7 +28,6 @@ from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass
 from typing import Optional
 
 import torch
@@ -40,9 +35,11 @@ from torch import nn
 from torch.func import functional_call
 
 from ..core.errors import SpeclmError
+from .routing import Route, grouped_linear, grouped_mm_usable  # noqa: F401 (grouped_mm_usable: re-exported)
 from .transformer import ModelShape, Transformer, default_mlp, flops_per_token, param_breakdown
 
 INITS = ("random", "mixture")
+KERNELS = ("grouped", "loop")  # the projected MLP's product: see grouped_linear and ProjectedMLP._loop
 
 
 def check_pn_sizes(k: int, h: int, m: int) -> None:
@@ -50,51 +47,6 @@ def check_pn_sizes(k: int, h: int, m: int) -> None:
     for name, v in (("k (experts)", k), ("h (capacity)", h), ("m (expert-vector size)", m)):
         if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
             raise SpeclmError(f"projected network: {name} must be a positive integer, got {v!r}")
-
-
-@dataclass
-class Route:
-    """Which expert vector each example of a micro-batch uses, grouped.
-
-    ``vectors[j]`` is the j-th group's expert vector (length m), ``counts[j]`` how many
-    examples it has. The projected MLPs see the batch with its groups contiguous, in this
-    order: :class:`ProjectedNetwork` permutes the batch by ``order`` once at the input and
-    the logits back by ``inverse`` at the output (examples only meet in the MLP routing,
-    so this is the same computation), instead of a gather and scatter in every layer.
-    With one group nothing is permuted.
-    """
-
-    vectors: torch.Tensor  # [g, m]
-    counts: list[int]
-    order: Optional[torch.Tensor] = None  # [B] or None when g == 1
-    inverse: Optional[torch.Tensor] = None
-
-    @classmethod
-    def from_experts(cls, experts: torch.Tensor, E: torch.Tensor) -> "Route":
-        """Group a micro-batch by expert index (``experts``: int [B], values in [0, k))."""
-        k = E.shape[0]
-        if experts.dim() != 1:
-            raise SpeclmError(f"projected network: expert ids must be one per example, got shape {tuple(experts.shape)}")
-        if experts.dtype.is_floating_point or experts.dtype == torch.bool:
-            raise SpeclmError(f"projected network: expert ids must be integers, got {experts.dtype}")
-        lo, hi = int(experts.min()), int(experts.max())
-        if lo < 0 or hi >= k:
-            bad = lo if lo < 0 else hi
-            raise SpeclmError(f"projected network: expert index {bad} is out of range; this network has k={k} experts (0..{k - 1})")
-        experts = experts.to(device=E.device, dtype=torch.long)
-        present, counts = torch.unique(experts, sorted=True, return_counts=True)
-        vectors = E.index_select(0, present)
-        if present.numel() == 1:
-            return cls(vectors=vectors, counts=[experts.numel()])
-        order = torch.argsort(experts, stable=True)
-        inverse = torch.empty_like(order)
-        inverse[order] = torch.arange(order.numel(), device=order.device)
-        return cls(vectors=vectors, counts=counts.tolist(), order=order, inverse=inverse)
-
-    @classmethod
-    def single(cls, vector: torch.Tensor, batch: int) -> "Route":
-        """Every example uses the same expert vector (e.g. a histogram mix)."""
-        return cls(vectors=vector.reshape(1, -1), counts=[batch])
 
 
 def _param_key(name: str) -> str:
@@ -159,24 +111,30 @@ class ProjectedMLP(nn.Module):
         """The plain MLP of transformer.py run with ``weights`` (one expert)."""
         return functional_call(self._template[0], weights, (x,))
 
-    # outside torch.compile: the grouping (route.counts) changes with every micro-batch, and
-    # dynamo would recompile for each new one until its recompile limit (then run eager).
-    # The MLPs are a few large matrix products each, which gain little from compiling;
-    # attention, norms and the loss around them still compile (tests/test_projected_compile.py)
-    @torch.compiler.disable
     def forward(self, x: torch.Tensor, route: Optional[Route] = None, **_: object) -> torch.Tensor:
         if route is None:
             raise SpeclmError("projected network: no expert given (call the ProjectedNetwork with expert=... or vector=...)")
+        if route.kernel == "loop":
+            return self._loop(x, route)
+        W = self.weights(route.vectors)
+        if route.vectors.shape[0] == 1:
+            return self.plain_forward(x, {n: w[0] for n, w in W.items()})
+        # the plain MLP's maths with a grouped matrix product: static shapes, so it stays
+        # inside a compiled graph (route.counts, a list, is never read here: no guards on it)
+        return functional_call(self._template[0], W, (x,), {"linear": lambda a, w: grouped_linear(a, w, route)})
+
+    # kernel="loop": one plain MLP per group, outside torch.compile (the grouping changes
+    # with every micro-batch and dynamo would recompile for each new one)
+    @torch.compiler.disable
+    def _loop(self, x: torch.Tensor, route: Route) -> torch.Tensor:
         if x.shape[0] != sum(route.counts):
             raise SpeclmError(f"projected network: a route for {sum(route.counts)} examples got a batch of {x.shape[0]}")
-        W = self.weights(route.vectors)
-        if len(route.counts) == 1:
-            return self.plain_forward(x, {n: w[0] for n, w in W.items()})
-        # the batch arrives grouped (see Route); unbind, not w[j]: indexing's backward would
-        # allocate a zero [g, ...] tensor per group
+        live = [j for j, c in enumerate(route.counts) if c]  # the experts present only
+        W = self.weights(route.vectors if len(live) == len(route.counts) else route.vectors[live])
+        # unbind, not w[j]: indexing's backward would allocate a zero [g, ...] tensor per group
         per_group = {n: w.unbind(0) for n, w in W.items()}
-        xs = x.split(route.counts, dim=0)
-        outs = [self.plain_forward(xg, {n: ws[j] for n, ws in per_group.items()}) for j, xg in enumerate(xs)]
+        outs = [self.plain_forward(xg, {n: ws[j] for n, ws in per_group.items()})
+                for j, xg in enumerate(x.split([route.counts[j] for j in live], dim=0))]
         return torch.cat(outs, dim=0)
 
 
@@ -186,9 +144,12 @@ class ProjectedNetwork(nn.Module):
     like :class:`Transformer`; ``vector=e`` instead of ``expert`` runs one expert vector
     (e.g. a histogram mix) for the whole batch."""
 
-    def __init__(self, shape: ModelShape, k: int, h: int, m: int, init: str = "random"):
+    def __init__(self, shape: ModelShape, k: int, h: int, m: int, init: str = "random", kernel: str = "grouped"):
         super().__init__()
         check_pn_sizes(k, h, m)
+        if kernel not in KERNELS:
+            raise SpeclmError(f"projected network: kernel must be one of {', '.join(KERNELS)}, got {kernel!r}")
+        self.kernel = kernel
         if init not in INITS:
             raise SpeclmError(f"projected network: init must be one of {', '.join(INITS)}, got {init!r}")
         self.shape, self.k, self.h, self.m = shape, k, h, m
@@ -256,8 +217,9 @@ class ProjectedNetwork(nn.Module):
 
     # -- forward -------------------------------------------------------------------------
 
-    @torch.compiler.disable  # data-dependent (unique, min/max checks): see ProjectedMLP.forward
-    def route(self, batch: int, expert: Optional[torch.Tensor] = None, vector: Optional[torch.Tensor] = None) -> Route:
+    @torch.compiler.disable  # data-dependent (unique, min/max checks); its tensors have static shapes
+    def route(self, batch: int, expert: Optional[torch.Tensor] = None, vector: Optional[torch.Tensor] = None,
+              static: bool = True) -> Route:
         if (expert is None) == (vector is None):
             raise SpeclmError("projected network: give exactly one of expert=ids or vector=e")
         if vector is not None:
@@ -269,7 +231,7 @@ class ProjectedNetwork(nn.Module):
             expert = expert.expand(batch)
         if expert.shape != (batch,):
             raise SpeclmError(f"projected network: expected {batch} expert ids (one per example), got shape {tuple(expert.shape)}")
-        return Route.from_experts(expert, self.E)
+        return Route.from_experts(expert, self.E, self.kernel, static)
 
     def forward(
         self,
@@ -278,7 +240,8 @@ class ProjectedNetwork(nn.Module):
         expert: Optional[torch.Tensor] = None,
         vector: Optional[torch.Tensor] = None,
     ):
-        route = self.route(idx.shape[0], expert, vector)
+        # traced by torch.compile: a fixed number of groups; eager: the experts present
+        route = self.route(idx.shape[0], expert, vector, static=torch.compiler.is_compiling())
         if route.order is None:
             return self.transformer(idx, targets, route=route)
         # group the batch by expert once; the mean loss does not depend on the row order

@@ -171,6 +171,13 @@ class Attention(nn.Module):
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
+def _apply(linear: Optional[Callable], layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)``, or ``linear(x, layer.weight)`` when a product is given: the projected
+    network passes a grouped one (one weight per group of examples) and so reuses these
+    MLPs' maths unchanged; LoRA's wrapped layers keep their own forward."""
+    return layer(x) if linear is None else linear(x, layer.weight)
+
+
 class SwiGLU(nn.Module):
     """down(silu(gate(x)) * up(x)); gate and up are one stacked matrix."""
 
@@ -179,9 +186,9 @@ class SwiGLU(nn.Module):
         self.gate_up = nn.Linear(shape.d_model, 2 * shape.d_mlp, bias=False)
         self.down = nn.Linear(shape.d_mlp, shape.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, **_: object) -> torch.Tensor:
-        gate, up = self.gate_up(x).chunk(2, dim=-1)
-        return self.down(F.silu(gate) * up)
+    def forward(self, x: torch.Tensor, linear: Optional[Callable] = None, **_: object) -> torch.Tensor:
+        gate, up = _apply(linear, self.gate_up, x).chunk(2, dim=-1)
+        return _apply(linear, self.down, F.silu(gate) * up)
 
 
 class PlainMLP(nn.Module):
@@ -192,8 +199,8 @@ class PlainMLP(nn.Module):
         self.up = nn.Linear(shape.d_model, shape.d_mlp, bias=False)
         self.down = nn.Linear(shape.d_mlp, shape.d_model, bias=False)
 
-    def forward(self, x: torch.Tensor, **_: object) -> torch.Tensor:
-        return self.down(F.gelu(self.up(x)))
+    def forward(self, x: torch.Tensor, linear: Optional[Callable] = None, **_: object) -> torch.Tensor:
+        return _apply(linear, self.down, F.gelu(_apply(linear, self.up, x)))
 
 
 def default_mlp(shape: ModelShape, layer: int) -> nn.Module:

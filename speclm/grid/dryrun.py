@@ -1,0 +1,283 @@
+"""``speclm run --dry-run``: validate a run's config against its corpus and print every job
+of the pipeline (pretrainings, specializations, evaluations) with its tokens, FLOPs and
+estimated device-hours, then the totals. Nothing is written and nothing is trained.
+
+What is checked up front (the same checks the grid makes later, after hours of data
+stages): the pretraining budget is positive, each method's settings (``Method.check``),
+every clustering a method reads is in ``clusters.ks``, every size parses, and, when the
+run's tokens are built and match the config, every size against every domain's train
+split (one line naming the domain and its size). Without tokens, the plan says what will
+be checked once they exist.
+
+Estimates: training FLOPs are the loop's (``flops_per_token``: 6N plus attention; a
+projected network adds its weight materialization); an evaluation is a forward pass, a
+third of that. Fine-tuning jobs are counted at their step caps (early stopping ends them
+sooner), so the totals are upper bounds. Device-hours use one measured rate:
+
+* a named GPU: one H100 80GB at the 524,049 tokens/s the training loop measured at the
+  paper's SLM shape (bench/RESULTS.md: batch 32 x 1,024, bf16, compiled, 43.3% MFU);
+  other shapes at the same FLOP rate (the same MFU);
+* "this CPU", for the CPU-sized presets: a rate measured here in a second (training
+  steps of the run's small model, the fastest after the first), at the same FLOP rate for the other shapes.
+"""
+
+from __future__ import annotations
+
+import math
+
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from ..core.errors import SpeclmError
+
+H100_TOKENS_S = 524_049.0  # bench/RESULTS.md, "GPU: the paper's SLM shape on one H100"
+H100_NAME = "one H100 80GB at the measured 524,049 tokens/s of paper-slm (bench/RESULTS.md)"
+CPU_PROBE_MAX_PARAMS = 50e6  # larger small models are not probed on the CPU (a step takes too long)
+
+
+@dataclass
+class Job:
+    kind: str  # pretrain | specialize | evaluate
+    name: str
+    tokens: Optional[float]  # None: not known before the tokens are built
+    flops: Optional[float]
+    note: str = ""
+
+
+def _shapes(run, vocab: int, window: int):
+    from ..model.transformer import named_shape
+
+    m = run.config.model
+    return {w: named_shape(m.small if w == "small" else m.large, vocab, max_seq_len=window, mlp=m.mlp,
+                           tie_embeddings=m.tie_embeddings) for w in ("small", "large")}
+
+
+def _fresh_tokens(run):
+    """The run's token shards when they are built and match the config, else None."""
+    from ..core import manifest
+    from ..tokens import stage as tokens_stage
+
+    try:
+        inputs = tokens_stage._inputs(run)
+    except SpeclmError:
+        return None
+    if not manifest.is_fresh(run.tokens_dir, tokens_stage.STAGE, tokens_stage._stage_config(run), inputs):
+        return None
+    from ..tokens.shards import TokenShards
+
+    return TokenShards(run.tokens_dir)
+
+
+def check(run, ctx, methods: list[str], sizes: list[str], shards) -> list[str]:
+    """Refuse (SpeclmError, one line) what the grid would refuse; return what was checked."""
+    from ..methods import base
+    from ..methods.pretraining import pretrain_steps
+    from ..methods.sizes import size_label, size_windows
+
+    pretrain_steps(ctx)
+    ks = set(run.config.clusters.ks)
+    for m in methods:
+        obj = base.get(m)
+        obj.check(ctx)
+        for k in obj.cluster_ks(ctx):
+            if k not in ks:
+                raise SpeclmError(f"{m} reads the clustering k={k}, which clusters.ks ({sorted(ks)}) does not build; add it")
+    labels = [size_label(s) for s in sizes]
+    if shards is None:
+        return [f"sizes {', '.join(labels)}: parsed; each will be checked against every domain's train split once "
+                f"the tokens are built (the grid refuses a size a domain cannot hold, naming both)"]
+    out = []
+    for d in shards.domains():
+        n = len(shards.windows(d, "train"))
+        for s in sizes:
+            size_windows(s, n, shards.window, d)
+        out.append(f"{d}: {n * shards.window:,} train tokens; sizes {', '.join(labels)} fit")
+    return out
+
+
+def jobs(run, methods: list[str], sizes: list[str], domains: list[str], test_tokens: dict, vocab: int, window: int,
+         train_tokens: Optional[dict] = None):
+    """Every job of the grid for ``methods`` x ``domains`` x ``sizes``, each once.
+
+    A fine-tune is counted at its cap: ``methods.finetune_max_epochs`` passes over the size's
+    tokens (slm-nopt: ``nopt_max_epochs``), bounded by ``methods.finetune_max_steps`` when
+    given; a size "all" needs the domain's train tokens (known once the tokens exist)."""
+    from ..methods.sizes import parse_size, size_label
+    from ..model.transformer import flops_per_token, param_breakdown
+
+    cfg = run.config
+    t, m = cfg.train, cfg.methods
+    shape = _shapes(run, vocab, window)
+    fpt = {w: flops_per_token(s, window) for w, s in shape.items()}
+    fpt["pn"] = fpt["small"] + 6.0 * m.pn_h * param_breakdown(shape["small"])["mlp"] / window
+    per_step = t.batch_size * t.grad_accum * window
+    steps = m.pretrain_steps or t.max_steps
+    out: dict[tuple, Job] = {}
+
+    def pretrain(key, which, share=1.0, note=""):
+        if m.budget == "flops":
+            flops = steps * share * per_step * fpt["small"]
+            tokens = flops / fpt[which]
+        else:
+            tokens = steps * share * per_step
+            flops = tokens * fpt[which]
+        out.setdefault(("pretrain",) + key, Job("pretrain", " / ".join(key), tokens, flops, note))
+
+    def train_job(kind, key, which, n_steps, batch, extra_fpt=0.0, note=""):
+        tokens = n_steps * batch * window
+        out.setdefault((kind,) + key, Job(kind, " / ".join(key), tokens, tokens * (fpt[which] + extra_fpt), note))
+
+    ft_batch = m.finetune_batch_size or t.batch_size
+    bounds = dict(zip([size_label(s) for s in sizes], m.finetune_max_steps))
+
+    def cap_of(size: str, domain: str, epochs: float) -> int:
+        tokens = parse_size(size) or (train_tokens or {}).get(domain)
+        bound = bounds.get(size, 0)
+        if tokens is None:
+            return bound
+        steps = math.ceil(epochs * tokens / (ft_batch * t.grad_accum * window))
+        return min(steps, bound) if bound > 0 else steps
+
+    for meth in methods:
+        for d in domains:
+            if meth in ("slm", "slm-d"):
+                pretrain(("slm",), "small")
+            if meth in ("llm", "llm-lora", "slm-d"):
+                pretrain(("llm",), "large", note="large shape")
+            if meth in ("slm-is", "slm-dsir"):
+                pretrain((meth, d), "small", note="per domain")
+            if meth == "slm-mix":
+                for e in range(m.mix_k):
+                    pretrain(("slm-mix", f"expert {e}"), "small", 1.0 / m.mix_k)
+            if meth in ("slm-pn", "slm-pn-hist"):
+                pretrain(("slm-pn",), "pn", note=f"k={m.pn_k} h={m.pn_h}; by FLOPs, the measured PN time is in bench/RESULTS.md")
+            for s in [size_label(x) for x in sizes]:
+                cap = cap_of(s, d, m.finetune_max_epochs)
+                which = "large" if meth in ("llm", "llm-lora") else "small"
+                if meth == "slm-nopt":
+                    n = cap_of(s, d, m.nopt_max_epochs or m.finetune_max_epochs)
+                    train_job("specialize", (meth, d, s), "small", n, ft_batch, note="from scratch, cap")
+                elif meth == "llm-lora":
+                    train_job("specialize", (meth, d, s), "large", int(cap * m.lora_steps_factor), ft_batch, note="cap")
+                elif meth == "slm-d":
+                    train_job("specialize", ("llm", d, s), "large", cap, ft_batch, note="teacher, cap")
+                    train_job("specialize", (meth, d, s), "small", cap, ft_batch, fpt["large"] / 3, "student + teacher forward, cap")
+                else:
+                    train_job("specialize", (meth, d, s), which, cap, ft_batch, note="cap")
+                tt = test_tokens.get(d)
+                out.setdefault(("evaluate", meth, d, s), Job("evaluate", f"{meth} / {d} / {s}", tt,
+                                                            None if tt is None else tt * fpt[which] / 3))
+    return list(out.values())
+
+
+def cpu_rate(run, vocab: int, window: int) -> Optional[float]:
+    """FLOPs/s of two training steps of the run's small model here (None when it is too large)."""
+    import torch
+
+    from ..model.transformer import Transformer, flops_per_token
+
+    shape = _shapes(run, vocab, window)["small"]
+    model = Transformer(shape)
+    if model.param_count() > CPU_PROBE_MAX_PARAMS:
+        return None
+    batch = max(1, min(run.config.train.batch_size, 8))
+    x = torch.randint(0, vocab, (batch, window + 1), generator=torch.Generator().manual_seed(0))
+    times = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        _, loss = model(x[:, :-1], x[:, 1:])
+        loss.backward()
+        times.append(time.perf_counter() - t0)
+    return batch * window * flops_per_token(shape, window) / min(times[1:])
+
+
+def _duration(flops: Optional[float], rate: float) -> str:
+    if flops is None:
+        return "?"
+    sec = flops / rate
+    for scale, unit in ((3600.0, "h"), (60.0, "min"), (1.0, "s")):
+        if sec >= scale:
+            return f"{sec / scale:,.3g} {unit}"
+    return f"{sec * 1e3:.3g} ms"
+
+
+def _fmt(v: Optional[float], unit: str = "") -> str:
+    if v is None:
+        return "?"
+    for scale, suffix in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.1f}{suffix}{unit}"
+    return f"{v:.0f}{unit}"
+
+
+def dry_run(run, echo: Callable[[str], None] = print, methods: Optional[list[str]] = None) -> list[Job]:
+    """Validate ``run``'s config against its corpus and print the plan; writes nothing."""
+    from ..methods import base
+    from ..model.transformer import flops_per_token, named_shape
+    from .results import order_methods
+
+    cfg = run.config
+    ctx = base.Context(run=run, log=lambda s: None)
+    methods = order_methods(methods or base.known())
+    shards = _fresh_tokens(run)
+    checked = check(run, ctx, methods, cfg.methods.sizes, shards)
+    if shards is not None:
+        vocab, window, domains = shards.vocab_size, shards.window, shards.domains()
+        test, train = {}, {d: len(shards.windows(d, "train")) * window for d in domains}
+        for d in domains:
+            n = len(shards.windows(d, "test"))
+            test[d] = (min(n, cfg.methods.eval_max_windows) if cfg.methods.eval_max_windows else n) * window
+        where = f"tokens built at {run.tokens_dir}"
+    else:
+        vocab, window = cfg.tokens.vocab_size, cfg.tokens.window
+        domains, test, train = _planned_domains(run), {}, {}
+        where = f"tokens not built yet at {run.tokens_dir}: the domains are the corpus config's; test tokens unknown"
+    echo(f"dry run of {run.path} (preset {cfg.name}): nothing will be written; {where}")
+    for line in checked:
+        echo(f"  checked: {line}")
+    all_jobs = jobs(run, methods, cfg.methods.sizes, domains, test, vocab, window, train)
+    ref = H100_TOKENS_S * flops_per_token(named_shape("paper-slm", 32768, max_seq_len=1024), 1024)
+    rates = [("H100", ref, H100_NAME)]
+    cpu = cpu_rate(run, vocab, window)
+    if cpu is not None:
+        rates.append(("this CPU", cpu, f"this CPU at a measured {cpu / 1e9:.2f} GFLOP/s (steps of {cfg.model.small})"))
+    for label, _, name in rates:
+        echo(f"  {label}: {name}; other shapes at the same FLOP rate (a shape smaller than the measured one "
+             f"reaches a lower MFU: its hours are lower bounds)")
+    echo(f"{'job':10s} {'what':44s} {'tokens':>9s} {'FLOPs':>9s} " + " ".join(f"{lb:>11s}" for lb, _, _ in rates))
+    order = {"pretrain": 0, "specialize": 1, "evaluate": 2}
+    all_jobs.sort(key=lambda j: order[j.kind])  # stable: the grid's order within a kind
+    for j in all_jobs:
+        hours = " ".join(f"{_duration(j.flops, r):>11s}" for _, r, _ in rates)
+        echo(f"{j.kind:10s} {j.name[:44]:44s} {_fmt(j.tokens):>9s} {'?' if j.flops is None else f'{j.flops:.3g}':>9s} {hours}"
+             + (f"  ({j.note})" if j.note else ""))
+    for kind in ("pretrain", "specialize", "evaluate", None):
+        sel = [j for j in all_jobs if kind in (None, j.kind) and j.flops is not None]
+        flops = sum(j.flops for j in sel)
+        unknown = sum(1 for j in all_jobs if kind in (None, j.kind) and j.flops is None)
+        hours = ", ".join(f"{_duration(flops, r)} on {lb}" for lb, r, _ in rates)
+        echo(f"total {kind or 'all'}: {len([j for j in all_jobs if kind in (None, j.kind)])} jobs, {flops:.3g} FLOPs, "
+             f"{hours}" + (f" ({unknown} without an estimate until the tokens exist)" if unknown else ""))
+    echo("fine-tuning jobs are counted at their step caps (early stopping ends them sooner): totals are upper bounds")
+    return all_jobs
+
+
+def _planned_domains(run) -> list[str]:
+    """The domains the corpus will hold (before the tokens exist)."""
+    from ..corpus import store
+
+    try:
+        return store.list_domains(run.corpus_dir)
+    except (SpeclmError, OSError):
+        pass
+    cfg = run.config.corpus
+    if cfg.source == "default":
+        from ..corpus.sources.catalog import DOMAIN_NAMES
+
+        return [d for d in DOMAIN_NAMES if not cfg.domains or d in cfg.domains]
+    if cfg.source == "tiny":
+        from ..corpus.default import TINY_DIR
+
+        return sorted(f.name[: -len(".jsonl.gz")] for f in TINY_DIR.glob("*.jsonl.gz") if f.name != "generic.jsonl.gz")
+    return [f"(the domains of {cfg.source})"]
