@@ -113,6 +113,10 @@ class MethodsConfig:
     # Evaluation of the specialized models in the grid: at most this many test windows per
     # domain, evenly spread (0 = the whole test split).
     eval_max_windows: int = 0
+    # How the grid runs its jobs (speclm/grid/executor.py): local worker processes (1 = this
+    # process, in order) or Ray (the `cluster` extra); `speclm grid --workers / --executor`.
+    grid_workers: int = 1
+    grid_executor: str = "local"  # local | ray
     # Pretraining budget shared by every method, in steps of the train config (0 = train.max_steps).
     pretrain_steps: int = 0
     budget: str = "tokens"  # tokens: same tokens for every method | flops: same FLOPs as the small model's run

@@ -25,6 +25,8 @@ def grid_cmd(
     domains: Annotated[Optional[list[str]], typer.Option("--domains", help="Domains (default: all).")] = None,
     sizes: Annotated[Optional[list[str]], typer.Option("--sizes", help="Sizes (default: methods.sizes).")] = None,
     name: Annotated[str, typer.Option("--name", help="Results file name under eval/.")] = "results",
+    workers: Annotated[int, typer.Option("--workers", "-j", help="Jobs at once: worker processes (local) or Ray tasks (default: methods.grid_workers).")] = 0,
+    executor: Annotated[str, typer.Option("--executor", help="local (this machine's processes) or ray (pip install 'speclm[cluster]'; default: methods.grid_executor).")] = "",
     run: RunOpt = None,
     preset: PresetOpt = None,
     set_: SetOpt = None,
@@ -36,7 +38,8 @@ def grid_cmd(
     from .experiment import run_grid
 
     r = open_run(run, preset, set_, save=False)
-    out = run_grid(r, methods=_split(methods), domains=_split(domains), sizes=_split(sizes), name=name, log=typer.echo)
+    out = run_grid(r, methods=_split(methods), domains=_split(domains), sizes=_split(sizes), name=name, log=typer.echo,
+                   workers=workers, executor=executor)
     typer.echo(f"results: {out}")
 
 
@@ -91,11 +94,13 @@ def run_cmd(
     set_: SetOpt = None,
     force: bool = typer.Option(False, "--force", help="Recompute every stage even if its manifest matches."),
     until: str = typer.Option("grid", "--until", help="Stop after this stage: corpus, tokens, clusters or grid."),
+    workers: Annotated[int, typer.Option("--workers", "-j", help="Jobs at once: worker processes (local) or Ray tasks (default: methods.grid_workers).")] = 0,
+    executor: Annotated[str, typer.Option("--executor", help="local (this machine's processes) or ray (pip install 'speclm[cluster]'; default: methods.grid_executor).")] = "",
 ) -> None:
     """Run the whole pipeline on one run folder: corpus, tokens, clusters, then the method
     grid (every method x domain x size, evaluated); finished stages and rows are skipped."""
     r = open_run(run, preset, set_)
     from .pipeline import run_pipeline
 
-    run_pipeline(r, force=force, echo=typer.echo, until=until)
+    run_pipeline(r, force=force, echo=typer.echo, until=until, workers=workers, executor=executor)
     typer.echo(f"run folder: {r.path}")

@@ -21,6 +21,7 @@ Cost split (PAPER.md Eq. 1): a method with shared pretraining pays its pretraini
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -83,10 +84,11 @@ def run_grid(
     sizes: Optional[list[str]] = None,
     name: str = "results",
     log: Callable[[str], None] = print,
+    workers: int = 0,
+    executor: str = "",
 ) -> Path:
     from ..methods import base, inputs
     from ..methods.sizes import size_label
-    from ..train.cost import read_cost
     from ..core.ranks import env_rank_world
 
     if env_rank_world()[1] > 1:
@@ -117,39 +119,93 @@ def run_grid(
     # size-major: a grid stopped early still has every method and domain at the first sizes
     todo = [(m, d, s) for s in sizes for m in methods for d in domains if (m, d, s) not in done]
     log(f"grid: {len(methods)} methods x {len(domains)} domains x {len(sizes)} sizes; {len(todo)} rows to do")
-    for m, d, s in todo:
-        if (m, d, s) in grid_rows(results, chash):  # another grid process did it meanwhile
-            log(f"grid: {m} / {d} / {s}: already in {results.name}")
-            continue
-        obj = objs[m]
-        t0 = time.perf_counter()
-        log(f"grid: {m} / {d} / {s}")
-        out = Path(obj.specialize(ctx, d, s))
-        ev = evaluate_model(run, out, d)
-        cost_doc = read_cost(out)
-        row = {
-            "method": m,
-            "domain": d,
-            "size": s,
-            "config": chash,
-            "nll": float(ev["nll"]),
-            "ppl": float(math.exp(ev["nll"])),
-            "eval_tokens": int(ev["tokens"]),
-            "inference_params": int(ev["params"]),
-            "cost": split_costs(cost_doc, obj.shared_pretraining),
-            "shared_pretraining": obj.shared_pretraining,
-            "small_at_inference": obj.small_at_inference,
-            "checkpoint": str(out.relative_to(run.path)) if out.is_relative_to(run.path) else str(out),
-            "extra": _extra(out),
-        }
-        row["grid_seconds"] = time.perf_counter() - t0
-        atomic.append_jsonl(results, row)
+    from .executor import run_graph
+
+    def on_row(row: dict) -> None:
         write_table(results, table, chash)
         _plot(results, chash, log)
-        log(f"grid: {m} / {d} / {s}: ppl {row['ppl']:.2f} ({row['grid_seconds']:.0f} s)")
+        log(f"grid: {row['method']} / {row['domain']} / {row['size']}: ppl {row['ppl']:.2f} ({row['grid_seconds']:.0f} s)")
+
+    spec = {"run": str(run.path), "name": name, "config": chash}
+    run_graph(ctx, todo, spec, grid_job, on_row, workers=workers or run.config.methods.grid_workers,
+              engine=executor or run.config.methods.grid_executor, log=log)
     write_table(results, table, chash)
     _plot(results, chash, log)
     return table
+
+
+def compute_row(run: Run, ctx, m: str, d: str, s: str, chash: str) -> dict:
+    """One row of the grid: specialize method ``m`` on domain ``d`` at size ``s`` (its
+    pretraining is already done or done here), evaluate it, and return the row."""
+    from ..methods import base
+    from ..train.cost import read_cost
+
+    objs = {m: base.get(m)}
+    obj = objs[m]
+    t0 = time.perf_counter()
+    ctx.log(f"grid: {m} / {d} / {s}")
+    out = Path(obj.specialize(ctx, d, s))
+    ev = evaluate_model(run, out, d)
+    cost_doc = read_cost(out)
+    row = {
+        "method": m,
+        "domain": d,
+        "size": s,
+        "config": chash,
+        "nll": float(ev["nll"]),
+        "ppl": float(math.exp(ev["nll"])),
+        "eval_tokens": int(ev["tokens"]),
+        "inference_params": int(ev["params"]),
+        "cost": split_costs(cost_doc, obj.shared_pretraining),
+        "shared_pretraining": obj.shared_pretraining,
+        "small_at_inference": obj.small_at_inference,
+        "checkpoint": str(out.relative_to(run.path)) if out.is_relative_to(run.path) else str(out),
+        "extra": _extra(out),
+    }
+    row["grid_seconds"] = time.perf_counter() - t0
+    return row
+
+
+_CONTEXTS: dict = {}
+
+
+def grid_job(job: dict, ctx=None) -> Optional[dict]:
+    """Run one job of the grid's graph (:mod:`speclm.grid.executor`) in this process, under
+    the file lock of its job folder: ``pretrain`` (method, domain or None), ``specialize``
+    (no row: a job another method reads, e.g. SLM-d's teacher) or ``row`` (specialize,
+    evaluate, append the row to ``eval/<name>.jsonl``). A plain dict in, the row (or None)
+    out, so it runs alike in this process (``ctx`` given), a worker process or a cluster
+    worker (the run is opened once per process; log lines carry the process id)."""
+    from ..core import locks
+    from ..core.run import open_run
+    from ..methods import base
+
+    key = (job["run"], job["config"])
+    if ctx is None and key not in _CONTEXTS:
+        run = open_run(job["run"], None, [], save=False)
+        if config_hash(run) != job["config"]:
+            raise SpeclmError(f"{run.path}/config.toml changed while the grid ran (config hash "
+                              f"{config_hash(run)}, grid {job['config']}); rerun `speclm grid`")
+        pid = os.getpid()
+        _CONTEXTS[key] = base.Context(run=run, log=lambda text: print(f"[{pid}] {text}", flush=True))
+    ctx = ctx or _CONTEXTS[key]
+    run, kind, m, d, s = ctx.run, job["kind"], job["method"], job.get("domain"), job.get("size")
+    obj = base.get(m)
+    folder = ctx.pretrain_dir(m, d) if kind == "pretrain" else ctx.specialize_dir(m, d, s)
+    with locks.hold(folder, f"{kind} {m}" + "".join(f" / {x}" for x in (d, s) if x), log=ctx.log):
+        if kind == "pretrain":
+            obj.pretrain(ctx, d)
+            return None
+        if kind == "specialize":
+            obj.specialize(ctx, d, s)
+            return None
+        results = run.eval_dir / f"{job['name']}.jsonl"
+        if (m, d, s) in grid_rows(results, job["config"]):  # another grid process did it meanwhile
+            ctx.log(f"grid: {m} / {d} / {s}: already in {results.name}")
+            return None
+        row = compute_row(run, ctx, m, d, s, job["config"])
+        atomic.append_jsonl(results, row)
+        return row
 
 
 def _plot(results: Path, chash: str, log: Callable[[str], None]) -> None:
