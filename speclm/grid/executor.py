@@ -127,13 +127,13 @@ def _schedule(pool, job_fn, payload, deps, on_row, workers, retries, log) -> Non
                 running[pool.submit(job_fn, payload[jid])] = jid
         if not running:
             raise SpeclmError(f"grid: jobs {', '.join(pending)} wait on jobs that cannot run")
-        died = []
+        died, unstarted = [], []
         for h in pool.wait_any(list(running)):
             jid = running.pop(h)
             try:
                 row = pool.result(h)
-            except WorkerDied:
-                died.append(jid)
+            except WorkerDied as e:
+                (died if e.started else unstarted).append(jid)
                 continue
             except BaseException:
                 pool.close()
@@ -141,9 +141,10 @@ def _schedule(pool, job_fn, payload, deps, on_row, workers, retries, log) -> Non
             done.add(jid)
             if row:
                 on_row(row)
-        if died:
+        if died or unstarted:
             died += [running.pop(h) for h in pool.lost(list(running))]
             pool.restart()
+            pending[:0] = unstarted
             for jid in reversed(died):
                 tries[jid] = tries.get(jid, 0) + 1
                 if tries[jid] > retries:
@@ -153,7 +154,16 @@ def _schedule(pool, job_fn, payload, deps, on_row, workers, retries, log) -> Non
 
 
 class WorkerDied(Exception):
-    """The process running a job died (killed, out of memory): the job is run again."""
+    """The process running a job died (killed, out of memory): the job is run again.
+    ``started=False``: the pool broke before the job reached a worker (not a try)."""
+
+    def __init__(self, started: bool = True) -> None:
+        super().__init__()
+        self.started = started
+
+
+class _NotStarted(Exception):
+    pass
 
 
 def _init_worker(threads: int) -> None:
@@ -180,7 +190,15 @@ class _LocalPool:
                                    initializer=_init_worker, initargs=(self.threads,))
 
     def submit(self, fn, job):
-        return self.pool.submit(fn, job)
+        from concurrent.futures import Future
+        from concurrent.futures.process import BrokenProcessPool
+
+        try:
+            return self.pool.submit(fn, job)
+        except BrokenProcessPool:  # a worker died since the last wait: report it at the next one
+            f = Future()
+            f.set_exception(_NotStarted())
+            return f
 
     def wait_any(self, handles):
         from concurrent.futures import FIRST_COMPLETED, wait
@@ -194,6 +212,8 @@ class _LocalPool:
             return h.result()
         except BrokenProcessPool:
             raise WorkerDied() from None
+        except _NotStarted:
+            raise WorkerDied(started=False) from None
 
     def lost(self, handles):
         return handles  # a broken pool loses every running job
