@@ -28,7 +28,7 @@ FAST = [
     "methods.finetune_max_steps=[2]",
     "methods.finetune_eval_every=2",
 ]
-GRID = dict(methods=["slm", "slm-nopt"], domains=["kjv", "legal"], sizes=["2k"])
+GRID = {"methods": ["slm", "slm-nopt"], "domains": ["kjv", "legal"], "sizes": ["2k"]}
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +154,13 @@ def test_ray_local_two_workers_same_rows(base_run):
     same(nlls(one), nlls(two))
     trained_once(two.parent.parent)
     assert json.loads(two.read_text().splitlines()[0])["config"]
+
+
+def test_bad_executor_or_workers_is_one_line(base_run, cli):
+    run = fresh(base_run, "bad")
+    code, out, err = cli("grid", "--run", run, "--methods", "slm", "--domains", "kjv", "--sizes", "2k", "--executor", "slurm")
+    assert code == 2 and "unknown executor 'slurm'" in err and len(err.strip().splitlines()) == 1
+    code, _, err = cli("grid", "--run", run, "--methods", "slm", "--domains", "kjv", "--sizes", "2k", "--set",
+                         "methods.grid_workers=-1")
+    assert code == 2 and "must be at least 1" in err
+    assert not (run / "pretrain").exists()

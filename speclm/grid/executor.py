@@ -22,12 +22,13 @@ table and plots) runs in this process.
 from __future__ import annotations
 
 import os
-from typing import Callable, Optional
+from typing import Callable
 
 from ..core.errors import SpeclmError
 
 ENGINES = ("local", "ray")
 RETRIES = 2
+BUSY = {"busy": True}  # what a job returns, with ``wait: False``, when another process holds its lock
 
 
 def _units(method: str) -> tuple[str, ...]:
@@ -88,25 +89,23 @@ def run_graph(
     log: Callable[[str], None] = print,
 ) -> None:
     """Run the grid's jobs. ``job_fn(job, ctx=None)`` runs one job (``spec`` plus the job's
-    fields, a plain dict) and returns its row or None; it must be a module-level function,
-    so worker processes import it by name. ``workers <= 1`` with ``engine='local'`` runs
-    every job in this process, in order."""
+    fields, a plain dict) and returns its row, None, or BUSY when ``job['wait']`` is False
+    and another process holds the job's lock (the job is tried again after the other ready
+    jobs, then waits). It must be a module-level function, so worker processes import it by
+    name. ``workers=1`` with ``engine='local'`` runs every job in this process, in order."""
     if engine not in ENGINES:
-        raise SpeclmError(f"unknown executor {engine!r}; known: {', '.join(ENGINES)}")
+        raise SpeclmError(f"unknown executor {engine!r} (--executor, methods.grid_executor); known: {', '.join(ENGINES)}")
     if workers < 1:
-        raise SpeclmError(f"--workers must be at least 1, got {workers}")
+        raise SpeclmError(f"workers (--workers, methods.grid_workers) must be at least 1, got {workers}")
     jobs, deps = plan_graph(todo)
     if not jobs:
         return
     payload = {jid: {**spec, **job} for jid, job in jobs.items()}
     if engine == "local" and workers == 1:
-        for jid in jobs:
-            row = job_fn(payload[jid], ctx=ctx)
-            if row:
-                on_row(row)
-        return
-    pool = _RayPool(workers, retries) if engine == "ray" else _LocalPool(workers)
-    log(f"grid: {len(jobs)} jobs on {workers} {engine} workers")
+        pool = _InlinePool(ctx)
+    else:
+        pool = _RayPool(workers, retries) if engine == "ray" else _LocalPool(workers)
+        log(f"grid: {len(jobs)} jobs on {workers} {engine} workers")
     try:
         _schedule(pool, job_fn, payload, deps, on_row, workers, retries, log)
     finally:
@@ -118,52 +117,44 @@ def _schedule(pool, job_fn, payload, deps, on_row, workers, retries, log) -> Non
     done: set[str] = set()
     running: dict = {}  # handle -> job id
     tries: dict[str, int] = {}
+    busy: set[str] = set()  # found locked by another process once: the next try waits
     while pending or running:
         for jid in list(pending):
             if len(running) >= workers:
                 break
             if all(d in done for d in deps[jid]):
                 pending.remove(jid)
-                running[pool.submit(job_fn, payload[jid])] = jid
+                running[pool.submit(job_fn, {**payload[jid], "wait": jid in busy})] = jid
         if not running:
             raise SpeclmError(f"grid: jobs {', '.join(pending)} wait on jobs that cannot run")
-        died, unstarted = [], []
+        died = []
         for h in pool.wait_any(list(running)):
             jid = running.pop(h)
             try:
                 row = pool.result(h)
-            except WorkerDied as e:
-                (died if e.started else unstarted).append(jid)
+            except WorkerDied:
+                died.append(jid)
                 continue
             except BaseException:
                 pool.close()
                 raise
+            if row == BUSY and jid not in busy:  # another process holds it: do other jobs first
+                busy.add(jid)
+                pending.append(jid)
+                continue
             done.add(jid)
-            if row:
+            if row and row != BUSY:
                 on_row(row)
-        if died or unstarted:
-            died += [running.pop(h) for h in pool.lost(list(running))]
-            pool.restart()
-            pending[:0] = unstarted
-            for jid in reversed(died):
-                tries[jid] = tries.get(jid, 0) + 1
-                if tries[jid] > retries:
-                    raise SpeclmError(f"grid: job {jid}: its worker died {tries[jid]} times; see the log above")
-                log(f"grid: job {jid}: its worker died; retry {tries[jid]} of {retries} (resumes from its checkpoint)")
-                pending.insert(0, jid)
+        for jid in reversed(died):
+            tries[jid] = tries.get(jid, 0) + 1
+            if tries[jid] > retries:
+                raise SpeclmError(f"grid: job {jid}: its worker died {tries[jid]} times; see the log above")
+            log(f"grid: job {jid}: its worker died; retry {tries[jid]} of {retries} (resumes from its checkpoint)")
+            pending.insert(0, jid)
 
 
 class WorkerDied(Exception):
-    """The process running a job died (killed, out of memory): the job is run again.
-    ``started=False``: the pool broke before the job reached a worker (not a try)."""
-
-    def __init__(self, started: bool = True) -> None:
-        super().__init__()
-        self.started = started
-
-
-class _NotStarted(Exception):
-    pass
+    """The process running a job died (killed, out of memory): the job is run again."""
 
 
 def _init_worker(threads: int) -> None:
@@ -172,58 +163,119 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-class _LocalPool:
-    """``workers`` fresh processes (multiprocessing 'spawn'), each with its share of the
-    CPU threads. A dead worker breaks the whole pool (concurrent.futures): its running jobs
-    are all reported lost and retried in a new pool."""
+class _InlinePool:
+    """One worker: this process, in order (``workers=1``); nothing to retry."""
 
-    def __init__(self, workers: int) -> None:
-        self.workers = workers
-        self.threads = max(1, (os.cpu_count() or 1) // workers)
-        self.pool = self._make()
-
-    def _make(self):
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        return ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_init_worker, initargs=(self.threads,))
+    def __init__(self, ctx) -> None:
+        self.ctx = ctx
 
     def submit(self, fn, job):
         from concurrent.futures import Future
-        from concurrent.futures.process import BrokenProcessPool
 
-        try:
-            return self.pool.submit(fn, job)
-        except BrokenProcessPool:  # a worker died since the last wait: report it at the next one
-            f = Future()
-            f.set_exception(_NotStarted())
-            return f
+        f = Future()
+        f.set_result(fn(job, ctx=self.ctx))  # an exception propagates at once, as before
+        return f
 
     def wait_any(self, handles):
-        from concurrent.futures import FIRST_COMPLETED, wait
-
-        return wait(handles, return_when=FIRST_COMPLETED)[0]
+        return handles
 
     def result(self, h):
-        from concurrent.futures.process import BrokenProcessPool
-
-        try:
-            return h.result()
-        except BrokenProcessPool:
-            raise WorkerDied() from None
-        except _NotStarted:
-            raise WorkerDied(started=False) from None
-
-    def lost(self, handles):
-        return handles  # a broken pool loses every running job
-
-    def restart(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
-        self.pool = self._make()
+        return h.result()
 
     def close(self) -> None:
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        pass
+
+
+def _worker_main(conn, threads: int) -> None:
+    """A local worker: run the jobs its pipe sends, one at a time, and send back the row
+    (or the exception); ``None`` ends it."""
+    _init_worker(threads)
+    while True:
+        try:
+            msg = conn.recv()
+        except EOFError:
+            return
+        if msg is None:
+            return
+        fn, job = msg
+        try:
+            out = ("ok", fn(job))
+        except BaseException as e:  # noqa: BLE001 - handed to the parent, which raises it
+            out = ("err", e)
+        try:
+            conn.send(out)
+        except Exception:  # noqa: BLE001 - an exception that does not cross processes: its text does
+            conn.send(("err", RuntimeError(f"{type(out[1]).__name__}: {out[1]}")))
+
+
+class _LocalPool:
+    """``workers`` fresh processes (multiprocessing 'spawn'), each with its share of the
+    CPU threads and its own pipe. A worker that dies loses only its own job; a new worker
+    takes its place."""
+
+    def __init__(self, workers: int) -> None:
+        import multiprocessing
+
+        self.mp = multiprocessing.get_context("spawn")
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.threads = max(1, cores // workers)
+        self.slots = [self._start() for _ in range(workers)]
+        self.busy: dict[int, int] = {}  # handle -> slot
+        self.next = 0
+
+    def _start(self):
+        parent, child = self.mp.Pipe()
+        proc = self.mp.Process(target=_worker_main, args=(child, self.threads), daemon=False)
+        proc.start()
+        child.close()
+        return proc, parent
+
+    def submit(self, fn, job):
+        slot = next(i for i in range(len(self.slots)) if i not in self.busy.values())
+        self.next += 1
+        self.busy[self.next] = slot
+        try:
+            self.slots[slot][1].send((fn, job))
+        except (BrokenPipeError, OSError):
+            pass  # the worker is dead already: wait_any reports it
+        return self.next
+
+    def wait_any(self, handles):
+        from multiprocessing.connection import wait
+
+        by = {}
+        for h in handles:
+            proc, conn = self.slots[self.busy[h]]
+            by[conn] = by[proc.sentinel] = h
+        return list(dict.fromkeys(by[x] for x in wait(list(by))))
+
+    def result(self, h):
+        slot = self.busy.pop(h)
+        proc, conn = self.slots[slot]
+        try:
+            if conn.poll():
+                status, out = conn.recv()
+                if status == "err":
+                    raise out
+                return out
+        except (EOFError, OSError):
+            pass
+        proc.join(5)
+        conn.close()
+        self.slots[slot] = self._start()
+        raise WorkerDied()
+
+    def close(self) -> None:
+        """Let the running jobs finish (their results stay on disk), then stop the workers."""
+        for proc, conn in self.slots:
+            try:
+                conn.send(None)
+            except (BrokenPipeError, OSError):
+                pass
+        for proc, conn in self.slots:
+            proc.join()
+            conn.close()
+        self.slots = []
 
 
 def _ray_job(fn, job):
@@ -264,12 +316,6 @@ class _RayPool:
             raise WorkerDied() from None
         except self.ray.exceptions.RayTaskError as e:
             raise e.as_instanceof_cause() from None
-
-    def lost(self, handles):
-        return []  # one dead Ray worker loses only its own task
-
-    def restart(self) -> None:
-        pass
 
     def close(self) -> None:
         if self.started and self.ray.is_initialized():

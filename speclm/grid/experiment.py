@@ -20,6 +20,7 @@ Cost split (PAPER.md Eq. 1): a method with shared pretraining pays its pretraini
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -173,7 +174,8 @@ def grid_job(job: dict, ctx=None) -> Optional[dict]:
     """Run one job of the grid's graph (:mod:`speclm.grid.executor`) in this process, under
     the file lock of its job folder: ``pretrain`` (method, domain or None), ``specialize``
     (no row: a job another method reads, e.g. SLM-d's teacher) or ``row`` (specialize,
-    evaluate, append the row to ``eval/<name>.jsonl``). A plain dict in, the row (or None)
+    evaluate, append the row to ``eval/<name>.jsonl``). ``job['wait']`` False: return
+    ``{"busy": True}`` at once when another process holds the lock. A plain dict in, the row (or None)
     out, so it runs alike in this process (``ctx`` given), a worker process or a cluster
     worker (the run is opened once per process; log lines carry the process id)."""
     from ..core import locks
@@ -192,7 +194,15 @@ def grid_job(job: dict, ctx=None) -> Optional[dict]:
     run, kind, m, d, s = ctx.run, job["kind"], job["method"], job.get("domain"), job.get("size")
     obj = base.get(m)
     folder = ctx.pretrain_dir(m, d) if kind == "pretrain" else ctx.specialize_dir(m, d, s)
-    with locks.hold(folder, f"{kind} {m}" + "".join(f" / {x}" for x in (d, s) if x), log=ctx.log):
+    lock = contextlib.ExitStack()
+    try:
+        lock.enter_context(locks.hold(folder, f"{kind} {m}" + "".join(f" / {x}" for x in (d, s) if x),
+                                      wait=job.get("wait", True), log=ctx.log))
+    except SpeclmError:
+        if job.get("wait", True):
+            raise
+        return {"busy": True}  # another process runs it; the executor tries other jobs first
+    with lock:
         if kind == "pretrain":
             obj.pretrain(ctx, d)
             return None
