@@ -26,7 +26,7 @@ def grid_cmd(
     sizes: Annotated[Optional[list[str]], typer.Option("--sizes", help="Sizes (default: methods.sizes).")] = None,
     name: Annotated[str, typer.Option("--name", help="Results file name under eval/.")] = "results",
     workers: Annotated[int, typer.Option("--workers", "-j", help="Jobs at once: worker processes (local) or Ray tasks (default: methods.grid_workers).")] = 0,
-    executor: Annotated[str, typer.Option("--executor", help="local (this machine's processes) or ray (pip install 'speclm[cluster]'; default: methods.grid_executor).")] = "",
+    executor: Annotated[str, typer.Option("--executor", help="local (this machine's processes) or ray (the cluster extra: Ray; default: methods.grid_executor).")] = "",
     run: RunOpt = None,
     preset: PresetOpt = None,
     set_: SetOpt = None,
@@ -95,7 +95,7 @@ def run_cmd(
     force: bool = typer.Option(False, "--force", help="Recompute every stage even if its manifest matches."),
     until: str = typer.Option("grid", "--until", help="Stop after this stage: corpus, tokens, clusters or grid."),
     workers: Annotated[int, typer.Option("--workers", "-j", help="Jobs at once: worker processes (local) or Ray tasks (default: methods.grid_workers).")] = 0,
-    executor: Annotated[str, typer.Option("--executor", help="local (this machine's processes) or ray (pip install 'speclm[cluster]'; default: methods.grid_executor).")] = "",
+    executor: Annotated[str, typer.Option("--executor", help="local (this machine's processes) or ray (the cluster extra: Ray; default: methods.grid_executor).")] = "",
 ) -> None:
     """Run the whole pipeline on one run folder: corpus, tokens, clusters, then the method
     grid (every method x domain x size, evaluated); finished stages and rows are skipped."""
