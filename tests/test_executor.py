@@ -164,3 +164,17 @@ def test_bad_executor_or_workers_is_one_line(base_run, cli):
                          "methods.grid_workers=-1")
     assert code == 2 and "must be at least 1" in err
     assert not (run / "pretrain").exists()
+
+
+def test_lora_init_does_not_depend_on_process_history():
+    """A worker runs jobs in another order than one process: LoRA's random init is seeded."""
+    from speclm.methods.llm_lora import add_adapters
+    from speclm.model.transformer import Transformer, named_shape
+
+    def adapters(draws: int) -> list[torch.Tensor]:
+        torch.rand(draws)  # what the process ran before
+        model = add_adapters(Transformer(named_shape("tiny", 64)), rank=2, alpha=4.0, seed=3)
+        return [p.detach().clone() for n, p in model.named_parameters() if "lora" in n]
+
+    a, b = adapters(1), adapters(1000)
+    assert a and all(torch.equal(x, y) for x, y in zip(a, b))
