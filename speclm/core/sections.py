@@ -137,6 +137,10 @@ class MethodsConfig:
     # (seed i trains with train.seed + i: data order and initialization; `speclm grid --seeds`).
     bootstrap: int = 1000
     seeds: int = 1
+    # How the grid runs its jobs (speclm/grid/executor.py): local worker processes (1 = this
+    # process, in order) or Ray (the `cluster` extra); `speclm grid --workers / --executor`.
+    grid_workers: int = 1
+    grid_executor: str = "local"  # local | ray
     # Pretraining budget shared by every method, in steps of the train config (0 = train.max_steps).
     pretrain_steps: int = 0
     # flops: every method gets the FLOPs of the small model's run (the paper's equal GPU-hours) |

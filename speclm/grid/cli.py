@@ -26,6 +26,8 @@ def grid_cmd(
     sizes: Annotated[Optional[list[str]], typer.Option("--sizes", help="Sizes (default: methods.sizes).")] = None,
     name: Annotated[str, typer.Option("--name", help="Results file name under eval/.")] = "results",
     seeds: Annotated[Optional[int], typer.Option("--seeds", help="Seeds per row (train.seed + i: data order and initialization; default: methods.seeds).")] = None,
+    workers: Annotated[int, typer.Option("--workers", "-j", help="Jobs at once: worker processes (local) or Ray tasks (default: methods.grid_workers).")] = 0,
+    executor: Annotated[str, typer.Option("--executor", help="local (this machine's processes) or ray (the cluster extra: Ray; default: methods.grid_executor).")] = "",
     run: RunOpt = None,
     preset: PresetOpt = None,
     set_: SetOpt = None,
@@ -37,7 +39,8 @@ def grid_cmd(
     from .experiment import run_grid
 
     r = open_run(run, preset, set_, save=False)
-    out = run_grid(r, methods=_split(methods), domains=_split(domains), sizes=_split(sizes), name=name, log=typer.echo, seeds=seeds)
+    out = run_grid(r, methods=_split(methods), domains=_split(domains), sizes=_split(sizes), name=name, log=typer.echo,
+                   seeds=seeds, workers=workers, executor=executor)
     typer.echo(f"results: {out}")
 
 
@@ -93,6 +96,8 @@ def run_cmd(
     force: bool = typer.Option(False, "--force", help="Recompute every stage even if its manifest matches."),
     until: str = typer.Option("grid", "--until", help="Stop after this stage: corpus, tokens, clusters or grid."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the config against the corpus and print every job with its estimated FLOPs and GPU-hours; write nothing."),  # noqa: E501
+    workers: Annotated[int, typer.Option("--workers", "-j", help="Jobs at once: worker processes (local) or Ray tasks (default: methods.grid_workers).")] = 0,
+    executor: Annotated[str, typer.Option("--executor", help="local (this machine's processes) or ray (the cluster extra: Ray; default: methods.grid_executor).")] = "",
 ) -> None:
     """Run the whole pipeline on one run folder: corpus, tokens, clusters, then the method
     grid (every method x domain x size, evaluated); finished stages and rows are skipped."""
@@ -106,7 +111,7 @@ def run_cmd(
         plan(open_run(run, preset, set_, save=False), echo=typer.echo)
         return
     r = open_run(run, preset, set_)
-    run_pipeline(r, force=force, echo=typer.echo, until=until)
+    run_pipeline(r, force=force, echo=typer.echo, until=until, workers=workers, executor=executor)
     typer.echo(f"run folder: {r.path}")
 
 

@@ -25,7 +25,9 @@ Cost split (PAPER.md Eq. 1): a method with shared pretraining pays its pretraini
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import time
 from pathlib import Path
 from typing import Callable, Optional
@@ -136,6 +138,8 @@ def run_grid(
     name: str = "results",
     log: Callable[[str], None] = print,
     seeds: Optional[int] = None,
+    workers: int = 0,
+    executor: str = "",
 ) -> Path:
     from ..methods import base, inputs
     from ..methods.sizes import size_label
@@ -175,22 +179,82 @@ def run_grid(
             if (m, d, s, i) not in done]
     log(f"grid: {len(methods)} methods x {len(domains)} domains x {len(sizes)} sizes x {n_seeds} seed(s); "
         f"{len(todo)} rows to do")
-    for m, d, s, i in todo:
-        if (m, d, s, i) in seed_rows(results, chash):  # another grid process did it meanwhile
-            log(f"grid: {m} / {d} / {s} / seed {i}: already in {results.name}")
-            continue
-        t0 = time.perf_counter()
-        log(f"grid: {m} / {d} / {s}" + (f" / seed {i}" if n_seeds > 1 else ""))
-        row = grid_row(run, objs[m], m, d, s, i, chash, log)
-        row["grid_seconds"] = time.perf_counter() - t0
-        atomic.append_jsonl(results, row)
+    from .executor import run_graph
+
+    def on_row(row: dict) -> None:
         write_table(results, table, chash)
         _plot(results, chash, log)
-        log(f"grid: {m} / {d} / {s}: ppl {row['ppl']:.2f} [{row['ppl_lo']:.2f}, {row['ppl_hi']:.2f}]"
+        log(f"grid: {row['method']} / {row['domain']} / {row['size']}" + (f" / seed {row['seed']}" if n_seeds > 1 else "")
+            + f": ppl {row['ppl']:.2f} [{row['ppl_lo']:.2f}, {row['ppl_hi']:.2f}]"
             + (f", no FT {row['pretrained_ppl']:.2f}" if "pretrained_ppl" in row else "") + f" ({row['grid_seconds']:.0f} s)")
+
+    spec = {"run": str(run.path), "name": name, "config": chash}
+    run_graph(ctx, todo, spec, grid_job, on_row, workers=workers or run.config.methods.grid_workers,
+              engine=executor or run.config.methods.grid_executor, log=log)
     write_table(results, table, chash)
     _plot(results, chash, log)
     return table
+
+
+_CONTEXTS: dict = {}
+
+
+def grid_job(job: dict, ctx=None) -> Optional[dict]:
+    """Run one job of the grid's graph (:mod:`speclm.grid.executor`) in this process, under
+    the file lock of its job folder: ``pretrain`` (method, domain or None, and the size for
+    a per-domain pretraining, whose histogram comes from the specialization set),
+    ``specialize`` (no row: a job another method reads, e.g. SLM-d's teacher) or ``row``
+    (specialize, evaluate, append the row to ``eval/<name>.jsonl``); ``seed``: the seed
+    offset of the job (``Run.with_seed``). ``job['wait']`` False: return ``{"busy": True}``
+    at once when another process holds the lock. A plain dict in, the row (or None) out, so
+    it runs alike in this process (``ctx`` given), a worker process or a cluster worker (the
+    run is opened once per process; log lines carry the process id)."""
+    from ..core import locks
+    from ..core.run import open_run
+    from ..methods import base
+
+    key = (job["run"], job["config"])
+    if ctx is None and key not in _CONTEXTS:
+        run = open_run(job["run"], None, [], save=False)
+        if config_hash(run) != job["config"]:
+            raise SpeclmError(f"{run.path}/config.toml changed while the grid ran (config hash "
+                              f"{config_hash(run)}, grid {job['config']}); rerun `speclm grid`")
+        pid = os.getpid()
+        _CONTEXTS[key] = base.Context(run=run, log=lambda text: print(f"[{pid}] {text}", flush=True))
+    ctx = ctx or _CONTEXTS[key]
+    run, kind, m, d, s = ctx.run, job["kind"], job["method"], job.get("domain"), job.get("size")
+    seed = int(job.get("seed", 0))
+    sctx = base.Context(run=run.with_seed(seed), log=ctx.log, force=ctx.force) if seed else ctx
+    obj = base.get(m)
+    folder = sctx.pretrain_dir(m, d) if kind == "pretrain" else sctx.specialize_dir(m, d, s)
+    what = f"{kind} {m}" + "".join(f" / {x}" for x in (d, s) if x) + (f" / seed {seed}" if seed else "")
+    lock = contextlib.ExitStack()
+    try:
+        lock.enter_context(locks.hold(folder, what, wait=job.get("wait", True), log=ctx.log))
+    except SpeclmError:
+        if job.get("wait", True):
+            raise
+        return {"busy": True}  # another process runs it; the executor tries other jobs first
+    with lock:
+        if kind == "pretrain":
+            if obj.needs_domain_for_pretrain and s is not None:
+                obj.pretrain(sctx, d, s)  # per domain and specialization set (its histogram)
+            else:
+                obj.pretrain(sctx, d)
+            return None
+        if kind == "specialize":
+            obj.specialize(sctx, d, s)
+            return None
+        results = run.eval_dir / f"{job['name']}.jsonl"
+        if (m, d, s, seed) in seed_rows(results, job["config"]):  # another grid process did it meanwhile
+            ctx.log(f"grid: {m} / {d} / {s} / seed {seed}: already in {results.name}")
+            return None
+        t0 = time.perf_counter()
+        ctx.log(f"grid: {m} / {d} / {s}" + (f" / seed {seed}" if seed else ""))
+        row = grid_row(run, obj, m, d, s, seed, job["config"], ctx.log)
+        row["grid_seconds"] = time.perf_counter() - t0
+        atomic.append_jsonl(results, row)
+        return row
 
 
 def _plot(results: Path, chash: str, log: Callable[[str], None]) -> None:

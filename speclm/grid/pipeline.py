@@ -13,7 +13,7 @@ from __future__ import annotations
 STAGES = ("corpus", "tokens", "clusters", "grid")
 
 
-def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters") -> dict:
+def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters", workers: int = 0, executor: str = "") -> dict:
     """Run the stages in order up to ``until`` (one of STAGES) and return their summaries.
 
     ``until="grid"`` also runs the method grid (pretrain, specialize, evaluate every
@@ -56,7 +56,7 @@ def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters") -
         return summary
     from .experiment import run_grid
 
-    table = run_grid(run, log=echo)
+    table = run_grid(run, log=echo, workers=workers, executor=executor)
     summary["grid"] = str(table)
     echo(table.read_text(encoding="utf-8"))
     echo(f"results: {table} (one row per method, domain and size: {table.with_suffix('.jsonl')})")

@@ -65,6 +65,11 @@ class Method:
     needs_domain_for_pretrain: ClassVar[bool] = False
     # True when the specialized model is the small (inference) size.
     small_at_inference: ClassVar[bool] = True
+    # The methods whose pretraining ``pretrain`` runs (None: this method's own, or its
+    # ``pretrain_from``; () : none). The grid schedules each as its own job, once.
+    pretrains: ClassVar[tuple[str, ...] | None] = None
+    # Methods whose specialization of the same domain and size ``specialize`` reads (SLM-d's teacher).
+    specialize_uses: ClassVar[tuple[str, ...]] = ()
 
     def check(self, ctx: Context) -> None:
         """Refuse bad settings (e.g. an unknown expert rule) before any work starts."""

@@ -13,10 +13,13 @@ from .base import Context, register
 from .recipe import PretrainThenFinetune
 
 
-def add_adapters(model: torch.nn.Module, rank: int, alpha: float, targets=("q", "v")) -> torch.nn.Module:
-    """Freeze the model and add adapters on ``targets`` (speclm.model.lora)."""
+def add_adapters(model: torch.nn.Module, rank: int, alpha: float, targets=("q", "v"), seed: int = 0) -> torch.nn.Module:
+    """Freeze the model and add adapters on ``targets`` (speclm.model.lora). The adapters'
+    random init is seeded here, so it does not depend on what the process ran before (a
+    grid worker, a resumed grid and one uninterrupted grid agree)."""
     from ..model.lora import apply_lora
 
+    torch.manual_seed(seed)
     apply_lora(model, rank=rank, alpha=alpha, targets=targets)
     return model
 
@@ -49,7 +52,7 @@ class LLMLora(PretrainThenFinetune):
         from ..model.transformer import flops_per_token
 
         return {
-            "prepare": lambda model: add_adapters(model, m.lora_rank, m.lora_alpha, m.lora_targets),
+            "prepare": lambda model: add_adapters(model, m.lora_rank, m.lora_alpha, m.lora_targets, seed=ctx.config.seed),
             "finish": merge_adapters,
             "steps_factor": m.lora_steps_factor,
             "lr_factor": m.lora_lr_factor,

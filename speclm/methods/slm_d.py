@@ -63,6 +63,8 @@ class SLMDistill(PretrainThenFinetune):
 
     name = "slm-d"
     finetune_fields = ("finetune_", "sizes", "distill_")
+    pretrains = ("llm", "slm")
+    specialize_uses = ("llm",)
 
     def check(self, ctx: Context) -> None:
         from ..core.errors import require

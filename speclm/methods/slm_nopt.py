@@ -24,6 +24,7 @@ class SLMNoPretrain(PretrainThenFinetune):
 
     name = "slm-nopt"
     shared_pretraining = False
+    pretrains = ()
 
     def pretrain(self, ctx: Context, domain: Optional[str] = None) -> Optional[Path]:
         ctx.log("slm-nopt has no generic pretraining: nothing to do")
