@@ -180,3 +180,11 @@ def test_lora_init_does_not_depend_on_process_history():
 
     a, b = adapters(1), adapters(1000)
     assert a and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_slm_pn_hist_shares_the_projected_networks_pretraining_job():
+    from speclm.grid.executor import plan_graph
+
+    jobs, deps = plan_graph([("slm-pn", "kjv", "2k"), ("slm-pn-hist", "kjv", "2k")])
+    assert [j for j in jobs if j.startswith("pretrain:")] == ["pretrain:slm-pn"]
+    assert deps["row:slm-pn-hist/kjv/2k"] == ["pretrain:slm-pn"]

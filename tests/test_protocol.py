@@ -119,3 +119,47 @@ def test_grid_under_a_device_hours_budget_and_rows_say_how_fine_tunes_stopped(ru
         run_grid(dataclasses.replace(run, config=bad), methods=["slm"], domains=["kjv"], sizes=["2k"], name="bad",
                  log=lambda s: None)
     assert not (r.eval_dir / "bad.jsonl").exists() and not (r.path / "pretrain" / "slm" / "manifest.json").exists()
+
+
+def test_seeds_go_to_the_methods_that_need_them(run):
+    from speclm.core import atomic
+    from speclm.grid.experiment import run_grid
+
+    cfg = dataclasses.replace(run.config, methods=dataclasses.replace(
+        run.config.methods, seeds=2, seed_methods=["slm-nopt"], finetune_max_steps=[2]))
+    r = dataclasses.replace(run, config=cfg)
+    run_grid(r, methods=["slm", "slm-nopt"], domains=["kjv"], sizes=["2k"], name="seeded", log=lambda s: None)
+    got = sorted((row["method"], row["seed"]) for row in atomic.read_jsonl(r.eval_dir / "seeded.jsonl"))
+    assert got == [("slm", 0), ("slm-nopt", 0), ("slm-nopt", 1)]  # slm is a reference here: one seed
+    bad = dataclasses.replace(cfg, methods=dataclasses.replace(cfg.methods, seed_methods=["slm-nope"]))
+    with pytest.raises(SpeclmError, match="seed_methods"):
+        run_grid(dataclasses.replace(run, config=bad), methods=["slm"], domains=["kjv"], sizes=["2k"], name="bad2",
+                 log=lambda s: None)
+
+
+def test_per_domain_pretraining_gets_its_share_of_the_budget(run):
+    from speclm.methods import pretraining
+    from speclm.methods.base import get
+
+    full = _ctx(run, per_domain_budget=1.0, pretrain_steps=40)  # well above the one-step floor
+    quarter = _ctx(run, per_domain_budget=0.25, pretrain_steps=40)
+    is_, slm = get("slm-is"), get("slm")
+    assert is_.budget_share(quarter) == 0.25 and slm.budget_share(quarter) == 1.0  # shared pretraining: the whole
+    a = pretraining.pretrain_config(full, is_.budget_share(full)).max_flops
+    b = pretraining.pretrain_config(quarter, is_.budget_share(quarter)).max_flops
+    assert b == pytest.approx(a / 4)
+    from speclm.core.config import load
+
+    with pytest.raises(SpeclmError, match="per_domain_budget"):
+        load("tiny", ["methods.per_domain_budget=1.5"])
+
+
+def test_the_grid_runs_the_configured_methods(run):
+    from speclm.core import atomic
+    from speclm.grid.experiment import run_grid
+
+    cfg = dataclasses.replace(run.config, methods=dataclasses.replace(
+        run.config.methods, grid_methods=["slm-nopt"], finetune_max_steps=[2]))
+    r = dataclasses.replace(run, config=cfg)
+    run_grid(r, domains=["kjv"], sizes=["2k"], name="configured", log=lambda s: None)
+    assert {row["method"] for row in atomic.read_jsonl(r.eval_dir / "configured.jsonl")} == {"slm-nopt"}

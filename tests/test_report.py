@@ -141,3 +141,9 @@ def test_differences_are_paired_on_the_same_test_documents(grid_run):
     assert paired.paired and not unpaired.paired
     assert paired.delta == pytest.approx(unpaired.delta, abs=1e-9)  # the same point estimate
     assert 0 < paired.se < unpaired.se  # the shared documents' noise cancels
+
+
+def test_before_fine_tuning_uses_its_own_interval():
+    rs = [dict(row("slm", "a", 2.0, se=0.01, pre=3.0), pretrained_nll_se=0.2)]
+    e = macro(group(rs), "slm", "1k", ["a"], "pretrained_nll")
+    assert e.nll == pytest.approx(3.0) and e.se == pytest.approx(0.2)  # not the fine-tuned row's 0.01

@@ -137,6 +137,15 @@ class MethodsConfig:
     # (seed i trains with train.seed + i: data order and initialization; `speclm grid --seeds`).
     bootstrap: int = 1000
     seeds: int = 1
+    # The methods `speclm grid` / `speclm run` compute when none are named (empty = every known method).
+    grid_methods: list[str] = field(default_factory=list)
+    # Which methods get the `seeds` seeds (empty = every method; the others run seed 0 only):
+    # seeds where the comparison needs them, one run where a method is only a reference.
+    seed_methods: list[str] = field(default_factory=list)
+    # A per-domain pretraining (slm-is, slm-dsir) gets this share of the shared pretraining
+    # budget: 1 = equal cost per pretraining; the paper caps SLM-is at 130 of the SLM's 530
+    # GPU-hours (Table 3), about 0.25.
+    per_domain_budget: float = 1.0
     # How the grid runs its jobs (speclm/grid/executor.py): local worker processes (1 = this
     # process, in order) or Ray (the `cluster` extra); `speclm grid --workers / --executor`.
     grid_workers: int = 1

@@ -139,35 +139,39 @@ def jobs(run, methods: list[str], sizes: list[str], domains: list[str], test_tok
         steps = math.ceil(epochs * tokens / (ft_batch * t.grad_accum * window))
         return min(steps, bound) if bound > 0 else steps
 
+    seeded = m.seed_methods
     for meth in methods:
-        for d in domains:
-            if meth in ("slm", "slm-d"):
-                pretrain(("slm",), "small")
-            if meth in ("llm", "llm-lora", "slm-d"):
-                pretrain(("llm",), "large", note="large shape")
-            if meth in ("slm-is", "slm-dsir"):
-                pretrain((meth, d), "small", note="per domain")
-            if meth == "slm-mix":
-                for e in range(m.mix_k):
-                    pretrain(("slm-mix", f"expert {e}"), "small", 1.0 / m.mix_k)
-            if meth in ("slm-pn", "slm-pn-hist"):
-                pretrain(("slm-pn",), "pn", note=f"k={m.pn_k} h={m.pn_h}; by FLOPs, the measured PN time is in bench/RESULTS.md")
-            for s in [size_label(x) for x in sizes]:
-                cap = cap_of(s, d, m.finetune_max_epochs)
-                which = "large" if meth in ("llm", "llm-lora") else "small"
-                if meth == "slm-nopt":
-                    n = cap_of(s, d, m.nopt_max_epochs or m.finetune_max_epochs)
-                    train_job("specialize", (meth, d, s), "small", n, ft_batch, note="from scratch, cap")
-                elif meth == "llm-lora":
-                    train_job("specialize", (meth, d, s), "large", int(cap * m.lora_steps_factor), ft_batch, note="cap")
-                elif meth == "slm-d":
-                    train_job("specialize", ("llm", d, s), "large", cap, ft_batch, note="teacher, cap")
-                    train_job("specialize", (meth, d, s), "small", cap, ft_batch, fpt["large"] / 3, "student + teacher forward, cap")
-                else:
-                    train_job("specialize", (meth, d, s), which, cap, ft_batch, note="cap")
-                tt = test_tokens.get(d)
-                out.setdefault(("evaluate", meth, d, s), Job("evaluate", f"{meth} / {d} / {s}", tt,
-                                                            None if tt is None else tt * fpt[which] / 3))
+        for i in range(m.seeds if (not seeded or meth in seeded) else 1):
+            sd = (f"seed {i}",) if i else ()  # each seed pretrains and fine-tunes again
+            for d in domains:
+                if meth in ("slm", "slm-d"):
+                    pretrain(("slm", *sd), "small")
+                if meth in ("llm", "llm-lora", "slm-d"):
+                    pretrain(("llm", *sd), "large", note="large shape")
+                if meth in ("slm-is", "slm-dsir"):  # per domain and specialization set (its histogram)
+                    for sz in [size_label(x) for x in sizes]:
+                        pretrain((meth, d, sz, *sd), "small", m.per_domain_budget, note="per domain and set")
+                if meth == "slm-mix":
+                    for e in range(m.mix_k):
+                        pretrain(("slm-mix", f"expert {e}", *sd), "small", 1.0 / m.mix_k)
+                if meth in ("slm-pn", "slm-pn-hist"):
+                    pretrain(("slm-pn", *sd), "pn", note=f"k={m.pn_k} h={m.pn_h}; by FLOPs, the measured PN time is in bench/RESULTS.md")
+                for s in [size_label(x) for x in sizes]:
+                    cap = cap_of(s, d, m.finetune_max_epochs)
+                    which = "large" if meth in ("llm", "llm-lora") else "small"
+                    if meth == "slm-nopt":
+                        n = cap_of(s, d, m.nopt_max_epochs or m.finetune_max_epochs)
+                        train_job("specialize", (meth, d, s, *sd), "small", n, ft_batch, note="from scratch, cap")
+                    elif meth == "llm-lora":
+                        train_job("specialize", (meth, d, s, *sd), "large", int(cap * m.lora_steps_factor), ft_batch, note="cap")
+                    elif meth == "slm-d":
+                        train_job("specialize", ("llm", d, s, *sd), "large", cap, ft_batch, note="teacher, cap")
+                        train_job("specialize", (meth, d, s, *sd), "small", cap, ft_batch, fpt["large"] / 3, "student + teacher forward, cap")
+                    else:
+                        train_job("specialize", (meth, d, s, *sd), which, cap, ft_batch, note="cap")
+                    tt = test_tokens.get(d)
+                    out.setdefault(("evaluate", meth, d, s, *sd), Job("evaluate", " / ".join((meth, d, s, *sd)), tt,
+                                                                None if tt is None else tt * fpt[which] / 3))
     return list(out.values())
 
 
@@ -219,7 +223,7 @@ def dry_run(run, echo: Callable[[str], None] = print, methods: Optional[list[str
 
     cfg = run.config
     ctx = base.Context(run=run, log=lambda s: None)
-    methods = order_methods(methods or base.known())
+    methods = order_methods(methods or cfg.methods.grid_methods or base.known())
     shards = _fresh_tokens(run)
     checked = check(run, ctx, methods, cfg.methods.sizes, shards)
     if shards is not None:

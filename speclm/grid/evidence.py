@@ -42,9 +42,11 @@ class Estimate:
         return f"{self.ppl:.{digits}f} ± {self.half_width:.{digits}f}" if self.se > 0 else f"{self.ppl:.{digits}f}"
 
 
-def row_estimate(rows: list[dict], key: str = "nll", se_key: str = "nll_se") -> Optional[Estimate]:
-    """One (method, domain, size) from its rows (one per seed): the mean NLL, with the SE of
-    the mean combining the bootstrap SE of each seed and the spread across seeds."""
+def row_estimate(rows: list[dict], key: str = "nll", se_key: Optional[str] = None) -> Optional[Estimate]:
+    """One (method, domain, size) from its rows (one per seed): the mean of ``key`` (the NLL
+    after fine-tuning, or ``pretrained_nll`` before it), with the SE of the mean combining
+    the bootstrap SE of each seed (``<key>_se``) and the spread across seeds."""
+    se_key = se_key or f"{key}_se"
     vals = [float(r[key]) for r in rows if r.get(key) is not None]
     if not vals:
         return None
@@ -102,7 +104,6 @@ def difference(groups: dict, a: str, b: str, size: str, domains: list[str],
     (``speclm.grid.stats.paired_difference``: the same test documents drawn for both in each
     bootstrap replicate); otherwise the two rows' SEs are combined as if independent, which
     overstates the SE (the test documents are the same, so the errors correlate)."""
-    from ..core.errors import SpeclmError
 
     diffs, ses, paired = [], [], run_path is not None
     for d in domains:
@@ -110,14 +111,7 @@ def difference(groups: dict, a: str, b: str, size: str, domains: list[str],
         ea, eb = row_estimate(ra), row_estimate(rb)
         if ea is None or eb is None:
             return None
-        pd = None
-        if paired and len(ra) == 1 and len(rb) == 1:
-            from .stats import paired_difference
-
-            try:
-                pd = paired_difference(ra[0], rb[0], run_path, replicates)
-            except (SpeclmError, OSError, KeyError, ValueError):
-                pd = None
+        pd = _paired(ra, rb, run_path, replicates) if paired else None
         if pd is not None:
             diffs.append(pd["nll_diff"])
             ses.append(pd["se"])
@@ -128,6 +122,35 @@ def difference(groups: dict, a: str, b: str, size: str, domains: list[str],
     if not diffs:
         return None
     return Difference(a, b, statistics.fmean(diffs), math.sqrt(sum(s * s for s in ses)) / len(ses), paired=paired)
+
+
+def _paired(ra: list[dict], rb: list[dict], run_path, replicates: int) -> Optional[dict]:
+    """Paired difference of two methods' rows on one domain: each method's per-window NLLs
+    averaged over its seeds, then :func:`speclm.grid.stats.paired_difference` (the same test
+    documents drawn for both). The spread across seeds of a method with several seeds adds
+    var/n to the SE. None when a row kept no per-window NLLs."""
+    import numpy as np
+
+    from ..core.errors import SpeclmError
+    from .stats import paired_difference, row_windows
+
+    def merged(rows: list[dict]):
+        ws = [row_windows(run_path, r) for r in rows]
+        if any(w is None for w in ws) or any(w.shape != ws[0].shape for w in ws):
+            return None
+        w = ws[0].copy()
+        w[:, 3] = np.mean([x[:, 3] for x in ws], axis=0)
+        return w
+
+    try:
+        wa, wb = merged(ra), merged(rb)
+        if wa is None or wb is None:
+            return None
+        pd = paired_difference(ra[0], rb[0], run_path, replicates, windows=(wa, wb))
+    except (SpeclmError, OSError, KeyError, ValueError):
+        return None
+    extra = sum(statistics.variance([r["nll"] for r in rs]) / len(rs) for rs in (ra, rb) if len(rs) > 1)
+    return {**pd, "se": math.sqrt(pd["se"] ** 2 + extra)}
 
 
 def sizes_in(rows: Iterable[dict]) -> list[str]:

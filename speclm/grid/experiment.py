@@ -148,7 +148,7 @@ def run_grid(
     if env_rank_world()[1] > 1:
         raise SpeclmError(GRID_UNDER_TORCHRUN)
     ctx = base.Context(run=run, log=log)
-    methods = order_methods(methods or base.known())
+    methods = order_methods(methods or run.config.methods.grid_methods or base.known())
     objs = {m: base.get(m) for m in methods}  # unknown names fail here, before any work
     all_domains = inputs.domains(ctx)
     domains = domains or all_domains
@@ -175,8 +175,13 @@ def run_grid(
     table = run.eval_dir / f"{name}.md"
     done = set(seed_rows(results, chash))
     # size-major: a grid stopped early still has every method and domain at the first sizes
+    seeded = run.config.methods.seed_methods
+    unknown = sorted(set(seeded) - set(base.known()))
+    if unknown:
+        raise SpeclmError(f"methods.seed_methods: unknown method(s) {', '.join(unknown)}; known: {', '.join(base.known())}")
+    n_of = {m: n_seeds if (not seeded or m in seeded) else 1 for m in methods}
     todo = [(m, d, s, i) for s in sizes for i in range(n_seeds) for m in methods for d in domains
-            if (m, d, s, i) not in done]
+            if i < n_of[m] and (m, d, s, i) not in done]
     log(f"grid: {len(methods)} methods x {len(domains)} domains x {len(sizes)} sizes x {n_seeds} seed(s); "
         f"{len(todo)} rows to do")
     from .executor import run_graph

@@ -69,9 +69,10 @@ def collect(run, name: str = "results") -> dict:
             spec_tokens[r["size"]] = max(spec_tokens.get(r["size"], 0), int(t))
     pre_tokens = max((r["cost"]["generic"].get("tokens", 0) for r in rows if r.get("shared_pretraining")), default=None)
     clusters = _read_json(run.clusters_dir / "describe" / "summary.json") or {}
-    k = run.config.methods.pn_k
+    ks = sorted(int(x) for x in _ks(clusters))
+    k = ks[-1] if ks else None  # the finest clustering separates diffuse from concentrated domains best
     grid = Grid(groups, domains, sizes, methods, clusters.get("tables", {}), run.path)
-    findings = check_all(grid, lambda m: small.get(m, True), k if str(k) in _ks(clusters) else None, totals)
+    findings = check_all(grid, lambda m: small.get(m, True), k, totals)
     return {
         "run": str(run.path), "preset": run.config.name, "results": str(results),
         "methods": methods, "domains": domains, "sizes": sizes, "small": small,

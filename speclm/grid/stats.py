@@ -110,10 +110,12 @@ def macro_se(run_path: Path, rows: list[dict], replicates: int) -> Optional[floa
     return float(np.std(np.mean(np.stack(reps), axis=0), ddof=1))
 
 
-def paired_difference(row_a: dict, row_b: dict, run_path: Path, replicates: int = 1000) -> dict:
+def paired_difference(row_a: dict, row_b: dict, run_path: Path, replicates: int = 1000,
+                      windows: Optional[tuple] = None) -> dict:
     """Mean per-token NLL of row_a minus row_b on the same test windows, with a bootstrap SE
-    over documents (the same documents drawn for both rows in each replicate)."""
-    wa, wb = row_windows(run_path, row_a), row_windows(run_path, row_b)
+    over documents (the same documents drawn for both rows in each replicate). ``windows``:
+    the two rows' per-window arrays when the caller has them (e.g. averaged over seeds)."""
+    wa, wb = windows if windows is not None else (row_windows(run_path, row_a), row_windows(run_path, row_b))
     if wa is None or wb is None:
         raise SpeclmError("paired difference: a row has no per-window NLLs on disk (rerun its grid row)")
     if row_a["domain"] != row_b["domain"] or wa.shape != wb.shape or not np.array_equal(wa[:, :3], wb[:, :3]):

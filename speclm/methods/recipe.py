@@ -55,7 +55,9 @@ class PretrainThenFinetune(Method):
         return None
 
     def budget_share(self, ctx: Context) -> float:
-        return 1.0
+        """The share of the grid's pretraining budget this method's pretraining gets: a
+        per-domain pretraining gets ``methods.per_domain_budget``."""
+        return ctx.config.methods.per_domain_budget if self.needs_domain_for_pretrain else 1.0
 
     def finetune_kwargs(self, ctx: Context, domain: str, size: str) -> dict:
         return {}

@@ -30,7 +30,7 @@ class SLMDSIR(PretrainThenFinetune):
     name = "slm-dsir"
     shared_pretraining = False
     needs_domain_for_pretrain = True
-    pretrain_fields = ("pretrain_steps", "budget", "dsir_")
+    pretrain_fields = ("pretrain_steps", "budget", "dsir_", "per_domain_budget")
 
     def check(self, ctx: Context) -> None:
         inputs.require_positive(ctx, "dsir_ngrams", "dsir_buckets")

@@ -34,7 +34,7 @@ class SLMImportanceSampling(PretrainThenFinetune):
     name = "slm-is"
     shared_pretraining = False
     needs_domain_for_pretrain = True
-    pretrain_fields = ("pretrain_steps", "budget", "is_")
+    pretrain_fields = ("pretrain_steps", "budget", "is_", "per_domain_budget")
 
     def check(self, ctx: Context) -> None:
         from ..core.errors import require

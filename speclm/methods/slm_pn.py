@@ -256,3 +256,4 @@ class SLMProjectedHistogram(SLMProjected):
 
     name = "slm-pn-hist"
     fixed_rule = HISTOGRAM
+    pretrains = ("slm-pn",)  # the same projected network: the grid schedules one pretraining

@@ -78,6 +78,11 @@ class ModelShape:
 NAMED_SHAPES: dict[str, tuple[int, int, int, int, dict]] = {
     "tiny": (2, 64, 4, 256, {}),
     "tiny-large": (3, 128, 4, 512, {}),
+    # The demo's pair, sized by measurement for a 2-core CPU (docs/LOG.md): ~15k tokens/s on
+    # one thread at batch 32 x 128 with a 2k vocabulary; the large one costs 3.9x its FLOPs
+    # per token (the paper's LLM/SLM: 3.5x, Table 2).
+    "demo-small": (2, 96, 4, 384, {}),
+    "demo-large": (4, 160, 4, 640, {}),
     "cpu-small": (4, 256, 4, 1024, {}),
     "cpu-large": (6, 512, 8, 2048, {}),
     # The paper's Table 6 (126M SLM, 771M LLM): 7 layers, plain MLP, tied embeddings.
