@@ -67,7 +67,9 @@ def collect(run, name: str = "results") -> dict:
         t = ((r.get("extra") or {}).get("plan") or {}).get("train_tokens")
         if t:
             spec_tokens[r["size"]] = max(spec_tokens.get(r["size"], 0), int(t))
-    pre_tokens = max((r["cost"]["generic"].get("tokens", 0) for r in rows if r.get("shared_pretraining")), default=None)
+    # the plain SLM's shared pretraining when the grid has it (slm-d's generic cost adds the teacher's)
+    shared = [r for r in rows if r["method"] == "slm"] or [r for r in rows if r.get("shared_pretraining")]
+    pre_tokens = max((r["cost"]["generic"].get("tokens", 0) for r in shared), default=None)
     clusters = _read_json(run.clusters_dir / "describe" / "summary.json") or {}
     ks = sorted(int(x) for x in _ks(clusters))
     k = ks[-1] if ks else None  # the finest clustering separates diffuse from concentrated domains best
