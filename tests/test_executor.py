@@ -132,7 +132,7 @@ def test_killed_worker_is_retried(base_run):
     lines, victim = [], None
     for line in p.stdout:
         lines.append(line)
-        m = re.match(r"\[(\d+)\] pretrain slm ->", line)
+        m = re.search(r"\[(\d+)\] pretrain slm ->", line)  # the jobs bar may share the line
         if m:
             victim = int(m.group(1))
             deadline = time.time() + 300
@@ -188,3 +188,16 @@ def test_slm_pn_hist_shares_the_projected_networks_pretraining_job():
     jobs, deps = plan_graph([("slm-pn", "kjv", "2k"), ("slm-pn-hist", "kjv", "2k")])
     assert [j for j in jobs if j.startswith("pretrain:")] == ["pretrain:slm-pn"]
     assert deps["row:slm-pn-hist/kjv/2k"] == ["pretrain:slm-pn"]
+
+
+def _quiet_job(job, ctx=None):
+    return None
+
+
+def test_one_progress_bar_over_every_job(capsys):
+    from speclm.grid.executor import run_graph
+
+    todo = [("slm", "kjv", "2k"), ("slm", "legal", "2k"), ("slm-nopt", "kjv", "2k")]
+    run_graph(None, todo, {}, _quiet_job, lambda row: None, workers=1, engine="local", log=lambda s: None)
+    err = capsys.readouterr().err
+    assert "grid jobs" in err and "4/4" in err  # one shared pretraining + three rows

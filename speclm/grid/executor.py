@@ -119,7 +119,24 @@ def run_graph(
         pool.close()
 
 
+def _progress(total: int):
+    """One bar over every job of the grid: done / total, the jobs running, the time left
+    from the measured rate (tqdm's estimate; pretrainings come first, so it is pessimistic
+    early on)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc="grid jobs", unit="job", dynamic_ncols=True, leave=True)
+
+
 def _schedule(pool, job_fn, payload, deps, on_row, workers, retries, log) -> None:
+    bar = _progress(len(payload))
+    try:
+        _run_jobs(pool, job_fn, payload, deps, on_row, workers, retries, log, bar)
+    finally:
+        bar.close()
+
+
+def _run_jobs(pool, job_fn, payload, deps, on_row, workers, retries, log, bar) -> None:
     pending = list(payload)
     done: set[str] = set()
     running: dict = {}  # handle -> job id
@@ -132,6 +149,7 @@ def _schedule(pool, job_fn, payload, deps, on_row, workers, retries, log) -> Non
             if all(d in done for d in deps[jid]):
                 pending.remove(jid)
                 running[pool.submit(job_fn, {**payload[jid], "wait": jid in busy})] = jid
+        bar.set_postfix_str(f"running {', '.join(sorted(running.values()))}"[:120], refresh=True)
         if not running:
             raise SpeclmError(f"grid: jobs {', '.join(pending)} wait on jobs that cannot run")
         died = []
@@ -150,6 +168,7 @@ def _schedule(pool, job_fn, payload, deps, on_row, workers, retries, log) -> Non
                 pending.append(jid)
                 continue
             done.add(jid)
+            bar.update(1)
             if row and row != BUSY:
                 on_row(row)
         for jid in reversed(died):
