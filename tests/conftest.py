@@ -55,6 +55,14 @@ SMALL = ["--preset", "tiny", "--set", "tokens.vocab_size=300", "--set", "tokens.
 
 # Config overrides (``open_run(..., overrides)``) that keep real stages to seconds in tests.
 # A few steps of training, with evaluation, checkpoints and logs all exercised:
+# The tiny grid tests' training: 3 pretraining steps, one validation and checkpoint at the end.
+FAST_GRID_TRAIN = [
+    "train.max_steps=3",
+    "train.warmup_steps=1",
+    "train.eval_every=3",
+    "train.eval_batches=1",
+    "train.checkpoint_every=3",
+]
 FAST_TRAIN = [
     "train.max_steps=4",
     "train.warmup_steps=1",

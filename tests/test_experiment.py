@@ -10,13 +10,10 @@ import torch
 
 from speclm.core import atomic
 from speclm.core.errors import SpeclmError
+from conftest import FAST_GRID_TRAIN
 
 FAST = [
-    "train.max_steps=3",
-    "train.warmup_steps=1",
-    "train.eval_every=3",
-    "train.eval_batches=1",
-    "train.checkpoint_every=3",
+    *FAST_GRID_TRAIN,
     "methods.sizes=['2k', 'all']",
     "methods.finetune_max_steps=[2, 3]",
     "methods.finetune_eval_every=2",

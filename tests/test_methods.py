@@ -13,7 +13,8 @@ import torch
 from conftest import FAST_CLUSTERS, FAST_TRAIN
 
 from speclm.core.errors import SpeclmError
-from speclm.methods import inputs, jobs
+from speclm.methods import inputs
+from speclm.core import manifest
 
 # A few steps of everything: each method's test runs in seconds.
 FAST = [
@@ -99,7 +100,7 @@ def test_slm_pretrains_once_and_specializes(ctx):
     cost = _cost(out)
     assert cost["pretrain"]["tokens"] > 0 and cost["specialize"]["tokens"] > 0
     assert cost["specialize"]["steps"] <= 3  # the 2k cap
-    done = jobs.job_summary(out.parent)
+    done = manifest.job_summary(out.parent)
     assert done["plan"]["lr"] == pytest.approx(ctx.config.train.lr / 3)  # smallest size: lr / 3
     # a second call reuses both jobs: same result, nothing retrained
     mtime = (out / "model.safetensors").stat().st_mtime_ns
@@ -111,7 +112,7 @@ def test_larger_size_uses_base_rate_and_larger_cap(ctx):
     from speclm.methods.base import get
 
     out = get("slm").specialize(ctx, _domain(ctx), "8k")
-    done = jobs.job_summary(out.parent)
+    done = manifest.job_summary(out.parent)
     assert done["plan"]["lr"] == pytest.approx(ctx.config.train.lr)
     assert done["plan"]["max_steps"] == 4 and done["plan"]["train_tokens"] <= 8000
 
@@ -177,11 +178,11 @@ def test_slm_dsir_resamples_per_domain(ctx):
     _assert_plain(out, ctx)
     pre = get("slm-dsir").pretrain(ctx, d, "2k")  # the job of the 2k set's n-gram histogram
     assert pre.parent.parent == ctx.pretrain_dir("slm-dsir", d) and pre.parent.name.startswith("h-")
-    report = jobs.job_summary(pre.parent)["dsir"]
+    report = manifest.job_summary(pre.parent)["dsir"]
     t = ctx.config.train
     assert report["draws"] == t.max_steps * t.batch_size
     assert 0 < report["kish_ess"] <= report["generic_windows"]
-    assert jobs.job_summary(out.parent)["pretraining"]["dsir"]["draws"] == report["draws"]
+    assert manifest.job_summary(out.parent)["pretraining"]["dsir"]["draws"] == report["draws"]
 
 
 def test_slm_is_follows_the_domain_histogram(ctx):
@@ -191,10 +192,10 @@ def test_slm_is_follows_the_domain_histogram(ctx):
     out = get("slm-is").specialize(ctx, d, "2k")
     _assert_plain(out, ctx)
     pre = get("slm-is").pretrain(ctx, d, "2k")
-    rep = jobs.job_summary(pre.parent)["importance"]
+    rep = manifest.job_summary(pre.parent)["importance"]
     hist = _slice_histogram(ctx, d, "2k", 2)  # the specialization set's, not the whole split's
     assert np.allclose(rep["domain_histogram"], hist)
-    spec_set = jobs.job_summary(out.parent)["specialization_set"]
+    spec_set = manifest.job_summary(out.parent)["specialization_set"]
     whole = np.asarray(inputs.clusters(ctx).histogram(2, d, "train"))
     assert spec_set["tv_to_split"] == pytest.approx(0.5 * np.abs(hist - whole).sum())
     assert rep["repeat_factor"] >= 1 and 0 < rep["kish_ess_fraction"] <= 1
@@ -225,13 +226,13 @@ def test_slm_mix_rules(ctx, rule, tiny_run):
     c = Context(run=dataclasses.replace(tiny_run, config=cfg), log=lambda s: None)
     m, d = get("slm-mix"), _domain(c)
     mix = m.pretrain(c)
-    info = jobs.job_summary(mix)
+    info = manifest.job_summary(mix)
     expert_cost = [_cost(mix / f"expert-{i:03d}")["pretrain"]["flops"] for i in info["experts"]]
     out = m.specialize(c, d, "2k")
     _assert_plain(out, c)
     cost = _cost(out)
     assert cost["pretrain"]["flops"] == pytest.approx(sum(expert_cost))  # every expert counts
-    chosen = jobs.job_summary(out.parent)["expert"]
+    chosen = manifest.job_summary(out.parent)["expert"]
     assert chosen["rule"] == rule
     if rule == "most_frequent":
         hist = _slice_histogram(c, d, "2k", 2)
@@ -330,8 +331,8 @@ def test_slm_mix_experts_spread_over_two_torchrun_ranks(tiny_run, tmp_path):
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     mix = run / "pretrain" / "slm-mix"
-    info = jobs.job_summary(mix)
-    ranks = {i: jobs.job_summary(mix / f"expert-{i:03d}")["rank"] for i in info["experts"]}
+    info = manifest.job_summary(mix)
+    ranks = {i: manifest.job_summary(mix / f"expert-{i:03d}")["rank"] for i in info["experts"]}
     assert ranks == {i: n % 2 for n, i in enumerate(info["experts"])}
-    assert all(jobs.job_summary(mix / f"expert-{i:03d}")["world_size"] == 2 for i in info["experts"])
+    assert all(manifest.job_summary(mix / f"expert-{i:03d}")["world_size"] == 2 for i in info["experts"])
     assert (mix / "cost.json").exists()

@@ -11,13 +11,11 @@ import pytest
 import torch
 
 from speclm.core.errors import SpeclmError
+from conftest import FAST_GRID_TRAIN
+from speclm.core import manifest
 
 FAST = [
-    "train.max_steps=3",
-    "train.warmup_steps=1",
-    "train.eval_every=3",
-    "train.eval_batches=1",
-    "train.checkpoint_every=3",
+    *FAST_GRID_TRAIN,
     "methods.sizes=['2k', 'all']",
 ]
 
@@ -95,7 +93,6 @@ def test_equal_flops_is_the_default_budget():
 def test_grid_under_a_device_hours_budget_and_rows_say_how_fine_tunes_stopped(run):
     from speclm.core import atomic
     from speclm.grid.experiment import run_grid
-    from speclm.methods import jobs
 
     cfg = dataclasses.replace(
         run.config,
@@ -106,7 +103,7 @@ def test_grid_under_a_device_hours_budget_and_rows_say_how_fine_tunes_stopped(ru
     r = dataclasses.replace(run, config=cfg)
     run_grid(r, methods=["slm"], domains=["kjv"], sizes=["2k"], name="hours", log=lambda s: None)
     (row,) = atomic.read_jsonl(r.eval_dir / "hours.jsonl")
-    pre = jobs.job_summary(r.path / "pretrain" / "slm")["train"]
+    pre = manifest.job_summary(r.path / "pretrain" / "slm")["train"]
     assert (pre["stop_reason"], pre["steps"]) == ("device_hours", 1)
     assert pre["seconds_per_token"] > 0 and pre["flops_per_token"] > 0
     assert row["stop"] in ("early", "cap", "pretrained") and row["stop"] == row["extra"]["stop"]

@@ -17,6 +17,7 @@ from speclm.model.projected import ProjectedNetwork
 from speclm.model.transformer import named_shape
 from speclm.train.data import ArrayWindows, WindowSampler
 from speclm.train.loop import default_loss
+from speclm.core import manifest
 
 V, WIN = 53, 8
 
@@ -218,14 +219,14 @@ def test_bad_settings_are_refused(pn_run):
 @needs_clusters
 def test_finetune_all_counts_every_finetune(pn_run):
     """PN's finetune_all pays the k fine-tunes it runs, as SLM-mix does; the grid reads that cost."""
-    from speclm.methods import inputs, jobs
+    from speclm.methods import inputs
     from speclm.methods.base import get
     from speclm.train.cost import read_cost
 
     ctx = _ctx(pn_run, expert_rule="finetune_all")
     domain = inputs.domains(ctx)[0]
     out = get("slm-pn").specialize(ctx, domain, "2k")
-    info = jobs.job_summary(out.parent)
+    info = manifest.job_summary(out.parent)
     assert info["rule"] == "finetune_all" and info["finetunes"] == 2
     each = [read_cost(out.parent / "experts" / str(i))["specialize"]["flops"] for i in range(2)]
     cost = read_cost(out)  # what the grid reads for the row

@@ -1,8 +1,8 @@
 """The job folders a method writes: one per pretraining or specialization, keyed by what
 it was computed from (the run's config parts and the upstream jobs' keys).
 
-Whether a job is done for its key is decided by the manifest module
-(:func:`speclm.core.manifest.open_job`), as for every stage.
+Whether a job is done for its key is decided by the manifest module, as for every stage:
+methods call :func:`speclm.core.manifest.open_job`, ``finish_job`` and ``job_summary``.
 """
 
 from __future__ import annotations
@@ -35,8 +35,3 @@ def upstream_hash(folder: Path) -> str:
     names its inputs by it)."""
     return key_hash(manifest.job_key(folder))
 
-
-open_job = manifest.open_job
-finish_job = manifest.finish_job
-job_summary = manifest.job_summary
-is_done = manifest.is_done

@@ -22,6 +22,7 @@ from . import inputs, jobs, pretraining
 from .base import Context, Method
 from .finetune import FinetuneResult, finetune
 from .specset import Target
+from ..core import manifest
 
 
 class PretrainThenFinetune(Method):
@@ -85,7 +86,7 @@ class PretrainThenFinetune(Method):
         key = self.pretrain_key(ctx, domain)
         if target is not None:
             key["histogram"] = target.hash
-        if jobs.open_job(folder, key, ctx.force and not self.pretrain_from):
+        if manifest.open_job(folder, key, ctx.force and not self.pretrain_from):
             return folder / "final", target
         cfg = pretraining.pretrain_config(ctx, self.budget_share(ctx), self.shape_kind)
         indices, report = self.pretrain_indices(ctx, domain, target) if target is not None else self.pretrain_indices(ctx, domain)
@@ -97,7 +98,7 @@ class PretrainThenFinetune(Method):
         model = Transformer(inputs.shape(ctx, self.shape_kind))
         ctx.log(f"pretrain {self.pretrain_from or self.name}{' / ' + domain if domain else ''} -> {folder}")
         res = pretraining.pretrain_model(ctx, model, sampler, folder, cfg, meta={"method": self.name, "domain": domain})
-        jobs.finish_job(folder, {"method": self.pretrain_from or self.name, "domain": domain, **report,
+        manifest.finish_job(folder, {"method": self.pretrain_from or self.name, "domain": domain, **report,
                                    "train": _train_summary(res)})
         return folder / "final", target
 
@@ -121,10 +122,10 @@ class PretrainThenFinetune(Method):
             "pretrain": jobs.upstream_hash(pre.parent),
             "config": jobs.config_part(ctx, self.finetune_fields),
         }
-        if jobs.open_job(folder, key, ctx.force):
-            return folder / jobs.job_summary(folder)["checkpoint"]
+        if manifest.open_job(folder, key, ctx.force):
+            return folder / manifest.job_summary(folder)["checkpoint"]
         res = finetune(ctx, pre, domain, size, folder, **self.finetune_kwargs(ctx, domain, size))
-        report = jobs.job_summary(pre.parent)
+        report = manifest.job_summary(pre.parent)
         extra = {k: v for k, v in report.items() if k not in ("train", "method", "domain", "specialization_set")}
         out = {"pretraining": extra} if extra else {}
         if target is not None:  # this size's set (the job may have been made for another size's equal histogram)
@@ -133,7 +134,7 @@ class PretrainThenFinetune(Method):
 
     def finish_specialize(self, ctx: Context, folder: Path, res: FinetuneResult, extra: dict) -> Path:
         rel = res.final.relative_to(folder)
-        jobs.finish_job(
+        manifest.finish_job(
             folder,
             {"method": self.name, "checkpoint": str(rel), **res.to_json(),
              "path": str(folder), "final": str(res.final), **extra},

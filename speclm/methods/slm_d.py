@@ -23,6 +23,7 @@ from . import inputs, jobs
 from .base import Context, get, register
 from .finetune import finetune
 from .recipe import PretrainThenFinetune
+from ..core import manifest
 
 
 def distillation_loss(teacher: torch.nn.Module, alpha: float, temperature: float):
@@ -92,8 +93,8 @@ class SLMDistill(PretrainThenFinetune):
             "teacher": jobs.upstream_hash(teacher_ckpt.parent),
             "config": jobs.config_part(ctx, self.finetune_fields),
         }
-        if jobs.open_job(folder, key, ctx.force):
-            return folder / jobs.job_summary(folder)["checkpoint"]
+        if manifest.open_job(folder, key, ctx.force):
+            return folder / manifest.job_summary(folder)["checkpoint"]
         m = ctx.config.methods
         t_cost, s_cost = read_cost(teacher_ckpt), read_cost(student)
         prior = {"pretrain": add_costs(t_cost, s_cost, phase="pretrain"), "specialize": add_costs(t_cost, phase="specialize")}

@@ -27,6 +27,7 @@ from .base import Context, register
 from .pretraining import valid_fn
 from .finetune import finetune
 from .recipe import PretrainThenFinetune, torch_seed
+from ..core import manifest
 
 
 def expert_dir(folder: Path, i: int) -> Path:
@@ -63,10 +64,10 @@ class SLMMixture(PretrainThenFinetune):
         key = self.pretrain_key(ctx, None)
         dist = distributed.setup() if distributed.env_rank_world()[1] > 1 else None
         rank, world = (dist.rank, dist.world_size) if dist else (0, 1)
-        done = jobs.open_job(folder, key, ctx.force) if rank == 0 else False
+        done = manifest.open_job(folder, key, ctx.force) if rank == 0 else False
         if dist:
             distributed.barrier(dist)
-            done = jobs.is_done(folder)
+            done = manifest.is_done(folder)
         if done:
             return folder
         k = ctx.config.methods.mix_k
@@ -77,14 +78,14 @@ class SLMMixture(PretrainThenFinetune):
         generic = inputs.shards(ctx).windows(inputs.GENERIC, "train")
         for i in experts[rank::world]:
             sub = expert_dir(folder, i)
-            if jobs.open_job(sub, {**key, "expert": i}, False):
+            if manifest.open_job(sub, {**key, "expert": i}, False):
                 continue
             torch_seed(cfg.seed + i)
             model = Transformer(inputs.shape(ctx, "small"))
             sampler = WindowSampler(generic, cfg.batch_size, seed=cfg.seed + i, indices=np.nonzero(assign == i)[0])
             ctx.log(f"slm-mix expert {i}/{k}: {sizes[i]} generic windows -> {sub}")
             res = pretraining.pretrain_model(ctx, model, sampler, sub, cfg, meta={"method": self.name, "expert": i}, ddp=False)
-            jobs.finish_job(sub, {"expert": i, "windows": int(sizes[i]), "steps": res.steps, "tokens": res.tokens,
+            manifest.finish_job(sub, {"expert": i, "windows": int(sizes[i]), "steps": res.steps, "tokens": res.tokens,
                                     "best_valid": res.best_valid, "rank": rank, "world_size": world})
         if dist:
             distributed.barrier(dist)
@@ -94,7 +95,7 @@ class SLMMixture(PretrainThenFinetune):
 
         costs = [read_cost(expert_dir(folder, i)) for i in experts]
         write_cost(folder, {"phase": "pretrain", "pretrain": add_costs(*costs, phase="pretrain")})
-        jobs.finish_job(folder, {
+        manifest.finish_job(folder, {
             "method": self.name, "k": k, "experts": experts, "cluster_windows": sizes.tolist(),
             "steps_per_expert": cfg.max_steps, "empty_clusters": [i for i in range(k) if sizes[i] == 0],
         })
@@ -103,7 +104,7 @@ class SLMMixture(PretrainThenFinetune):
     # -- specialization: pick an expert, fine-tune it --------------------------------------
 
     def start_checkpoint(self, ctx: Context, domain: str, size: str, folder: Path) -> Optional[Path]:
-        expert = (jobs.job_summary(folder).get("expert") or {}).get("expert")
+        expert = (manifest.job_summary(folder).get("expert") or {}).get("expert")
         return None if expert is None else expert_dir(self.pretrain(ctx), int(expert)) / "final"
 
     def specialize(self, ctx: Context, domain: str, size: str) -> Path:
@@ -118,10 +119,10 @@ class SLMMixture(PretrainThenFinetune):
             "pretrain": jobs.upstream_hash(mix),
             "config": jobs.config_part(ctx, self.finetune_fields),
         }
-        if jobs.open_job(folder, key, ctx.force):
-            return folder / jobs.job_summary(folder)["checkpoint"]
+        if manifest.open_job(folder, key, ctx.force):
+            return folder / manifest.job_summary(folder)["checkpoint"]
         m = ctx.config.methods
-        info = jobs.job_summary(mix)
+        info = manifest.job_summary(mix)
         target = specset.cluster_target(ctx, domain, size, m.mix_k)  # the specialization set's histogram
         hist = target.histogram
         prior = read_cost(mix)

@@ -16,6 +16,7 @@ from . import inputs, jobs
 from .base import Context, register
 from .finetune import finetune, finetune_config, plan
 from .recipe import PretrainThenFinetune, torch_seed
+from ..core import manifest
 
 
 @register
@@ -48,8 +49,8 @@ class SLMNoPretrain(PretrainThenFinetune):
             "method": self.name, "domain": domain, "size": size, "tokens": inputs.tokens_fingerprint(ctx),
             "config": jobs.config_part(ctx, ("finetune_", "sizes", "nopt_")),
         }
-        if jobs.open_job(folder, key, ctx.force):
-            return folder / jobs.job_summary(folder)["checkpoint"]
+        if manifest.open_job(folder, key, ctx.force):
+            return folder / manifest.job_summary(folder)["checkpoint"]
         cfg = self.train_config(ctx, domain, size)
         torch_seed(cfg.seed)
         model = Transformer(inputs.shape(ctx, "small"))

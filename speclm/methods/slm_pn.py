@@ -36,6 +36,7 @@ from .base import Context, Method, register
 from .selection import ExpertPool, check_rule, select
 from ..clusters.describe import entropy
 from ..clusters.store import histogram_of
+from ..core import manifest
 
 HISTOGRAM = "histogram"
 BATCHINGS = ("mixed", "cluster")
@@ -108,7 +109,7 @@ class SLMProjected(Method):
         self.check(ctx)
         m = ctx.config.methods
         folder = ctx.pretrain_dir("slm-pn")
-        if jobs.open_job(folder, self.pretrain_key(ctx), ctx.force):
+        if manifest.open_job(folder, self.pretrain_key(ctx), ctx.force):
             return folder / "final"
         cfg = pretraining.pretrain_config(ctx)
         shards = inputs.shards(ctx)
@@ -140,7 +141,7 @@ class SLMProjected(Method):
             meta={"method": "slm-pn", **pn.meta(), "param_counts": counts, "batching": m.pn_batching},
             flops_per_token=pn.flops_per_token(shards.window, tokens_per_expert),
         )
-        jobs.finish_job(folder, {"method": "slm-pn", "param_counts": counts, "batching": m.pn_batching,
+        manifest.finish_job(folder, {"method": "slm-pn", "param_counts": counts, "batching": m.pn_batching,
                                  "train": _train_summary(res)})
         return folder / "final"
 
@@ -166,8 +167,8 @@ class SLMProjected(Method):
             "pretrain": jobs.upstream_hash(pre.parent),
             "config": jobs.config_part(ctx, ("finetune_", "sizes")),
         }
-        if jobs.open_job(folder, key, ctx.force):
-            return folder / jobs.job_summary(folder)["checkpoint"]
+        if manifest.open_job(folder, key, ctx.force):
+            return folder / manifest.job_summary(folder)["checkpoint"]
 
         pn = load_projected(pre)
         shards = inputs.shards(ctx)
@@ -225,7 +226,7 @@ class SLMProjected(Method):
         else:
             res = self.keep_finetune_all(folder, chosen, list(c.scores), prior)
         atomic.write_json(res.final / METHOD_FILE, extra)  # before the job is marked done: a finished job has it
-        jobs.finish_job(folder, {"method": self.name, "checkpoint": str(res.final.relative_to(folder)),
+        manifest.finish_job(folder, {"method": self.name, "checkpoint": str(res.final.relative_to(folder)),
                                    **res.to_json(), "path": str(folder), **extra})
         return res.final
 
