@@ -239,16 +239,17 @@ class ProjectedNetwork(nn.Module):
         targets: Optional[torch.Tensor] = None,
         expert: Optional[torch.Tensor] = None,
         vector: Optional[torch.Tensor] = None,
+        return_logits: bool = True,
     ):
         # traced by torch.compile: a fixed number of groups; eager: the experts present
         route = self.route(idx.shape[0], expert, vector, static=torch.compiler.is_compiling())
         if route.order is None:
-            return self.transformer(idx, targets, route=route)
+            return self.transformer(idx, targets, return_logits, route=route)
         # group the batch by expert once; the mean loss does not depend on the row order
         idx = idx.index_select(0, route.order)
         targets = None if targets is None else targets.index_select(0, route.order)
-        logits, loss = self.transformer(idx, targets, route=route)
-        return logits.index_select(0, route.inverse), loss
+        logits, loss = self.transformer(idx, targets, return_logits, route=route)
+        return (None if logits is None else logits.index_select(0, route.inverse)), loss
 
     # -- materialization -----------------------------------------------------------------
 

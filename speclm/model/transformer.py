@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import SpeclmError
+from . import output_loss
 
 MLP_KINDS = ("swiglu", "plain")
 
@@ -258,11 +259,15 @@ class Transformer(nn.Module):
         if not self.shape.tie_embeddings:
             nn.init.normal_(self.lm_head.weight, std=0.02)
 
-    def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, **mlp_kwargs):
+    def forward(self, idx: torch.Tensor, targets: Optional[torch.Tensor] = None, return_logits: bool = True,
+                **mlp_kwargs):
         """idx: int64 [B, T]. Returns (logits [B, T, V], loss or None).
 
         The loss is the mean next-token cross-entropy over ``targets`` (int64 [B, T];
-        -100 is ignored), computed in fp32. Extra keyword arguments go to every MLP.
+        -100 is ignored), computed in fp32. ``return_logits=False`` (with targets): the
+        logits are not wanted (None is returned in their place), so eager fp32 computes the
+        loss chunk by chunk without them (:mod:`speclm.model.output_loss`). Extra keyword
+        arguments go to every MLP.
         """
         T = idx.shape[1]
         if T > self.shape.max_seq_len:
@@ -271,7 +276,10 @@ class Transformer(nn.Module):
         x = self.embed(idx)
         for block in self.blocks:
             x = block(x, cos, sin, **mlp_kwargs)
-        logits = self.lm_head(self.norm(x))
+        h = self.norm(x)
+        if targets is not None and not return_logits and output_loss.usable(h, self.lm_head):
+            return None, output_loss.chunked_output_loss(h, self.lm_head.weight, targets)
+        logits = self.lm_head(h)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.float().view(-1, logits.shape[-1]), targets.reshape(-1), ignore_index=-100)

@@ -84,9 +84,11 @@ class TrainResult:
 
 
 def default_loss(model: torch.nn.Module, batch) -> torch.Tensor:
-    """Mean next-token cross-entropy; a batch's extras go to the model as keywords."""
+    """Mean next-token cross-entropy; a batch's extras go to the model as keywords. The
+    logits are not asked for (``return_logits=False``: speclm's models then compute the
+    loss without holding them; see speclm.model.output_loss)."""
     extras = batch[2] if len(batch) > 2 else {}
-    return model(batch[0], batch[1], **extras)[1]
+    return model(batch[0], batch[1], return_logits=False, **extras)[1]
 
 
 def _to_device(batch, device: torch.device):

@@ -11,7 +11,6 @@ from typing import Callable, Mapping, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from ..core.errors import SpeclmError
@@ -46,8 +45,7 @@ def window_nll(
         kw = {k: v.to(device) for k, v in batch[2].items()} if len(batch) > 2 else {}
         with autocast(device, dtype):
             logits, _ = model(x, **kw)
-        nll = -F.log_softmax(logits.float(), dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)
-        out[s : s + len(idx)] = nll.double().sum(dim=1).cpu().numpy()
+        out[s : s + len(idx)] = _summed_nll(logits, y).cpu().numpy()
     model.train(was_training)
     return out
 
@@ -73,3 +71,16 @@ def make_valid_fn(windows, max_windows: int = 0, batch_size: int = 8, dtype: str
         return mean_nll(model, windows, max_windows=max_windows, batch_size=batch_size, dtype=dtype, extras=extras)[0]
 
     return valid
+
+
+def _summed_nll(logits: torch.Tensor, y: torch.Tensor, chunk_tokens: int = 256) -> torch.Tensor:
+    """Summed NLL per window: log-sum-exp minus the target's logit, a few windows at a time
+    so each chunk stays in cache (no full log-softmax tensor written: 1.5x faster than
+    ``log_softmax(...).gather(...)`` at 64 x 128 x 2,048 on one core, docs/LOG.md)."""
+    step = max(1, chunk_tokens // max(1, logits.shape[1]))
+    out = torch.empty(logits.shape[0], dtype=torch.float64, device=logits.device)
+    for s in range(0, logits.shape[0], step):
+        lg = logits[s : s + step].float()
+        nll = torch.logsumexp(lg, dim=-1) - lg.gather(-1, y[s : s + step].unsqueeze(-1)).squeeze(-1)
+        out[s : s + step] = nll.double().sum(dim=1)
+    return out
