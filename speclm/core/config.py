@@ -18,7 +18,8 @@ from typing import Any
 import tomli_w
 
 from .errors import SpeclmError
-from .sections import ClustersConfig, CorpusConfig, MethodsConfig, ModelConfig, TokensConfig, TrainConfig
+from .sections import (CURVE_METHODS, NO_CURVE, ClustersConfig, CorpusConfig, MethodsConfig, ModelConfig, TokensConfig,
+                       TrainConfig)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -210,9 +211,28 @@ def validate(cfg: Config) -> None:
         at_least(f"methods.{name}", getattr(m, name), 0)
     for name in ("is_k", "mix_k", "pn_k"):
         at_least(f"methods.{name}", getattr(m, name), 1)
+    _check_curves(m, need)
     if problems:
         more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
         raise SpeclmError(f"config: {problems[0]}{more}")
+
+
+def _check_curves(m, need) -> None:
+    """methods.curve_fractions: each in (0, 1), sorted, unique; methods.curve_methods: methods
+    with one shared generic pretraining, each once; both set or neither."""
+    fr, names = m.curve_fractions, m.curve_methods
+    need(all(isinstance(f, float) and _finite(f) and 0 < f < 1 for f in fr),
+         f"methods.curve_fractions must be fractions of the pretraining in (0, 1), got {fr!r}")
+    need(list(fr) == sorted(set(fr)), f"methods.curve_fractions must be sorted and without repeats, got {fr!r}")
+    bad = [n for n in names if n not in CURVE_METHODS]
+    why = "; ".join(f"{n}: {NO_CURVE[n]}" for n in bad if n in NO_CURVE)
+    unknown = [n for n in bad if n not in NO_CURVE]
+    need(not unknown, f"methods.curve_methods: unknown method(s) {', '.join(map(repr, unknown))}; "
+                      f"curves exist for {', '.join(CURVE_METHODS)}")
+    need(not why, f"methods.curve_methods: no operating curve for {why}; curves exist for {', '.join(CURVE_METHODS)}")
+    need(len(set(names)) == len(names), f"methods.curve_methods names a method twice: {names!r}")
+    need(bool(fr) == bool(names), "methods.curve_fractions and methods.curve_methods go together: set both or neither "
+                                  f"(got {len(fr)} fraction(s), {len(names)} method(s))")
 
 
 def to_dict(cfg: Config) -> dict:

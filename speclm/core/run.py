@@ -16,10 +16,26 @@ class Run:
     # Seed i > 0 of a grid with several seeds: its pretraining and specialization jobs live
     # under ``seed-<i>/`` (the tokens, clusters and eval folders are shared); see with_seed.
     seed_offset: int = 0
+    # A point of an operating curve (methods.curve_fractions): specializations start from the
+    # pretraining's snapshot at this fraction and live under ``curves/f-<f>/``; see with_curve.
+    curve: float | None = None
 
     @property
     def jobs_path(self) -> Path:
         return self.path / f"seed-{self.seed_offset}" if self.seed_offset else self.path
+
+    def with_curve(self, fraction: float) -> "Run":
+        """The run as the point ``fraction`` of an operating curve sees it (seed 0 only): the
+        same config and pretraining folders (a curve method's specialization reads the
+        pretraining's ``snapshots/f-<f>/`` instead of its ``final/``), and its own
+        specialization folders, ``curves/f-<f>/specialize/<method>/<domain>/<size>/``."""
+        from .errors import SpeclmError
+
+        if self.seed_offset:
+            raise SpeclmError(f"operating curves are computed for seed 0 only, not seed {self.seed_offset}")
+        if not (isinstance(fraction, float) and 0 < fraction < 1):
+            raise SpeclmError(f"a curve point is a fraction of the pretraining in (0, 1), got {fraction!r}")
+        return Run(path=self.path, config=self.config, seed_offset=0, curve=fraction)
 
     def with_seed(self, offset: int) -> "Run":
         """The run as seed ``offset`` of a multi-seed grid sees it: ``train.seed + offset``
@@ -59,6 +75,8 @@ class Run:
 
     def specialize_dir(self, method: str, domain: str, size: str) -> Path:
         """A method's specialization job for one domain and size."""
+        if self.curve is not None:
+            return self.path / "curves" / fraction_label(self.curve) / "specialize" / method / domain / size
         return self.jobs_path / "specialize" / method / domain / size
 
     def train_dir(self, set_name: str, shape: str) -> Path:
@@ -67,13 +85,20 @@ class Run:
 
     def save_config(self) -> None:
         """Write the resolved config to ``config.toml`` (only when it changed); a seed view
-        (:meth:`with_seed`) never writes: the run's config is the base one."""
-        if self.seed_offset:
+        (:meth:`with_seed`) or a curve view (:meth:`with_curve`) never writes: the run's
+        config is the base one."""
+        if self.seed_offset or self.curve is not None:
             return
         saved = self.path / "config.toml"
         text = to_toml(self.config)
         if not saved.exists() or saved.read_text(encoding="utf-8") != text:
             atomic.write_text(saved, text)
+
+
+def fraction_label(fraction: float) -> str:
+    """The folder name of a curve point / snapshot: ``f-0.5`` (every digit kept: two
+    fractions never share a folder)."""
+    return f"f-{float(fraction)!r}"
 
 
 def open_run(

@@ -106,6 +106,19 @@ class TrainConfig:
     seed: int = 0
 
 
+# Methods that may have operating curves (methods.curve_methods): one generic pretraining,
+# shared by every domain, that a snapshot can stand in for. The others, and why not (the
+# layering keeps core below the method registry; tests/test_curves.py checks that these two
+# cover every registered method).
+CURVE_METHODS = ("slm", "llm", "llm-lora", "slm-mix", "slm-pn", "slm-pn-hist")
+NO_CURVE = {
+    "slm-is": "its pretraining is per domain (no shared generic pretraining to snapshot)",
+    "slm-dsir": "its pretraining is per domain (no shared generic pretraining to snapshot)",
+    "slm-nopt": "it has no pretraining",
+    "slm-d": "it reads the LLM teacher's fine-tuned model, not one pretraining",
+}
+
+
 @dataclass
 class MethodsConfig:
     """Settings of the paper's methods (PAPER.md §2) and of specialization."""
@@ -155,6 +168,13 @@ class MethodsConfig:
     # flops: every method gets the FLOPs of the small model's run (the paper's equal GPU-hours) |
     # tokens: same tokens for every method | device_hours: train.max_device_hours of wall time each
     budget: str = "flops"
+    # Operating curves over pretraining cost (PAPER.md Table 8, Figs. 3-4): each pretraining of a
+    # curve method also saves a snapshot at step round(f * its steps) for every f of
+    # curve_fractions (each in (0, 1), sorted, unique), and the grid specializes and evaluates
+    # every snapshot into eval/curves.jsonl (README, "Operating curves"). Only methods with one
+    # shared generic pretraining (CURVE_METHODS); empty = no curves, no snapshots.
+    curve_fractions: list[float] = field(default_factory=list)
+    curve_methods: list[str] = field(default_factory=list)
     # SLM-is: importance sampling on clusters.
     is_k: int = 4
     is_smoothing: float = 0.0  # additive smoothing of the domain histogram

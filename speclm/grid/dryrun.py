@@ -102,7 +102,10 @@ def jobs(run, methods: list[str], sizes: list[str], domains: list[str], test_tok
 
     A fine-tune is counted at its cap: ``methods.finetune_max_epochs`` passes over the size's
     tokens (slm-nopt: ``nopt_max_epochs``), bounded by ``methods.finetune_max_steps`` when
-    given; a size "all" needs the domain's train tokens (known once the tokens exist)."""
+    given; a size "all" needs the domain's train tokens (known once the tokens exist). With
+    operating curves (methods.curve_fractions, curve_methods) every point is one more
+    specialization and evaluation, named "curve <f>"."""
+    from ..methods.curves import units
     from ..methods.sizes import parse_size, size_label
     from ..model.transformer import flops_per_token, param_breakdown
 
@@ -115,7 +118,11 @@ def jobs(run, methods: list[str], sizes: list[str], domains: list[str], test_tok
     steps = m.pretrain_steps or t.max_steps
     out: dict[tuple, Job] = {}
 
+    snapped = {u for x in methods if m.curve_fractions and x in m.curve_methods for u in units(x)}
+
     def pretrain(key, which, share=1.0, note=""):
+        if key[0] in snapped and not any(str(k).startswith("seed ") for k in key):
+            note = "; ".join(x for x in (note, f"snapshots at {', '.join(map(repr, m.curve_fractions))}") if x)
         if m.budget == "flops":
             flops = steps * share * per_step * fpt["small"]
             tokens = flops / fpt[which]
@@ -139,6 +146,23 @@ def jobs(run, methods: list[str], sizes: list[str], domains: list[str], test_tok
         steps = math.ceil(epochs * tokens / (ft_batch * t.grad_accum * window))
         return min(steps, bound) if bound > 0 else steps
 
+    def specialize(meth: str, d: str, s: str, sd: tuple) -> None:
+        cap = cap_of(s, d, m.finetune_max_epochs)
+        which = "large" if meth in ("llm", "llm-lora") else "small"
+        if meth == "slm-nopt":
+            n = cap_of(s, d, m.nopt_max_epochs or m.finetune_max_epochs)
+            train_job("specialize", (meth, d, s, *sd), "small", n, ft_batch, note="from scratch, cap")
+        elif meth == "llm-lora":
+            train_job("specialize", (meth, d, s, *sd), "large", int(cap * m.lora_steps_factor), ft_batch, note="cap")
+        elif meth == "slm-d":
+            train_job("specialize", ("llm", d, s, *sd), "large", cap, ft_batch, note="teacher, cap")
+            train_job("specialize", (meth, d, s, *sd), "small", cap, ft_batch, fpt["large"] / 3, "student + teacher forward, cap")
+        else:
+            train_job("specialize", (meth, d, s, *sd), which, cap, ft_batch, note="cap")
+        tt = test_tokens.get(d)
+        out.setdefault(("evaluate", meth, d, s, *sd), Job("evaluate", " / ".join((meth, d, s, *sd)), tt,
+                                                    None if tt is None else tt * fpt[which] / 3))
+
     seeded = m.seed_methods
     for meth in methods:
         for i in range(m.seeds if (not seeded or meth in seeded) else 1):
@@ -157,21 +181,12 @@ def jobs(run, methods: list[str], sizes: list[str], domains: list[str], test_tok
                 if meth in ("slm-pn", "slm-pn-hist"):
                     pretrain(("slm-pn", *sd), "pn", note=f"k={m.pn_k} h={m.pn_h}; by FLOPs, the measured PN time is in bench/RESULTS.md")
                 for s in [size_label(x) for x in sizes]:
-                    cap = cap_of(s, d, m.finetune_max_epochs)
-                    which = "large" if meth in ("llm", "llm-lora") else "small"
-                    if meth == "slm-nopt":
-                        n = cap_of(s, d, m.nopt_max_epochs or m.finetune_max_epochs)
-                        train_job("specialize", (meth, d, s, *sd), "small", n, ft_batch, note="from scratch, cap")
-                    elif meth == "llm-lora":
-                        train_job("specialize", (meth, d, s, *sd), "large", int(cap * m.lora_steps_factor), ft_batch, note="cap")
-                    elif meth == "slm-d":
-                        train_job("specialize", ("llm", d, s, *sd), "large", cap, ft_batch, note="teacher, cap")
-                        train_job("specialize", (meth, d, s, *sd), "small", cap, ft_batch, fpt["large"] / 3, "student + teacher forward, cap")
-                    else:
-                        train_job("specialize", (meth, d, s, *sd), which, cap, ft_batch, note="cap")
-                    tt = test_tokens.get(d)
-                    out.setdefault(("evaluate", meth, d, s, *sd), Job("evaluate", " / ".join((meth, d, s, *sd)), tt,
-                                                                None if tt is None else tt * fpt[which] / 3))
+                    specialize(meth, d, s, sd)
+    for f in m.curve_fractions:  # operating curves: every point specialized from its snapshot and evaluated
+        for meth in [x for x in methods if x in m.curve_methods]:
+            for d in domains:
+                for s in [size_label(x) for x in sizes]:
+                    specialize(meth, d, s, (f"curve {f!r}",))
     return list(out.values())
 
 

@@ -8,6 +8,8 @@ Jobs (plain dicts, so they cross process boundaries as data, never as pickled fi
     specialize  method, domain, size, no row: a specialization another method reads
                 (SLM-d's LLM teacher when ``llm`` is not in the grid)
     row         method, domain, size: specialize, evaluate, append the row
+    curve       method, domain, size, fraction: the same from the pretraining's snapshot at
+                that fraction, its row appended to eval/curves.jsonl (speclm.grid.curves)
 
 A row depends on the pretrainings its method runs (``Method.pretrains``, default itself
 or ``pretrain_from``) and on the specializations it reads (``Method.specialize_uses``).
@@ -39,9 +41,12 @@ def _units(method: str) -> tuple[str, ...]:
     return tuple(uses) if uses is not None else (getattr(obj, "pretrain_from", None) or method,)
 
 
-def plan_graph(todo: list[tuple]) -> tuple[dict[str, dict], dict[str, list[str]]]:
+def plan_graph(todo: list[tuple], curves: list[tuple] = ()) -> tuple[dict[str, dict], dict[str, list[str]]]:
     """Jobs (id -> job dict, in a runnable order: pretrainings, then specializations and
-    rows size-major as ``todo``) and each job's dependencies (ids).
+    rows size-major as ``todo``, then the curve points) and each job's dependencies (ids).
+
+    ``curves`` holds (method, domain, size, fraction) points of operating curves (seed 0):
+    each a ``curve`` job after the method's pretrainings.
 
     ``todo`` holds (method, domain, size, seed) rows (a 3-tuple is seed 0). Each seed has
     its own pretrainings (``Run.with_seed``); a per-domain pretraining (SLM-is, SLM-dsir) is
@@ -81,6 +86,11 @@ def plan_graph(todo: list[tuple]) -> tuple[dict[str, dict], dict[str, list[str]]
         jid = f"row:{m}/{d}/{s}{tag(i)}"
         jobs[jid] = {"kind": "row", "method": m, "domain": d, "size": s, "seed": i}
         deps[jid] = need
+    for m, d, s, f in curves:
+        need = pretrain_ids(m, d, s, 0)
+        jid = f"curve:{m}/{d}/{s}/f-{f!r}"
+        jobs[jid] = {"kind": "curve", "method": m, "domain": d, "size": s, "seed": 0, "fraction": f}
+        deps[jid] = need
     return jobs, deps
 
 
@@ -94,8 +104,9 @@ def run_graph(
     engine: str = "local",
     retries: int = RETRIES,
     log: Callable[[str], None] = print,
+    curves: list[tuple] = (),
 ) -> None:
-    """Run the grid's jobs. ``job_fn(job, ctx=None)`` runs one job (``spec`` plus the job's
+    """Run the grid's jobs (``curves``: the curve points, :func:`plan_graph`). ``job_fn(job, ctx=None)`` runs one job (``spec`` plus the job's
     fields, a plain dict) and returns its row, None, or BUSY when ``job['wait']`` is False
     and another process holds the job's lock (the job is tried again after the other ready
     jobs, then waits). It must be a module-level function, so worker processes import it by
@@ -104,7 +115,7 @@ def run_graph(
         raise SpeclmError(f"unknown executor {engine!r} (--executor, methods.grid_executor); known: {', '.join(ENGINES)}")
     if workers < 1:
         raise SpeclmError(f"workers (--workers, methods.grid_workers) must be at least 1, got {workers}")
-    jobs, deps = plan_graph(todo)
+    jobs, deps = plan_graph(todo, curves)
     if not jobs:
         return
     payload = {jid: {**spec, **job} for jid, job in jobs.items()}

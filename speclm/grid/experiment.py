@@ -51,6 +51,9 @@ def config_hash(run: Run) -> str:
     d.pop("name", None)
     for k in ("seeds", "bootstrap"):  # more seeds add rows; the bootstrap only reports: rows stay valid
         d["methods"].pop(k, None)
+    for k in ("curve_fractions", "curve_methods"):  # unset, they leave the hash of older runs as it was
+        if not d["methods"].get(k):
+            d["methods"].pop(k, None)
     return hash_obj(d)[:16]
 
 
@@ -182,11 +185,18 @@ def run_grid(
     n_of = {m: n_seeds if (not seeded or m in seeded) else 1 for m in methods}
     todo = [(m, d, s, i) for s in sizes for i in range(n_seeds) for m in methods for d in domains
             if i < n_of[m] and (m, d, s, i) not in done]
+    from . import curves
+
+    curve_todo = curves.todo(run, methods, domains, sizes, curves.curves_path(run, name), chash)
     log(f"grid: {len(methods)} methods x {len(domains)} domains x {len(sizes)} sizes x {n_seeds} seed(s); "
-        f"{len(todo)} rows to do")
+        f"{len(todo)} rows to do" + (f", {len(curve_todo)} curve points" if curve_todo else ""))
     from .executor import run_graph
 
     def on_row(row: dict) -> None:
+        if curves.FRACTION in row and row["pretrain_fraction"] < 1:  # a curve point: eval/curves.jsonl
+            log(f"grid: curve {row['method']} / {row['domain']} / {row['size']} at {row['pretrain_fraction']!r} "
+                f"(step {row['pretrain_step']}): ppl {row['ppl']:.2f} ({row['grid_seconds']:.0f} s)")
+            return
         write_table(results, table, chash)
         _plot(results, chash, log)
         log(f"grid: {row['method']} / {row['domain']} / {row['size']}" + (f" / seed {row['seed']}" if n_seeds > 1 else "")
@@ -195,7 +205,8 @@ def run_grid(
 
     spec = {"run": str(run.path), "name": name, "config": chash}
     run_graph(ctx, todo, spec, grid_job, on_row, workers=workers or run.config.methods.grid_workers,
-              engine=executor or run.config.methods.grid_executor, log=log)
+              engine=executor or run.config.methods.grid_executor, log=log, curves=curve_todo)
+    curves.add_final_points(run, methods, results, name, chash)  # 1.0 points a killed grid had not copied
     write_table(results, table, chash)
     _plot(results, chash, log)
     return table
@@ -230,9 +241,12 @@ def grid_job(job: dict, ctx=None) -> Optional[dict]:
     run, kind, m, d, s = ctx.run, job["kind"], job["method"], job.get("domain"), job.get("size")
     seed = int(job.get("seed", 0))
     sctx = base.Context(run=run.with_seed(seed), log=ctx.log, force=ctx.force) if seed else ctx
+    if kind == "curve":  # a point of an operating curve: its own specialization folder (speclm.grid.curves)
+        sctx = base.Context(run=run.with_curve(float(job["fraction"])), log=ctx.log, force=ctx.force)
     obj = base.get(m)
     folder = sctx.pretrain_dir(m, d) if kind == "pretrain" else sctx.specialize_dir(m, d, s)
     what = f"{kind} {m}" + "".join(f" / {x}" for x in (d, s) if x) + (f" / seed {seed}" if seed else "")
+    what += f" at {job['fraction']!r}" if kind == "curve" else ""
     lock = contextlib.ExitStack()
     try:
         lock.enter_context(locks.hold(folder, what, wait=job.get("wait", True), log=ctx.log))
@@ -250,6 +264,10 @@ def grid_job(job: dict, ctx=None) -> Optional[dict]:
         if kind == "specialize":
             obj.specialize(sctx, d, s)
             return None
+        from . import curves
+
+        if kind == "curve":
+            return curves.curve_job(run, obj, job, ctx.log, grid_row)
         results = run.eval_dir / f"{job['name']}.jsonl"
         if (m, d, s, seed) in seed_rows(results, job["config"]):  # another grid process did it meanwhile
             ctx.log(f"grid: {m} / {d} / {s} / seed {seed}: already in {results.name}")
@@ -259,6 +277,8 @@ def grid_job(job: dict, ctx=None) -> Optional[dict]:
         row = grid_row(run, obj, m, d, s, seed, job["config"], ctx.log)
         row["grid_seconds"] = time.perf_counter() - t0
         atomic.append_jsonl(results, row)
+        if seed == 0 and m in curves.curve_methods(run, [m]):  # the row is also its curve's 1.0 point
+            curves.append_once(curves.curves_path(run, job["name"]), curves.final_point(run, m, row))
         return row
 
 

@@ -81,6 +81,13 @@ class Method:
     def pretrain(self, ctx: Context, domain: str | None = None) -> Path:
         raise NotImplementedError
 
+    def curve_loops(self, ctx: Context) -> list[Path]:
+        """The training folders of the shared pretraining this method specializes from (each
+        with ``final/`` and, for a curve method, ``snapshots/``; speclm.methods.curves): one,
+        except for SLM-mix (one per expert)."""
+        unit = self.pretrains[0] if self.pretrains else getattr(self, "pretrain_from", None) or self.name
+        return [ctx.pretrain_dir(unit)]
+
     def specialize(self, ctx: Context, domain: str, size: str) -> Path:
         raise NotImplementedError
 

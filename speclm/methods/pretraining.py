@@ -86,10 +86,12 @@ def pretrain_model(
     flops_per_token: float | None = None,
     prior_cost: dict | None = None,
     ddp: bool = True,
+    snapshots=None,
 ):
     """Pretrain ``model`` on ``sampler`` into ``out_dir`` (the loop's folder; the model is
     ``out_dir/final``), validating on ``valid_set``'s valid split for the log (with
-    ``valid_extras``, e.g. the valid windows' expert ids, when the model takes them)."""
+    ``valid_extras``, e.g. the valid windows' expert ids, when the model takes them);
+    ``snapshots`` (speclm.methods.curves.snapshots_for): also ``out_dir/snapshots/f-<f>/``."""
     from ..train.loop import train
     return train(
         model,
@@ -104,6 +106,7 @@ def pretrain_model(
         files=tokenizer_files(ctx),
         flops_per_token=flops_per_token,
         ddp=ddp,
+        snapshots=snapshots,
     )
 
 

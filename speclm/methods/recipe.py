@@ -18,7 +18,7 @@ from typing import ClassVar, Optional
 
 import numpy as np
 
-from . import inputs, jobs, pretraining
+from . import curves, inputs, jobs, pretraining
 from .base import Context, Method
 from .finetune import FinetuneResult, finetune
 from .specset import Target
@@ -43,7 +43,7 @@ class PretrainThenFinetune(Method):
         }
         if self.cluster_ks(ctx):
             key["clusters"] = inputs.clusters_fingerprint(ctx)
-        return key
+        return {**key, **curves.key_part(ctx, self.pretrain_from or self.name)}
 
     def pretrain_indices(self, ctx: Context, domain: Optional[str]) -> tuple[Optional[np.ndarray], dict]:
         """The generic train windows to sample (None: all, uniformly) and what to report.
@@ -87,7 +87,7 @@ class PretrainThenFinetune(Method):
         if target is not None:
             key["histogram"] = target.hash
         if manifest.open_job(folder, key, ctx.force and not self.pretrain_from):
-            return folder / "final", target
+            return curves.start(ctx, folder), target
         cfg = pretraining.pretrain_config(ctx, self.budget_share(ctx), self.shape_kind)
         indices, report = self.pretrain_indices(ctx, domain, target) if target is not None else self.pretrain_indices(ctx, domain)
         if target is not None:
@@ -97,10 +97,11 @@ class PretrainThenFinetune(Method):
         torch_seed(cfg.seed)
         model = Transformer(inputs.shape(ctx, self.shape_kind))
         ctx.log(f"pretrain {self.pretrain_from or self.name}{' / ' + domain if domain else ''} -> {folder}")
-        res = pretraining.pretrain_model(ctx, model, sampler, folder, cfg, meta={"method": self.name, "domain": domain})
-        manifest.finish_job(folder, {"method": self.pretrain_from or self.name, "domain": domain, **report,
-                                   "train": _train_summary(res)})
-        return folder / "final", target
+        unit = self.pretrain_from or self.name
+        res = pretraining.pretrain_model(ctx, model, sampler, folder, cfg, meta={"method": self.name, "domain": domain},
+                                         snapshots=curves.snapshots_for(ctx, unit) if domain is None else None)
+        manifest.finish_job(folder, {"method": unit, "domain": domain, **report, "train": _train_summary(res)})
+        return curves.start(ctx, folder), target
 
     def _start(self, ctx: Context, domain: str, size: str) -> tuple[Optional[Path], Optional[Target]]:
         """The pretrained checkpoint a specialization starts from (through a subclass's own
@@ -119,13 +120,14 @@ class PretrainThenFinetune(Method):
             "method": self.name,
             "domain": domain,
             "size": size,
-            "pretrain": jobs.upstream_hash(pre.parent),
+            "pretrain": jobs.upstream_hash(curves.loop_folder(pre)),
             "config": jobs.config_part(ctx, self.finetune_fields),
+            **curves.spec_key(ctx),
         }
         if manifest.open_job(folder, key, ctx.force):
             return folder / manifest.job_summary(folder)["checkpoint"]
         res = finetune(ctx, pre, domain, size, folder, **self.finetune_kwargs(ctx, domain, size))
-        report = manifest.job_summary(pre.parent)
+        report = manifest.job_summary(curves.loop_folder(pre))
         extra = {k: v for k, v in report.items() if k not in ("train", "method", "domain", "specialization_set")}
         out = {"pretraining": extra} if extra else {}
         if target is not None:  # this size's set (the job may have been made for another size's equal histogram)

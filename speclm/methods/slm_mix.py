@@ -22,7 +22,7 @@ from typing import Optional
 import numpy as np
 
 from ..core import atomic
-from . import inputs, jobs, pretraining, selection, specset
+from . import curves, inputs, jobs, pretraining, selection, specset
 from .base import Context, register
 from .pretraining import valid_fn
 from .finetune import finetune
@@ -84,7 +84,8 @@ class SLMMixture(PretrainThenFinetune):
             model = Transformer(inputs.shape(ctx, "small"))
             sampler = WindowSampler(generic, cfg.batch_size, seed=cfg.seed + i, indices=np.nonzero(assign == i)[0])
             ctx.log(f"slm-mix expert {i}/{k}: {sizes[i]} generic windows -> {sub}")
-            res = pretraining.pretrain_model(ctx, model, sampler, sub, cfg, meta={"method": self.name, "expert": i}, ddp=False)
+            res = pretraining.pretrain_model(ctx, model, sampler, sub, cfg, meta={"method": self.name, "expert": i}, ddp=False,
+                                             snapshots=curves.snapshots_for(ctx, self.name))
             manifest.finish_job(sub, {"expert": i, "windows": int(sizes[i]), "steps": res.steps, "tokens": res.tokens,
                                     "best_valid": res.best_valid, "rank": rank, "world_size": world})
         if dist:
@@ -101,11 +102,15 @@ class SLMMixture(PretrainThenFinetune):
         })
         return folder
 
+    def curve_loops(self, ctx: Context) -> list[Path]:
+        folder = ctx.pretrain_dir(self.name)
+        return [expert_dir(folder, i) for i in manifest.job_summary(folder)["experts"]]
+
     # -- specialization: pick an expert, fine-tune it --------------------------------------
 
     def start_checkpoint(self, ctx: Context, domain: str, size: str, folder: Path) -> Optional[Path]:
         expert = (manifest.job_summary(folder).get("expert") or {}).get("expert")
-        return None if expert is None else expert_dir(self.pretrain(ctx), int(expert)) / "final"
+        return None if expert is None else curves.start(ctx, expert_dir(self.pretrain(ctx), int(expert)))
 
     def specialize(self, ctx: Context, domain: str, size: str) -> Path:
         from ..train.checkpoint import load_transformer
@@ -118,6 +123,7 @@ class SLMMixture(PretrainThenFinetune):
             "method": self.name, "domain": domain, "size": size,
             "pretrain": jobs.upstream_hash(mix),
             "config": jobs.config_part(ctx, self.finetune_fields),
+            **curves.spec_key(ctx),
         }
         if manifest.open_job(folder, key, ctx.force):
             return folder / manifest.job_summary(folder)["checkpoint"]
@@ -125,8 +131,10 @@ class SLMMixture(PretrainThenFinetune):
         info = manifest.job_summary(mix)
         target = specset.cluster_target(ctx, domain, size, m.mix_k)  # the specialization set's histogram
         hist = target.histogram
+        final = lambda i: curves.start(ctx, expert_dir(mix, i))  # noqa: E731
         prior = read_cost(mix)
-        final = lambda i: expert_dir(mix, i) / "final"  # noqa: E731
+        if ctx.run.curve is not None:  # the mixture's cost at the snapshot: every expert's
+            prior = {"phase": "pretrain", "pretrain": add_costs(*(read_cost(final(i)) for i in info["experts"]), phase="pretrain")}
         valid = valid_fn(ctx, domain)
 
         def pretrained_loss(i: int) -> float:

@@ -31,7 +31,7 @@ import torch
 
 from ..core import atomic
 from ..core.errors import SpeclmError
-from . import inputs, jobs, pretraining
+from . import curves, inputs, jobs, pretraining
 from .base import Context, Method, register
 from .selection import ExpertPool, check_rule, select
 from ..clusters.describe import entropy
@@ -80,6 +80,7 @@ class SLMProjected(Method):
             "tokens": inputs.tokens_fingerprint(ctx),
             "clusters": inputs.clusters_fingerprint(ctx),
             "config": jobs.config_part(ctx, ("pretrain_steps", "budget", "pn_")),
+            **curves.key_part(ctx, "slm-pn"),
         }
 
     def generic_assign(self, ctx: Context, split: str) -> np.ndarray:
@@ -110,7 +111,7 @@ class SLMProjected(Method):
         m = ctx.config.methods
         folder = ctx.pretrain_dir("slm-pn")
         if manifest.open_job(folder, self.pretrain_key(ctx), ctx.force):
-            return folder / "final"
+            return curves.start(ctx, folder)
         cfg = pretraining.pretrain_config(ctx)
         shards = inputs.shards(ctx)
         generic = shards.windows(inputs.GENERIC, "train")
@@ -140,10 +141,11 @@ class SLMProjected(Method):
             valid_extras={"expert": self.generic_assign(ctx, "valid")} if has_valid else None,
             meta={"method": "slm-pn", **pn.meta(), "param_counts": counts, "batching": m.pn_batching},
             flops_per_token=pn.flops_per_token(shards.window, tokens_per_expert),
+            snapshots=curves.snapshots_for(ctx, "slm-pn"),
         )
         manifest.finish_job(folder, {"method": "slm-pn", "param_counts": counts, "batching": m.pn_batching,
                                  "train": _train_summary(res)})
-        return folder / "final"
+        return curves.start(ctx, folder)
 
     # -- specialization -------------------------------------------------------------------
 
@@ -164,8 +166,9 @@ class SLMProjected(Method):
             "domain": domain,
             "size": size,
             "rule": rule,
-            "pretrain": jobs.upstream_hash(pre.parent),
+            "pretrain": jobs.upstream_hash(curves.loop_folder(pre)),
             "config": jobs.config_part(ctx, ("finetune_", "sizes")),
+            **curves.spec_key(ctx),
         }
         if manifest.open_job(folder, key, ctx.force):
             return folder / manifest.job_summary(folder)["checkpoint"]

@@ -93,11 +93,13 @@ def save_checkpoint(
     optimizer: Optional[torch.optim.Optimizer] = None,
     state: Optional[Mapping] = None,
     files: Optional[Mapping[str, str | Path]] = None,
+    documents: Optional[Mapping[str, Mapping]] = None,
 ) -> Path:
     """Write a checkpoint folder atomically (readers see the old folder or the new one).
 
     ``optimizer`` and ``state`` make it resumable; ``files`` copies extra files in
-    (e.g. ``{"tokenizer.json": path}``).
+    (e.g. ``{"tokenizer.json": path}``); ``documents`` writes extra JSON files in (e.g. a
+    snapshot's ``{"cost.json": {...}}``).
     """
     path = Path(path)
     model = unwrap(model)
@@ -119,6 +121,8 @@ def save_checkpoint(
             (tmp / STATE_FILE).write_text(json.dumps(dict(state), indent=2, sort_keys=True, default=str) + "\n")
         for name, src in (files or {}).items():
             shutil.copyfile(src, tmp / name)
+        for name, doc in (documents or {}).items():
+            (tmp / name).write_text(json.dumps(dict(doc), indent=2, sort_keys=True) + "\n")
     return path
 
 

@@ -42,6 +42,7 @@ from .budget import Budget
 from ..core.sections import TrainConfig
 from .cost import COST_FILE, PhaseCost, check_phase, combine, device_kind, write_cost
 from .schedule import Schedule
+from .snapshots import SNAPSHOTS, Snapshots
 
 CHECKPOINT, BEST, FINAL = "checkpoint", "best", "final"
 METRICS, SUMMARY = "metrics.jsonl", "train.json"
@@ -173,6 +174,7 @@ def _train(
     device: Optional[str | torch.device] = None,
     progress: bool = True,
     ddp: bool = True,
+    snapshots: Optional[Snapshots] = None,
 ) -> TrainResult:
     """Train ``model`` on ``sampler`` batches until the budget in ``cfg`` is spent.
 
@@ -193,6 +195,7 @@ def _train(
     flops_per_token: training FLOPs per token; default ``model.flops_per_token(seq_len)``.
     ddp: False trains this process's model alone even under torchrun (independent jobs
         spread over ranks, e.g. SLM-mix experts): no DDP, every rank writes its own folder.
+    snapshots: weights-only checkpoints at fractions of the budget's steps (speclm.train.snapshots).
     """
     check_phase(phase)
     _check_config(cfg)
@@ -217,12 +220,13 @@ def _train(
                        "world": dist.world_size, "validating": valid_fn is not None,
                        **({"validate_first": True} if early_stopping and valid_fn is not None else {})})
     loss_fn = loss_fn or default_loss
+    due = snapshots.due(schedule.total_steps) if snapshots else {}  # step -> fractions to snapshot after it
 
     if dist.is_main:  # what a killed run of this job left: temp files removed, a checkpoint cut between renames put back
         for name in (CHECKPOINT, BEST, FINAL, METRICS, SUMMARY, COST_FILE):
             atomic.remove_stale_temps(out / name)
     if _RESTART.get() and dist.is_main:  # --restart: this job's state and results go, training starts over
-        for name in (CHECKPOINT, BEST, FINAL, METRICS, COST_FILE, SUMMARY):
+        for name in (CHECKPOINT, BEST, FINAL, METRICS, COST_FILE, SUMMARY, SNAPSHOTS):
             atomic.remove_path(out / name)
     distributed.barrier(dist)
     summary_path = out / SUMMARY
@@ -356,6 +360,9 @@ def _train(
                 atomic.append_jsonl(out / METRICS, row)
 
         t1 = time.perf_counter()
+        if st["step"] in due and dist.is_main:  # before this step's checkpoint: a resumed run never skips it
+            snapshots.save(out, base, due[st["step"]], {**meta, **{k: st[k] for k in ("step", "tokens", "flops")}},
+                           schedule.total_steps, files, combine(phase, own_cost(), prior_cost))
         if valid_fn is not None and cfg.eval_every and st["step"] % cfg.eval_every == 0:
             validate()
             if early_stopping and st["bad_evals"] >= cfg.patience:
