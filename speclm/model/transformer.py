@@ -172,8 +172,11 @@ class Attention(nn.Module):
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         qkv = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # [3, B, H, T, hd]
-        qk = apply_rotary(qkv[:2], cos.to(qkv.dtype), sin.to(qkv.dtype))  # q and k rotated in one go
-        y = F.scaled_dot_product_attention(qk[0], qk[1], qkv[2], is_causal=True)
+        # split/unbind rather than indexing: their backward passes are one cat/stack, where
+        # each index's backward fills a zero tensor of the whole qkv (5% of a demo-small step)
+        qk, v = qkv.split((2, 1))
+        q, k = apply_rotary(qk, cos.to(qkv.dtype), sin.to(qkv.dtype)).unbind(0)  # q and k rotated in one go
+        y = F.scaled_dot_product_attention(q, k, v.squeeze(0), is_causal=True)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
