@@ -100,6 +100,17 @@ def test_spearman_with_ties_and_swaps():
     assert swaps({"x": 1, "y": 2, "z": 3}, {"x": 2, "y": 1, "z": 3}) == ([("x", "y")], 3)
 
 
+def test_table8_costs_without_slm_are_the_largest_cost_every_curve_reaches():
+    from speclm.grid.curves import curve_points, target_costs
+
+    rows = [r for r in curve_rows("x") if r["method"] == "slm-pn"]
+    rows += [{**r, "method": "llm", "cost": {**r["cost"], "generic": {"flops": r["cost"]["generic"]["flops"] * 2}}}
+             for r in rows]
+    costs, how = target_costs(curve_points(rows, list(DOMAINS), list(SIZES)))
+    assert how == "the largest pretraining cost every curve reaches"
+    assert costs == [(0.25, 0.4e12), (0.5, 0.8e12), (1.0, 1.6e12)]  # pn's full cost, not the llm's 3.2e12
+
+
 # --- the report --------------------------------------------------------------------------
 
 
@@ -244,3 +255,12 @@ def test_cli_plan_reads_the_curves(tmp_path, cli):
     assert "pretraining share" in head
     assert any(ln.startswith("slm@0.25 ") and " 0.25 " in ln for ln in out.splitlines())
     assert (run.eval_dir / "plan.png").read_bytes()[:8] == PNG
+    # the snapshot's region shows in a lighter shade of slm's color
+    import matplotlib.image as mpimg
+
+    from speclm.grid.plan_picture import shade
+    from speclm.grid.plots import method_styles
+
+    img = mpimg.imread(run.eval_dir / "plan.png")[..., :3]
+    color = shade(method_styles(["slm"])["slm"]["color"], 0.5)
+    assert (abs(img - color).sum(axis=-1) < 0.02).mean() > 0.01
