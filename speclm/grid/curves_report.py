@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from .curves import CURVES, END_TOLERANCE, HINT, curve_points, load_curves, spearman, swaps, table8
+from .curve_reading import CURVES, END_TOLERANCE, HINT, curve_points, load_curves, spearman, swaps, table8
 from .evidence import Estimate, macro
 
 FLAT = ("slm-is", "slm-dsir")  # no generic cost: drawn as flat lines (the paper does so for SLM-is)

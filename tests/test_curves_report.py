@@ -17,7 +17,7 @@ import pytest  # noqa: E402
 from speclm.core import atomic  # noqa: E402
 from speclm.core.errors import SpeclmError  # noqa: E402
 from speclm.core.run import open_run  # noqa: E402
-from speclm.grid.curves import HINT, interpolate, spearman, swaps  # noqa: E402
+from speclm.grid.curve_reading import HINT, interpolate, spearman, swaps  # noqa: E402
 from speclm.grid.experiment import config_hash  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -101,7 +101,7 @@ def test_spearman_with_ties_and_swaps():
 
 
 def test_table8_costs_without_slm_are_the_largest_cost_every_curve_reaches():
-    from speclm.grid.curves import curve_points, target_costs
+    from speclm.grid.curve_reading import curve_points, target_costs
 
     rows = [r for r in curve_rows("x") if r["method"] == "slm-pn"]
     rows += [{**r, "method": "llm", "cost": {**r["cost"], "generic": {"flops": r["cost"]["generic"]["flops"] * 2}}}
