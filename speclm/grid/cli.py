@@ -57,8 +57,9 @@ def plan_cmd(
 ) -> None:
     """Which recipe fits your budgets (the paper's Figure 1, from your own grid).
 
-    C_total(N) = C_generic + N x C_spec (PAPER.md Eq. 1) per method at one size of the grid: prints the table and the recommendation, and draws RUN/eval/plan.png, each (N, budget) cell colored by the best admissible method. With --paper: the paper's own advice (PAPER.md §8)."""  # noqa: E501
+    C_total(N) = C_generic + N x C_spec (PAPER.md Eq. 1) per method at one size of the grid: prints the table and the recommendation, and draws RUN/eval/plan.png, each (N, budget) cell colored by the best admissible method. With eval/curves.jsonl, partly pretrained snapshots (method@share) are candidates too. With --paper: the paper's own advice (PAPER.md §8)."""  # noqa: E501
     from .plan import COST_UNIT, check_inputs, default_size, format_cost, format_table, load_rows, paper_advice, recommend, resolve_size
+    from .curve_reading import load_curves
     from .plan_picture import plan_picture
     from .plots import run_title
 
@@ -71,21 +72,26 @@ def plan_cmd(
     if not (r.path / "config.toml").exists():
         raise SpeclmError(f"no run folder at {r.path} (no config.toml); give --run RUN")
     rows, results = load_rows(r, name)
+    curves = load_curves(r)
     if size is None:
         size = default_size(rows)
-    rec = recommend(rows, size, domains, inference, budget, cost)
+    rec = recommend(rows, size, domains, inference, budget, cost, curves)
     label = resolve_size(rows, size)
     typer.echo(f"{results}: size {label}, N={domains} domains, inference {inference}, "
                f"budget {format_cost(budget, cost) + ' ' + COST_UNIT[cost] if budget else 'none'}")
     for line in format_table(rec.rows, domains, cost):
         typer.echo(line)
-    typer.echo(f"recommended: {rec.method} (macro ppl {rec.ppl:.2f}): {rec.reason}")
+    if curves:
+        typer.echo(f"curves: {results.parent / 'curves.jsonl'} ({len(curves)} rows): its partly pretrained snapshots "
+                   "are candidates too (method@share: the method stopped at that share of its pretraining)")
+    share = f", pretraining share {rec.share:g}" if rec.share < 1 else ""
+    typer.echo(f"recommended: {rec.method} (macro ppl {rec.ppl:.2f}{share}): {rec.reason}")
     if rec.crossover:
         typer.echo(f"crossover: {rec.crossover}")
     if rec.switch:
         typer.echo(f"switch: {rec.switch}")
     png = plan_picture(rows, label, out or results.parent / "plan.png", inference, cost, (domains, budget),
-                       title=run_title(results))
+                       title=run_title(results), curves=curves)
     typer.echo(f"picture: {png}")
 
 

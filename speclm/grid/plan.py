@@ -46,6 +46,12 @@ class PlanRow:
     domains_total: int
     admissible: bool
     why_not: str  # "" when admissible
+    share: float = 1.0  # of the method's full pretraining: < 1 for a snapshot of eval/curves.jsonl
+
+    @property
+    def label(self) -> str:
+        """The method, or ``method@share`` for a partly pretrained snapshot."""
+        return self.method if self.share >= 1 else f"{self.method}@{self.share:g}"
 
     @property
     def complete(self) -> bool:
@@ -63,6 +69,7 @@ class Recommendation:
     crossover: Optional[str]  # "beyond N~X domains, Y becomes cheaper than Z", or None
     switch: Optional[str]  # with a budget: from which N on the recommendation changes, or None
     rows: list[PlanRow]
+    share: float = 1.0  # the chosen point's share of its full pretraining (< 1: a snapshot of eval/curves.jsonl)
 
 
 def check_inputs(n_domains: int, inference: str, budget: Optional[float], cost: str) -> None:
@@ -107,35 +114,47 @@ def plan_rows(
     inference: str = "small",
     budget: Optional[float] = None,
     cost: str = "flops",
+    curves: Optional[list[dict]] = None,
 ) -> list[PlanRow]:
     """Every method present at ``size`` with its C_total(n_domains) and whether it is
     admissible: admissible ones first by macro perplexity, then the others (by perplexity)
-    with the reason they are excluded."""
+    with the reason they are excluded. ``curves`` (rows of ``eval/curves.jsonl``): each
+    partly pretrained snapshot (``pretrain_fraction`` < 1) of a method at ``size`` is a
+    candidate too, with its own generic cost."""
     check_inputs(n_domains, inference, budget, cost)
     label = resolve_size(rows, size)
     domains = sorted({r["domain"] for r in rows})
     at = [r for r in rows if r["size"] == label]
-    macro = macro_rows(at)
-    out = []
-    for m in order_methods(list(dict.fromkeys(r["method"] for r in at))):
-        rs = [r for r in at if r["method"] == m]
-        generic = max(float(r["cost"]["generic"][cost]) for r in rs)
-        spec = sum(float(r["cost"]["specialization"][cost]) for r in rs) / len(rs)
-        total = generic + n_domains * spec
-        small = all(r.get("small_at_inference", True) for r in rs)
-        shared = any(r.get("shared_pretraining", generic > 0) for r in rs)
-        done = len(macro[(m, label)]["domains"])
-        why = []
-        if done < len(domains):
-            why.append(f"incomplete ({done}/{len(domains)} domains)")
-        if inference == "small" and not small:
-            why.append("large at inference")
-        if budget is not None and total > budget:
-            why.append(f"over budget ({format_cost(total, cost)} > {format_cost(budget, cost)})")
-        out.append(PlanRow(m, macro[(m, label)]["ppl"], generic, spec, total, small, shared, done, len(domains),
-                           not why, "; ".join(why)))
+    out = [_plan_row(m, [r for r in at if r["method"] == m], domains, n_domains, inference, budget, cost)
+           for m in order_methods(list(dict.fromkeys(r["method"] for r in at)))]
+    snaps: dict[tuple[str, float], list[dict]] = {}
+    for r in curves or []:
+        if r["size"] == label and r["domain"] in domains and float(r["pretrain_fraction"]) < 1:
+            snaps.setdefault((r["method"], float(r["pretrain_fraction"])), []).append(r)
+    order = order_methods(list({m for m, _ in snaps}))
+    for (m, f), rs in sorted(snaps.items(), key=lambda kv: (order.index(kv[0][0]), kv[0][1])):
+        out.append(_plan_row(m, rs, domains, n_domains, inference, budget, cost, share=f))
     out.sort(key=lambda p: (not p.admissible, p.ppl))
     return out
+
+
+def _plan_row(m: str, rs: list[dict], domains: list[str], n_domains: int, inference: str, budget: Optional[float],
+              cost: str, share: float = 1.0) -> PlanRow:
+    generic = max(float(r["cost"]["generic"][cost]) for r in rs)
+    spec = sum(float(r["cost"]["specialization"][cost]) for r in rs) / len(rs)
+    total = generic + n_domains * spec
+    small = all(r.get("small_at_inference", True) for r in rs)
+    shared = any(r.get("shared_pretraining", generic > 0) for r in rs)
+    mac = macro_rows(rs)[(m, rs[0]["size"])]
+    done = len(mac["domains"])
+    why = []
+    if done < len(domains):
+        why.append(f"incomplete ({done}/{len(domains)} domains)")
+    if inference == "small" and not small:
+        why.append("large at inference")
+    if budget is not None and total > budget:
+        why.append(f"over budget ({format_cost(total, cost)} > {format_cost(budget, cost)})")
+    return PlanRow(m, mac["ppl"], generic, spec, total, small, shared, done, len(domains), not why, "; ".join(why), share)
 
 
 def format_cost(value: float, cost: str) -> str:
@@ -164,10 +183,10 @@ def _crossover(rec: PlanRow, plan: list[PlanRow], inference: str, cost: str) -> 
     if n is None:
         cheaper = rec if rec.total_at(1) <= other.total_at(1) else other
         dearer = other if cheaper is rec else rec
-        return f"{cheaper.method} is cheaper than {dearer.method} for every N >= 1 (their cost lines do not cross there)"
+        return f"{cheaper.label} is cheaper than {dearer.label} for every N >= 1 (their cost lines do not cross there)"
     # beyond n, the one with the smaller per-domain cost is cheaper
     low, high = (rec, other) if rec.spec < other.spec else (other, rec)
-    return (f"beyond N≈{n:.2f} domains, {low.method} becomes cheaper than {high.method} "
+    return (f"beyond N≈{n:.2f} domains, {low.label} becomes cheaper than {high.label} "
             f"(C_total {format_cost(low.total_at(n), cost)} at the crossing)")
 
 
@@ -186,7 +205,7 @@ def nothing_fits(plan: list[PlanRow], n_domains: int, inference: str, budget: Op
     if not fitting_inference:
         return "no complete method has a small model at inference; use --inference any or finish the grid"
     cheapest = min(fitting_inference, key=lambda p: p.total)
-    hints = [f"raise --budget to at least {format_cost(cheapest.total, cost)} ({cheapest.method})"]
+    hints = [f"raise --budget to at least {format_cost(cheapest.total, cost)} ({cheapest.label})"]
     if cheapest.spec > 0 and budget is not None and budget > cheapest.generic:
         n_max = math.floor((budget - cheapest.generic) / cheapest.spec)
         if n_max >= 1:
@@ -206,12 +225,14 @@ def recommend(
     inference: str = "small",
     budget: Optional[float] = None,
     cost: str = "flops",
+    curves: Optional[list[dict]] = None,
 ) -> Recommendation:
     """The admissible method with the lowest macro perplexity, why (in the paper's terms),
     where its cost line crosses the best one of the other kind, and (with a budget) from
     which N on the recommendation changes. Raises SpeclmError saying what to relax when
-    nothing is admissible."""
-    plan = plan_rows(rows, size, n_domains, inference, budget, cost)
+    nothing is admissible. ``curves``: partly pretrained snapshots are candidates too (see
+    :func:`plan_rows`)."""
+    plan = plan_rows(rows, size, n_domains, inference, budget, cost, curves)
     rec = _pick(plan)
     if rec is None:
         raise SpeclmError(nothing_fits(plan, n_domains, inference, budget, cost))
@@ -219,30 +240,33 @@ def recommend(
     unit = COST_UNIT[cost]
     if not rec.small:
         reason = (f"large inference budget: a large model pretrained on generic data then fine-tuned "
-                  f"({rec.method}) has the best perplexity")
+                  f"({rec.label}) has the best perplexity")
     elif not rec.shared and budget is None:
-        reason = (f"no budget given: {rec.method} has the best perplexity whatever it costs; it pays its "
+        reason = (f"no budget given: {rec.label} has the best perplexity whatever it costs; it pays its "
                   f"pretraining per domain, so C_total = {n_domains} x {format_cost(rec.spec, cost)} = {format_cost(rec.total, cost)} "
                   f"{unit} (give --budget to see when shared pretraining wins)")
     elif not rec.shared:
-        reason = (f"few domains: a per-domain pretraining ({rec.method}) is affordable: "
+        reason = (f"few domains: a per-domain pretraining ({rec.label}) is affordable: "
                   f"{n_domains} x {format_cost(rec.spec, cost)} = {format_cost(rec.total, cost)} <= {format_cost(budget, cost)} {unit}")
     else:
-        reason = (f"many domains: shared pretraining wins ({rec.method}: C_generic {format_cost(rec.generic, cost)} paid once, "
+        reason = (f"many domains: shared pretraining wins ({rec.label}: C_generic {format_cost(rec.generic, cost)} paid once, "
                   f"{format_cost(rec.spec, cost)} per domain)")
         if not better:
-            reason = (f"shared pretraining ({rec.method}) has the best perplexity: C_generic {format_cost(rec.generic, cost)} "
+            reason = (f"shared pretraining ({rec.label}) has the best perplexity: C_generic {format_cost(rec.generic, cost)} "
                       f"paid once, {format_cost(rec.spec, cost)} per domain")
     if better:
         b = min(better, key=lambda p: p.ppl)
-        reason += f"; {b.method} (ppl {b.ppl:.4g}) would cost {format_cost(b.total, cost)} > budget"
+        reason += f"; {b.label} (ppl {b.ppl:.4g}) would cost {format_cost(b.total, cost)} > budget"
+    if rec.share < 1:
+        reason += (f"; {rec.label} is {rec.method} stopped at {rec.share:.0%} of its pretraining "
+                   f"(its snapshot in eval/curves.jsonl)")
     switch = None
     if budget is not None and rec.spec > 0:
         n_max = math.floor((budget - rec.generic) / rec.spec)
-        nxt = _pick(plan_rows(rows, size, n_max + 1, inference, budget, cost))
-        switch = f"{rec.method} fits the budget up to N={n_max} domains; beyond, " + (
-            f"{nxt.method} (ppl {nxt.ppl:.4g})" if nxt else "nothing fits")
-    return Recommendation(rec.method, rec.ppl, reason, _crossover(rec, plan, inference, cost), switch, plan)
+        nxt = _pick(plan_rows(rows, size, n_max + 1, inference, budget, cost, curves))
+        switch = f"{rec.label} fits the budget up to N={n_max} domains; beyond, " + (
+            f"{nxt.label} (ppl {nxt.ppl:.4g})" if nxt else "nothing fits")
+    return Recommendation(rec.label, rec.ppl, reason, _crossover(rec, plan, inference, cost), switch, plan, rec.share)
 
 
 # --- reading the grid -------------------------------------------------------------------
@@ -319,6 +343,10 @@ def format_table(plan: list[PlanRow], n_domains: int, cost: str) -> list[str]:
 
     unit = "dev-h" if cost == "device_hours" else "FLOPs"
     head = ["method", "macro ppl", f"C_generic {unit}", "C_spec/domain", f"C_total(N={n_domains})", "admissible"]
-    cells = [[p.method + ("" if p.small else " (large)"), f"{p.ppl:.2f}", format_cost(p.generic, cost), format_cost(p.spec, cost),
+    cells = [[p.label + ("" if p.small else " (large)"), f"{p.ppl:.2f}", format_cost(p.generic, cost), format_cost(p.spec, cost),
               format_cost(p.total, cost), "yes" if p.admissible else f"no: {p.why_not}"] for p in plan]
+    if any(p.share < 1 for p in plan):  # snapshots of eval/curves.jsonl: say how much of the pretraining each had
+        head.insert(1, "pretraining share")
+        for p, c in zip(plan, cells):
+            c.insert(1, f"{p.share:g}")
     return text_table(head, cells).splitlines()

@@ -5,8 +5,10 @@ self-contained page: the pictures are embedded) and ``eval/report.json`` (every 
 page prints, as data). Sections: whether the run can separate the methods at all; the
 analogue of the paper's Table 4 (before fine-tuning, then at each size); the main table
 per size with intervals; Figure 6 (total cost of serving 1, 7 and 50 domains, Eq. 1);
-Tables 9 and 10 (cluster concentration and entropy); the contamination check; per-domain
-results; time per stage; and "The paper's findings, checked" (speclm.grid.findings).
+the operating curves over pretraining cost (Figures 3-4 and Table 8, from
+``eval/curves.jsonl``: speclm.grid.curves_report); Tables 9 and 10 (cluster concentration
+and entropy); the contamination check; per-domain results; time per stage; and "The
+paper's findings, checked" (speclm.grid.findings).
 
 Every number is read from the run's files: the grid rows (``eval/<name>.jsonl``), the
 clusters' ``describe/summary.json``, ``corpus/overlap.json`` and the stage manifests.
@@ -75,6 +77,8 @@ def collect(run, name: str = "results") -> dict:
     k = ks[-1] if ks else None  # the finest clustering separates diffuse from concentrated domains best
     grid = Grid(groups, domains, sizes, methods, clusters.get("tables", {}), run.path)
     findings = check_all(grid, lambda m: small.get(m, True), k, totals)
+    from .curves_report import curve_facts
+
     return {
         "run": str(run.path), "preset": run.config.name, "results": str(results),
         "methods": methods, "domains": domains, "sizes": sizes, "small": small,
@@ -83,6 +87,7 @@ def collect(run, name: str = "results") -> dict:
         "clusters": clusters, "overlap": _read_json(run.corpus_dir / "overlap.json"),
         "stage_seconds": _stage_seconds(run, rows),
         "findings": [{"n": f.n, "claim": f.claim, "verdict": f.verdict, "text": f.text} for f in findings],
+        "curves": curve_facts(run, groups, domains, sizes),
     }
 
 
@@ -173,6 +178,9 @@ def render(facts: dict, figures: dict[str, str]) -> str:
                           [[_label(facts, m), f"{g:.2e}", f"{c:.2e}", *[f"{g + n * c:.2e}" for n in FIG6_N]]
                            for m, (g, c) in facts["cost_totals"].items()]),
                 "", f"![total cost]({figures['fig6']})", ""]
+    from .curves_report import render_curves
+
+    out += render_curves(facts["curves"], figures, lambda m: _label(facts, m))
     out += _cluster_tables(facts) + _overlap_table(facts)
     if "domains" in figures:
         out += ["## Per domain", "", f"![per domain]({figures['domains']})", ""]
@@ -243,6 +251,9 @@ def write_report(run, name: str = "results") -> Path:
     fig6 = figure6(facts["cost_totals"], FIG6_N, out_dir / "report-fig6.png", facts["small"])
     if fig6:
         figures["fig6"] = fig6.name
+    from .curves_report import draw_curves
+
+    figures.update(draw_curves(facts["curves"], out_dir, lambda m: _label(facts, m)))
     if (out_dir / f"{name}-domains.png").exists():
         figures["domains"] = f"{name}-domains.png"
     text = render(facts, figures)
