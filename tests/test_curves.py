@@ -233,3 +233,25 @@ def test_curve_grid_rows_costs_and_resume(curve_run):
     again = atomic.read_jsonl(ev / "curves.jsonl")
     assert len(again) == 6 and again[-1] == rows[("slm", 1.0)]
     assert len(atomic.read_jsonl(ev / "results.jsonl")) == 3
+
+
+def test_report_and_plan_read_the_grid_curve_rows(curve_run):
+    """End to end: the rows the grid writes are the ones the report's curve section and the
+    plan read (Figures 3-4 drawn, Table 8 at the slm's own snapshot costs equal to its rows)."""
+    from speclm.grid.experiment import run_grid
+    from speclm.grid.plan import load_rows
+    from speclm.grid.report import write_report
+
+    run_grid(curve_run, methods=["slm", "slm-pn"], domains=["kjv"], sizes=["2k"], log=lambda s: None)
+    md = write_report(curve_run).read_text()
+    ev = curve_run.path / "eval"
+    assert "Operating curves over pretraining cost" in md
+    assert (ev / "report-fig3.png").is_file() and (ev / "report-fig4.png").is_file()
+    facts = json.loads((ev / "report.json").read_text())["curves"]
+    assert facts["rows"] == 4 and sorted(facts["points"]) == ["slm", "slm-pn"]
+    rows = {r["pretrain_fraction"]: r for r in atomic.read_jsonl(ev / "curves.jsonl") if r["method"] == "slm"}
+    for t in facts["table8"]["rows"]:
+        if t["method"] == "slm":  # at the slm's own snapshot costs Table 8 reads its rows exactly
+            f = t["flops"] / rows[1.0]["cost"]["generic"]["flops"]
+            assert t["ppl"]["2k"] == pytest.approx(rows[f]["ppl"], rel=1e-6)
+    assert len(load_rows(curve_run)[0]) == 2
