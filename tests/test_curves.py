@@ -248,10 +248,11 @@ def test_report_and_plan_read_the_grid_curve_rows(curve_run):
     assert "Operating curves over pretraining cost" in md
     assert (ev / "report-fig3.png").is_file() and (ev / "report-fig4.png").is_file()
     facts = json.loads((ev / "report.json").read_text())["curves"]
-    assert facts["rows"] == 4 and sorted(facts["points"]) == ["slm", "slm-pn"]
-    rows = {r["pretrain_fraction"]: r for r in atomic.read_jsonl(ev / "curves.jsonl") if r["method"] == "slm"}
+    on_disk = atomic.read_jsonl(ev / "curves.jsonl")  # the module's run may hold slm-mix's rows too
+    assert facts["rows"] == len(on_disk) >= 4 and {"slm", "slm-pn"} <= set(facts["points"])
+    rows = {r["pretrain_fraction"]: r for r in on_disk if r["method"] == "slm"}
     for t in facts["table8"]["rows"]:
         if t["method"] == "slm":  # at the slm's own snapshot costs Table 8 reads its rows exactly
             f = t["flops"] / rows[1.0]["cost"]["generic"]["flops"]
             assert t["ppl"]["2k"] == pytest.approx(rows[f]["ppl"], rel=1e-6)
-    assert len(load_rows(curve_run)[0]) == 2
+    assert {r["method"] for r in load_rows(curve_run)[0]} >= {"slm", "slm-pn"}
