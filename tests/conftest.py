@@ -111,3 +111,19 @@ def imported_run(tmp_path, user_files, cli):
     )
     assert code == 0, err
     return run
+
+
+class Killed(Exception):
+    pass
+
+
+class KillAt:
+    """A sampler that dies when asked for a given position (a killed process)."""
+
+    def __init__(self, sampler, position):
+        self.sampler, self.position, self.seq_len = sampler, position, sampler.seq_len
+
+    def batch(self, position):
+        if position >= self.position:
+            raise Killed()
+        return self.sampler.batch(position)

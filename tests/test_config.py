@@ -66,7 +66,7 @@ def test_bad_toml_file(tmp_path):
 
 
 def test_run_keeps_its_saved_config(tmp_path):
-    run = open_run(tmp_path / "r", "tiny", ["tokens.vocab_size=700"])
+    open_run(tmp_path / "r", "tiny", ["tokens.vocab_size=700"])
     assert (tmp_path / "r" / "config.toml").exists()
     again = open_run(tmp_path / "r")
     assert again.config.tokens.vocab_size == 700

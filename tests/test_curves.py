@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import FAST_CLUSTERS, FAST_GRID_TRAIN
+from conftest import FAST_CLUSTERS, FAST_GRID_TRAIN, KillAt, Killed
 from safetensors.torch import load_file
 
 from speclm.core import atomic
@@ -71,18 +71,6 @@ def test_curve_method_lists_cover_every_registered_method():
 V, T = 61, 16
 
 
-class Killed(Exception):
-    pass
-
-
-class KillAt:
-    def __init__(self, sampler, position):
-        self.sampler, self.position, self.seq_len = sampler, position, sampler.seq_len
-
-    def batch(self, position):
-        if position >= self.position:
-            raise Killed()
-        return self.sampler.batch(position)
 
 
 def _setup(seed=0):

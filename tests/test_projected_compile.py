@@ -8,7 +8,6 @@ dynamo's guards, not by inductor), a few seconds."""
 
 import dataclasses
 
-import torch
 
 from speclm.model.projected import ProjectedNetwork
 from speclm.model.transformer import named_shape

@@ -15,20 +15,7 @@ torch.set_num_threads(1)
 V, T = 61, 16
 
 
-class Killed(Exception):
-    pass
-
-
-class KillAt:
-    """A sampler that dies when asked for a given position (a killed process)."""
-
-    def __init__(self, sampler, position):
-        self.sampler, self.position, self.seq_len = sampler, position, sampler.seq_len
-
-    def batch(self, position):
-        if position >= self.position:
-            raise Killed()
-        return self.sampler.batch(position)
+from conftest import KillAt, Killed  # noqa: E402
 
 
 def setup(seed=0):
