@@ -107,7 +107,9 @@ def render_curves(cf: dict, figures: dict[str, str], label) -> list[str]:
     sizes, points = cf["sizes"], cf["points"]
     snaps = ", ".join(label(m) + " " + "/".join(f"{p['fraction']:g}" for p in ps) for m, ps in points.items())
     out += [f"{cf['rows']} rows of `{CURVES}`: snapshots of each curve method's pretraining, by share of its full "
-            f"pretraining ({snaps}), each fine-tuned and evaluated like the grid's final models.", ""]
+            f"pretraining ({snaps}), each fine-tuned and evaluated like the grid's final models. Curves are seed 0 "
+            f"(their 1.0 points are the seed-0 rows, so they can differ from the tables above where those average "
+            f"several seeds).", ""]
     if "fig3" in figures:
         out += ["### Figure 3 analogue: generic perplexity against pretraining cost", "",
                 f"![generic perplexity against pretraining cost]({figures['fig3']})", ""]
