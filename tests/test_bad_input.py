@@ -178,6 +178,24 @@ def test_torn_line_in_the_middle_of_results(tmp_path):
     assert read_jsonl(res) == [row]
 
 
+def test_numbered_jsonl_keeps_line_numbers_and_refuses_a_bad_middle_line(tmp_path):
+    from speclm.core.atomic import read_jsonl, read_jsonl_numbered
+    from speclm.core.errors import SpeclmError
+    from speclm.grid.curve_reading import read_curves
+
+    f = tmp_path / "curves.jsonl"
+    assert read_jsonl_numbered(f) == []  # no file: no rows
+    a, b = {"a": 1}, {"b": 2}
+    f.write_text("\n" + json.dumps(a) + "\n  \n\n" + json.dumps(b) + "\n" + '{"torn')
+    assert read_jsonl_numbered(f) == [(2, a), (5, b)]  # blank lines keep their numbers, the torn last line goes
+    assert read_jsonl(f) == [a, b]
+    f.write_text(json.dumps(a) + "\n\n" + '{"b": \n' + json.dumps(b) + "\n")
+    for read in (read_jsonl_numbered, read_jsonl, lambda p: read_curves(p, "c")):
+        with pytest.raises(SpeclmError, match=r"curves.jsonl line 3 is not a JSON object .*delete or repair that line") as e:
+            read(f)
+        assert "\n" not in str(e.value)
+
+
 def test_object_npy_is_refused(tmp_path):
     import numpy as np
 

@@ -230,10 +230,11 @@ def append_jsonl(path: str | os.PathLike, row: dict) -> None:
             os.fsync(f.fileno())
 
 
-def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Read a JSONL file of JSON objects, skipping a torn (incomplete) last line; a bad line
-    elsewhere is a one-line error naming it."""
-    rows = []
+def read_jsonl_numbered(path: str | os.PathLike) -> list[tuple[int, dict]]:
+    """(1-based line number, row) for each JSON object of a JSONL file, blank lines skipped
+    (they keep their numbers), a torn (incomplete) last line skipped; a bad line elsewhere
+    is a one-line error naming it. For readers whose own checks of a row name its line."""
+    rows: list[tuple[int, dict]] = []
     path = Path(path)
     if not path.exists():
         return rows
@@ -246,7 +247,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
         try:
             row = json.loads(line)
         except (json.JSONDecodeError, RecursionError):
-            if i == len(lines) - 1:
+            if i == len(lines) - 1:  # a torn last line: a writer was killed mid-row
                 break
             row = None
         if not isinstance(row, dict):  # a torn or edited line in the middle: never guess, say where
@@ -254,8 +255,14 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 f"{path} line {i + 1} is not a JSON object (torn or edited); delete or repair that line "
                 f"and rerun (a deleted results row is recomputed)"
             )
-        rows.append(row)
+        rows.append((i + 1, row))
     return rows
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """Read a JSONL file of JSON objects, skipping a torn (incomplete) last line; a bad line
+    elsewhere is a one-line error naming it (see :func:`read_jsonl_numbered`)."""
+    return [row for _, row in read_jsonl_numbered(path)]
 
 
 def read_required_json(path: str | Path, missing: str) -> Any:

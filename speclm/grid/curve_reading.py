@@ -16,12 +16,12 @@ outside the measured range (Table 8).
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
+from ..core import atomic
 from ..core.errors import SpeclmError
 from .evidence import Estimate, group, macro
 from .results import order_methods
@@ -65,26 +65,13 @@ def read_curves(path: Path, chash: Optional[str]) -> list[dict]:
     last one written per (method, domain, size, fraction); a bad row is a one-line error
     naming the file and line."""
     path = Path(path)
-    if not path.exists():
-        return []
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
     out: dict[tuple, dict] = {}
-    for i, line in enumerate(lines):
-        if not line.strip():
-            continue
-        try:
-            r = json.loads(line)
-        except (json.JSONDecodeError, RecursionError):
-            if i == len(lines) - 1:  # a torn last line: a writer was killed mid-row
-                break
-            r = None
-        if not isinstance(r, dict):
-            raise SpeclmError(f"{path} line {i + 1} is not a JSON object (torn or edited); delete or repair that line")
+    for n, r in atomic.read_jsonl_numbered(path):  # a torn last line skipped, a bad one elsewhere refused
         if r.get("config") != chash:
             continue
         bad = check_row(r)
         if bad:
-            raise SpeclmError(f"{path} line {i + 1}: {bad}; delete or repair that line")
+            raise SpeclmError(f"{path} line {n}: {bad}; delete or repair that line")
         out[(r["method"], r["domain"], r["size"], float(r["pretrain_fraction"]))] = r
     return list(out.values())
 
