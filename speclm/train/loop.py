@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,12 +39,11 @@ from . import checkpoint as ckpt
 from ..core import ranks as distributed
 from .budget import Budget
 from ..core.sections import TrainConfig
-from .cost import COST_FILE, PhaseCost, check_phase, combine, device_kind, write_cost
+from .cost import check_phase, device_kind
+from .resume import FINAL, METRICS, Saver, finished_result, new_state, prepare_folder
 from .schedule import Schedule
-from .snapshots import SNAPSHOTS, Snapshots
+from .snapshots import Snapshots
 
-CHECKPOINT, BEST, FINAL = "checkpoint", "best", "final"
-METRICS, SUMMARY = "metrics.jsonl", "train.json"
 BETAS = (0.9, 0.95)
 _RESTART: contextvars.ContextVar[bool] = contextvars.ContextVar("speclm_restart", default=False)
 
@@ -222,42 +220,20 @@ def _train(
     loss_fn = loss_fn or default_loss
     due = snapshots.due(schedule.total_steps) if snapshots else {}  # step -> fractions to snapshot after it
 
-    if dist.is_main:  # what a killed run of this job left: temp files removed, a checkpoint cut between renames put back
-        for name in (CHECKPOINT, BEST, FINAL, METRICS, SUMMARY, COST_FILE):
-            atomic.remove_stale_temps(out / name)
-    if _RESTART.get() and dist.is_main:  # --restart: this job's state and results go, training starts over
-        for name in (CHECKPOINT, BEST, FINAL, METRICS, COST_FILE, SUMMARY, SNAPSHOTS):
-            atomic.remove_path(out / name)
-    distributed.barrier(dist)
-    summary_path = out / SUMMARY
-    if summary_path.is_file():
-        done = json.loads(summary_path.read_text(encoding="utf-8"))
-        if done.get("run_id") != run_id:
-            raise SpeclmError(f"{out} holds a finished run with other settings; use another output folder")
-        if done.get("done") and (out / FINAL).is_dir():
-            ckpt.load_weights(base, out / FINAL)
-            res = done["result"]
-            return TrainResult(**{**res, "out_dir": out, "final_dir": out / FINAL})
+    prepare_folder(out, dist, restart=_RESTART.get())  # what a killed run left; with --restart, all of its state
+    res = finished_result(out, run_id, base)
+    if res is not None:
+        return TrainResult(**{**res, "out_dir": out, "final_dir": out / FINAL})
 
     base.to(dev)
     params = [p for p in base.parameters() if p.requires_grad]
     if not params:
         raise SpeclmError("the model has no trainable parameters")
     optimizer = make_optimizer(params, cfg, dev)
-
-    st = {"step": 0, "position": 0, "tokens": 0, "flops": 0.0, "wall_seconds": 0.0, "best_valid": None,
-          "best_step": None, "last_valid": None, "bad_evals": 0, "last_eval_step": -1}
-    resume_dir = out / CHECKPOINT
-    if ckpt.is_resumable(resume_dir):
-        saved = ckpt.load_resume(resume_dir, base, optimizer)
-        if saved.get("run_id") != run_id:
-            raise SpeclmError(f"{resume_dir} was written by a run with other settings; use another output folder")
-        st.update({k: saved[k] for k in st})
-        if dist.is_main:
-            rows = [r for r in atomic.read_jsonl(out / METRICS) if r.get("step", 0) <= st["step"]]
-            atomic.write_text(out / METRICS, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows))
-    else:
-        torch.manual_seed(cfg.seed)
+    st = new_state()
+    saver = Saver(out, dist, base, optimizer, st, run_id, schedule, tokens_per_step, {**(meta or {}), "phase": phase},
+                  files, phase, prior_cost, device_kind(dev))
+    saver.resume_or_seed(cfg.seed)
 
     if cfg.dtype == "bf16" and dev.type == "cpu" and not cpu_has_fast_bf16() and dist.is_main:
         tqdm.write("speclm: warning: train.dtype=bf16 on a CPU without native bf16 (AVX512-BF16/AMX) is several "
@@ -265,38 +241,10 @@ def _train(
     fwd = distributed.wrap(base, dist)
     if cfg.compile:
         fwd = torch.compile(fwd)
-    kind = device_kind(dev)
     peak = _peak_flops(dev)
-    meta = {**(meta or {}), "phase": phase}
-
-    def checkpoint_state() -> dict:
-        return {**st, "run_id": run_id, "schedule": asdict(schedule), "tokens_per_step": tokens_per_step}
-
-    def own_cost() -> PhaseCost:
-        return PhaseCost(tokens=st["tokens"], flops=st["flops"], wall_seconds=st["wall_seconds"],
-                         device_hours=st["wall_seconds"] * dist.world_size / 3600, steps=st["step"],
-                         device_kind=kind, n_devices=dist.world_size)
-
-    def save_resumable() -> None:
-        if dist.is_main:
-            ckpt.save_checkpoint(resume_dir, base, meta={**meta, "step": st["step"]}, optimizer=optimizer,
-                                 state=checkpoint_state(), files=files)
-            write_cost(out, combine(phase, own_cost(), prior_cost))
-        distributed.barrier(dist)
 
     def validate() -> None:
-        v = float(valid_fn(base))
-        st["last_valid"], st["last_eval_step"] = v, st["step"]
-        improved = st["best_valid"] is None or v < st["best_valid"]
-        if improved:
-            st["best_valid"], st["best_step"], st["bad_evals"] = v, st["step"], 0
-            if dist.is_main:
-                ckpt.save_checkpoint(out / BEST, base, meta={**meta, "step": st["step"], "valid_loss": v}, files=files)
-        else:
-            st["bad_evals"] += 1
-        if dist.is_main:
-            atomic.append_jsonl(out / METRICS, {"step": st["step"], "valid_loss": v, "best_valid": st["best_valid"],
-                                                "tokens": st["tokens"]})
+        saver.record_valid(float(valid_fn(base)))
 
     horizon = schedule.total_steps or None
     bar = tqdm(total=horizon, initial=st["step"], desc=f"train {out.name}", disable=not (progress and dist.is_main),
@@ -327,7 +275,7 @@ def _train(
         if not (math.isfinite(loss_val) and math.isfinite(float(grad_norm))):
             bar.close()
             what = "loss" if not math.isfinite(loss_val) else "gradient norm"
-            good = f"{resume_dir} (step {ckpt.read_meta(resume_dir).get('step')})" if ckpt.is_resumable(resume_dir) else "none written yet"
+            good = saver.last_good()
             if dist.is_main:
                 atomic.append_jsonl(out / METRICS, {"step": st["step"] + 1, "event": f"non-finite {what}"})
             raise SpeclmError(
@@ -360,9 +308,8 @@ def _train(
                 atomic.append_jsonl(out / METRICS, row)
 
         t1 = time.perf_counter()
-        if st["step"] in due and dist.is_main:  # before this step's checkpoint: a resumed run never skips it
-            snapshots.save(out, base, due[st["step"]], {**meta, **{k: st[k] for k in ("step", "tokens", "flops")}},
-                           schedule.total_steps, files, combine(phase, own_cost(), prior_cost))
+        if st["step"] in due:  # before this step's checkpoint: a resumed run never skips it
+            saver.save_snapshots(snapshots, due[st["step"]])
         if valid_fn is not None and cfg.eval_every and st["step"] % cfg.eval_every == 0:
             validate()
             if early_stopping and st["bad_evals"] >= cfg.patience:
@@ -370,7 +317,7 @@ def _train(
         if stop is None:
             stop = budget.reached(st["step"], st["tokens"], st["flops"], st["wall_seconds"] * dist.world_size / 3600)
         if stop is None and cfg.checkpoint_every and st["step"] % cfg.checkpoint_every == 0:
-            save_resumable()
+            saver.save_resumable()
         spent = time.perf_counter() - t1
         st["wall_seconds"] += spent  # counts in the cost, not in tokens/s
         t_last += spent
@@ -378,20 +325,12 @@ def _train(
 
     if valid_fn is not None and st["last_eval_step"] != st["step"]:
         validate()
-    save_resumable()
-    if early_stopping and st["best_step"] is not None and st["best_step"] != st["step"]:
-        ckpt.load_weights(base, out / BEST)
+    saver.save_resumable()
+    final_step = saver.restore_best() if early_stopping else st["step"]
     result = TrainResult(
         out_dir=out, final_dir=out / FINAL, steps=st["step"], tokens=st["tokens"], flops=st["flops"],
         stop_reason=stop, best_valid=st["best_valid"], best_step=st["best_step"], last_valid=st["last_valid"],
-        cost=combine(phase, own_cost(), prior_cost),
+        cost=saver.cost(),
     )
-    if dist.is_main:
-        final_step = st["best_step"] if early_stopping and st["best_step"] is not None else st["step"]
-        ckpt.save_checkpoint(out / FINAL, base, meta={**meta, "step": final_step}, files=files)
-        write_cost(out, result.cost)
-        res = result.to_dict()
-        res.pop("out_dir"), res.pop("final_dir")
-        atomic.write_json(summary_path, {"done": True, "run_id": run_id, "result": res})
-    distributed.barrier(dist)
+    saver.save_final(result, final_step)
     return result
