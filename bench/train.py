@@ -49,6 +49,7 @@ import torch.nn.functional as F  # noqa: E402
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from speclm.inference.export import llama_config
+from speclm.model.output_loss import CHUNK_ROWS  # noqa: E402
 from speclm.model.transformer import Transformer, named_shape  # noqa: E402
 from speclm.train.loop import PEAK_BF16  # noqa: E402
 
@@ -214,6 +215,34 @@ def matmul_rate(m: int, k: int, n: int, seconds: float = 1.0) -> float:
     return statistics.median(rates)
 
 
+def product_ceiling(shape, batch: int, seq: int, sat: float) -> tuple[float, float]:
+    """An upper bound on the loop's peak ratio at this shape: the time of the step's matrix
+    products alone (each linear layer's forward, input-gradient and weight-gradient products
+    and the output layer's, timed at their own shapes) plus attention's forward and backward,
+    as if norms, activations, the loss's softmax and AdamW took no time. Returns (products'
+    share of saturating speed, ceiling ratio = model FLOPs / that time / saturating rate)."""
+    rows, d = batch * seq, shape.d_model
+    n_up = (2 if shape.mlp == "swiglu" else 1) * shape.d_mlp
+    layers = [(d, 3 * d), (d, d), (d, n_up), (shape.d_mlp, d)]
+    seconds = flops = 0.0
+    chunk = min(rows, CHUNK_ROWS)  # the output layer runs in chunks of rows (speclm.model.output_loss)
+    for k, n, m, times in [(k, n, rows, shape.n_layer) for k, n in layers] + [(d, shape.vocab_size, chunk, rows / chunk)]:
+        for m_, k_, n_ in ((m, k, n), (m, n, k), (k, m, n)):  # forward, dX, dW
+            f = 2.0 * m_ * k_ * n_
+            seconds += times * f / matmul_rate(m_, k_, n_, seconds=0.3)
+            flops += times * f
+    q = torch.randn(batch, shape.n_head, seq, shape.head_dim, requires_grad=True)
+    k, v = torch.randn_like(q, requires_grad=True), torch.randn_like(q, requires_grad=True)
+    took = []
+    for _ in range(7):
+        t0 = time.perf_counter()
+        F.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
+        took.append(time.perf_counter() - t0)
+    seconds += shape.n_layer * statistics.median(took[2:])
+    model_flops = Transformer(shape).flops_per_token(seq) * rows
+    return flops / seconds / sat, model_flops / seconds / sat
+
+
 def peak_section(args) -> None:
     """The real loop's and evaluation's model FLOP/s against the machine's fp32 matmul rate."""
     import json
@@ -231,6 +260,9 @@ def peak_section(args) -> None:
     print(f"# peak: {torch.backends.cpu.get_cpu_capability()} kernels, {torch.get_num_threads()} thread(s); fp32 matmul 2048x1024 @ 1024x1024: {sat / 1e9:.1f} GFLOP/s")
     for k, v in own.items():
         print(f"#   loop shape {k}: {v / 1e9:.1f} GFLOP/s ({v / sat:.2f} of saturating)")
+    share, ceiling = product_ceiling(shape, args.batch, args.seq, sat)
+    print(f"#   the step's matrix products at their own shapes: {share:.2f} of saturating; ceiling for the loop "
+          f"(products and attention only, all else free): peak ratio {ceiling:.2f}")
     torch.manual_seed(0)
     model = Transformer(shape)
     fpt = model.flops_per_token(args.seq)
