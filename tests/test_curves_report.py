@@ -264,3 +264,12 @@ def test_cli_plan_reads_the_curves(tmp_path, cli):
     img = mpimg.imread(run.eval_dir / "plan.png")[..., :3]
     color = shade(method_styles(["slm"])["slm"]["color"], 0.5)
     assert (abs(img - color).sum(axis=-1) < 0.02).mean() > 0.01
+
+
+def test_prediction_words_follow_the_share_of_swapped_pairs():
+    from speclm.grid.curves_report import _prediction
+
+    assert _prediction(0, 6) == "predicts the order after it here."
+    assert "most of the order" in _prediction(1, 6)
+    assert _prediction(3, 6) == "does not predict the order after it here."
+    assert _prediction(1, 1) == "does not predict the order after it here."

@@ -137,6 +137,15 @@ def render_curves(cf: dict, figures: dict[str, str], label) -> list[str]:
     return out + _remarks(cf, sizes, label)
 
 
+def _prediction(swapped: int, pairs: int) -> str:
+    """How well the pair orders before fine-tuning predict those after it, in words."""
+    if not swapped:
+        return "predicts the order after it here."
+    if 2 * swapped < pairs:
+        return "predicts most of the order after it here, not all of it."
+    return "does not predict the order after it here."
+
+
 def _remarks(cf: dict, sizes: list[str], label) -> list[str]:
     out = []
     pr = cf["predictor"]
@@ -153,8 +162,7 @@ def _remarks(cf: dict, sizes: list[str], label) -> list[str]:
                         for s, v in pr["swaps"].items())
         text += (f" At {pr['cost']:.3e} FLOPs (the largest common cost of Table 8) the order before fine-tuning is "
                  f"{' < '.join(pr['order_no_ft'])}; after it, {per}: {n_sw} of {n_pairs} pair orders change, so the "
-                 + ("order before fine-tuning " + ("does not predict the order after it here." if n_sw
-                                                   else "predicts the order after it here.")))
+                 + "order before fine-tuning " + _prediction(n_sw, n_pairs))
     out += [text, ""]
     hs = cf["head_start"]
     if hs and hs["methods"]:
