@@ -273,7 +273,7 @@ def test_bad_domain_size_and_rule(ctx):
 
 @pytest.mark.parametrize("method, field, value", [
     ("slm-dsir", "dsir_ngrams", 0), ("slm-dsir", "dsir_buckets", -1),
-    ("llm-lora", "lora_rank", 0), ("llm-lora", "lora_steps_factor", 0.0),
+    ("llm-lora", "lora_rank", 0), ("llm-lora", "lora_steps_factor", 0.0), ("llm-lora", "lora_lr_factor", -1.0),
 ])
 def test_non_positive_method_settings_are_refused(ctx, method, field, value):
     import dataclasses

@@ -43,7 +43,7 @@ class LLMLora(PretrainThenFinetune):
     def check(self, ctx: Context) -> None:
         from ..model.lora import check_targets
 
-        inputs.require_positive(ctx, "lora_rank", "lora_steps_factor")
+        inputs.require_positive(ctx, "lora_rank", "lora_steps_factor", "lora_lr_factor")
         check_targets(ctx.config.methods.lora_targets)
 
     def finetune_kwargs(self, ctx: Context, domain: str, size: str) -> dict:
