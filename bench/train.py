@@ -50,7 +50,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 from speclm.inference.export import llama_config
 from speclm.model.output_loss import CHUNK_ROWS  # noqa: E402
-from speclm.model.transformer import Transformer, named_shape  # noqa: E402
+from speclm.model.transformer import Transformer, flops_per_token, named_shape  # noqa: E402
 from speclm.train.loop import PEAK_BF16  # noqa: E402
 
 
@@ -239,7 +239,7 @@ def product_ceiling(shape, batch: int, seq: int, sat: float) -> tuple[float, flo
         F.scaled_dot_product_attention(q, k, v, is_causal=True).sum().backward()
         took.append(time.perf_counter() - t0)
     seconds += shape.n_layer * statistics.median(took[2:])
-    model_flops = Transformer(shape).flops_per_token(seq) * rows
+    model_flops = flops_per_token(shape, seq) * rows
     return flops / seconds / sat, model_flops / seconds / sat
 
 
