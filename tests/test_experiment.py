@@ -65,6 +65,22 @@ def test_grid_rows_table_and_resume(grid_run):
     assert len(again) == 4 and again[-1]["nll"] == pytest.approx(rows[-1]["nll"])
 
 
+def test_plots_are_redrawn_at_most_once_per_interval():
+    from speclm.grid.experiment import Every
+
+    now = [100.0]
+    every = Every(60.0, clock=lambda: now[0])
+    assert not every.due()  # not at once: the grid's end draws anyway
+    now[0] = 159.0
+    assert not every.due()
+    now[0] = 160.0
+    assert every.due() and not every.due()  # counted again from this drawing
+    now[0] = 219.5
+    assert not every.due()
+    now[0] = 221.0
+    assert every.due()
+
+
 def test_grid_refuses_bad_names_before_work(grid_run):
     from speclm.grid.experiment import run_grid
 
