@@ -10,7 +10,7 @@ import torch
 
 from speclm.core import atomic
 from speclm.core.errors import SpeclmError
-from conftest import FAST_GRID_TRAIN
+from conftest import FAST_GRID_TRAIN, tiny_copy
 
 FAST = [
     *FAST_GRID_TRAIN,
@@ -21,16 +21,9 @@ FAST = [
 
 
 @pytest.fixture(scope="module")
-def grid_run(tmp_path_factory):
-    from speclm.corpus.stage import build_corpus
-    from speclm.core.run import open_run
-    from speclm.tokens.stage import build_tokens
-
+def grid_run(tmp_path_factory, tiny_tokens):
     torch.set_num_threads(1)
-    run = open_run(tmp_path_factory.mktemp("grid") / "run", "tiny", FAST)
-    build_corpus(run)
-    build_tokens(run)  # slm and slm-nopt need no clusters
-    return run
+    return tiny_copy(tiny_tokens, tmp_path_factory.mktemp("grid") / "run", FAST)  # slm and slm-nopt need no clusters
 
 
 def test_grid_rows_table_and_resume(grid_run):
