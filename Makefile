@@ -10,8 +10,6 @@ TORCH ?= torch==2.13.0
 # a CUDA build instead: make demo TORCH_INDEX=https://download.pytorch.org/whl/cu128
 TORCH_INDEX ?=
 PRESET ?= demo
-# pytest worker processes for `make test` (pytest-xdist; each test module runs in one worker)
-TEST_WORKERS ?= 2
 RUN ?= runs/$(PRESET)
 
 .PHONY: setup demo test bench clean
@@ -30,7 +28,7 @@ demo: setup
 	$(BIN)/speclm run --preset $(PRESET) --run $(RUN)
 
 test: setup
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope tests
+	$(BIN)/python -m pytest tests
 
 bench: setup
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done
