@@ -361,7 +361,8 @@ def _build_clusters(run: Run, force: bool = False, progress: bool | None = None)
 
 
 def read_summary(clusters_dir: str | Path) -> dict:
-    return read_required_json(Path(clusters_dir) / SUMMARY, f"no clusters summary in {clusters_dir}: run `speclm clusters` first")
+    return read_required_json(Path(clusters_dir) / SUMMARY, f"no clusters summary in {clusters_dir}: run `speclm clusters` first",
+                              fix="rebuild the clusters with `speclm clusters --force`")
 
 
 def format_summary(summary: dict) -> str:

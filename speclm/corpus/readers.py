@@ -240,6 +240,9 @@ def read_docs(spec: str | Path, text_field: str = "text", split: str | None = No
         raise SpeclmError(
             f"{path}: unknown file type {suffix or '(none)'}; use .jsonl, .parquet, .txt, a folder of .txt files or a saved dataset"
         )
+    if path.exists():  # a device, a pipe, a socket: never read as documents
+        raise SpeclmError(f"{path} is not a regular file or folder (a device or a pipe); give a path to JSONL, "
+                          "Parquet, a .txt file or folder, or a saved dataset")
     if looks_like_hub_name(str(spec)):
         return read_hub(str(spec), text_field, split, max_doc_mb)
     raise SpeclmError(f"path not found: {spec}")

@@ -36,12 +36,24 @@ def grid_cmd(
 
     One row per (method, domain, size) goes to eval/results.jsonl (rows already there are
     skipped, so a killed grid resumes); the table is eval/results.md."""
+    from ..core.outputs import check_name
     from .experiment import run_grid
 
+    check_name(name)
     r = open_run(run, preset, set_, save=False)
     out = run_grid(r, methods=_split(methods), domains=_split(domains), sizes=_split(sizes), name=name, log=typer.echo,
                    seeds=seeds, workers=workers, executor=executor)
     typer.echo(f"results: {out}")
+
+
+def _is_plan_picture(path: Path) -> bool:
+    """A picture ``speclm plan`` wrote before: a PNG drawn by matplotlib (its tEXt chunk says so)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return head.startswith(b"\x89PNG\r\n\x1a\n") and b"Matplotlib" in head
 
 
 def plan_cmd(
@@ -67,10 +79,14 @@ def plan_cmd(
         for line in paper_advice(domains, inference):
             typer.echo(line)
         return
+    from ..core.outputs import check_name, check_out_file
+
     check_inputs(domains, inference, budget, cost)
+    check_name(name)
     r = open_run(run, None, [], save=False)
     if not (r.path / "config.toml").exists():
         raise SpeclmError(f"no run folder at {r.path} (no config.toml); give --run RUN")
+    png_out = check_out_file(out or r.eval_dir / "plan.png", ".png", _is_plan_picture, "a plan picture (a PNG)")
     rows, results = load_rows(r, name)
     curves = load_curves(r)
     if size is None:
@@ -90,7 +106,7 @@ def plan_cmd(
         typer.echo(f"crossover: {rec.crossover}")
     if rec.switch:
         typer.echo(f"switch: {rec.switch}")
-    png = plan_picture(rows, label, out or results.parent / "plan.png", inference, cost, (domains, budget),
+    png = plan_picture(rows, label, png_out, inference, cost, (domains, budget),
                        title=run_title(results), curves=curves)
     typer.echo(f"picture: {png}")
 
@@ -111,13 +127,19 @@ def run_cmd(
 
     if until not in STAGES:  # before the run folder is touched: a refused command writes nothing
         raise SpeclmError(f"unknown stage {until!r} for --until; known: {', '.join(STAGES)}")
+    from ..train.budget import check_run_config
+
+    r = open_run(run, preset, set_, save=False)
+    check_run_config(r.config)
     if dry_run:
         from .dryrun import dry_run as plan
 
-        plan(open_run(run, preset, set_, save=False), echo=typer.echo)
+        plan(r, echo=typer.echo)
         return
-    r = open_run(run, preset, set_)
+    # the config is saved when the command succeeds, or by the grid after its checks (a
+    # refused value, checked by a later stage, never reaches config.toml)
     run_pipeline(r, force=force, echo=typer.echo, until=until, workers=workers, executor=executor)
+    r.save_config()
     typer.echo(f"run folder: {r.path}")
 
 
@@ -127,8 +149,10 @@ def report_cmd(
 ) -> None:
     """The run's report: the paper's tables and figures from your grid, with intervals, and
     the paper's findings checked (eval/report.md, report.html, report.json)."""
+    from ..core.outputs import check_name
     from .report import write_report
 
+    check_name(name)
     r = open_run(run, None, [], save=False)
     if not (r.path / "config.toml").exists():
         raise SpeclmError(f"no run folder at {r.path} (no config.toml); give --run RUN")

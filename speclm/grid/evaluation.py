@@ -104,7 +104,10 @@ def evaluate_start(run: Run, ckpt: Optional[Path], domain: str) -> dict:
     ckpt = Path(ckpt)
     rel = str(ckpt.relative_to(run.path)) if ckpt.is_relative_to(run.path) else str(ckpt.resolve())
     cache = run.eval_dir / "pretrained" / f"{hash_obj(rel)[:16]}.json"
-    doc = atomic.read_required_json(cache, "") if cache.exists() else {}
+    try:  # a cache: a damaged file is computed again (and rewritten whole)
+        doc = atomic.read_json_file(cache, "") if cache.exists() else {}
+    except SpeclmError:
+        doc = {}
     stamp = {"checkpoint": rel, "stamp": _stamp(ckpt), "max_windows": run.config.methods.eval_max_windows,
              "bootstrap": run.config.methods.bootstrap}
     if {k: doc.get(k) for k in stamp} != stamp:
@@ -112,7 +115,7 @@ def evaluate_start(run: Run, ckpt: Optional[Path], domain: str) -> dict:
     model = None
     for set_name, split in ((domain, "test"), (GENERIC, "valid")):
         key = f"{set_name}/{split}"
-        if key in doc:
+        if isinstance(doc.get(key), dict) and all(isinstance(doc[key].get(k), (int, float)) for k in ("nll", "nll_se")):
             continue
         model = model or load_transformer(ckpt)
         ev = measure(run, model, set_name, split)

@@ -146,7 +146,10 @@ def run_grid(
 ) -> Path:
     from ..methods import base, inputs
     from ..methods.sizes import size_label
+    from ..core.outputs import check_name
     from ..core.ranks import env_rank_world
+
+    check_name(name)
 
     if env_rank_world()[1] > 1:
         raise SpeclmError(GRID_UNDER_TORCHRUN)
@@ -170,6 +173,9 @@ def run_grid(
     from .evaluation import check_bootstrap
 
     check_bootstrap(run, domains)
+    from ..train.budget import check_run_config
+
+    check_run_config(run.config)
     run.save_config()
 
     chash = config_hash(run)

@@ -26,7 +26,7 @@ from ..core import atomic, manifest
 from ..core.errors import SpeclmError
 from .evidence import evidence_checks, group, macro, row_estimate, sizes_in
 from .findings import Grid, check_all
-from .results import order_methods
+from .results import order_methods, seed_rows, warn_stderr
 
 FIG6_N = (1, 7, 50)  # the paper's Figure 6: 1, 7 or 50 hypothetical domains
 
@@ -45,7 +45,7 @@ def collect(run, name: str = "results") -> dict:
     results = run.eval_dir / f"{name}.jsonl"
     if not results.exists():
         raise SpeclmError(f"no grid results in {results}; run `speclm grid --run {run.path}` first")
-    rows = [r for r in atomic.read_jsonl(results) if r.get("config") == config_hash(run)]
+    rows = list(seed_rows(results, config_hash(run), warn=warn_stderr).values())  # each job once, bad rows named
     if not rows:
         raise SpeclmError(f"no grid results for this run's current config in {results}; run `speclm grid --run {run.path}`")
     groups = group(rows)

@@ -20,12 +20,58 @@ def order_methods(methods: list[str]) -> list[str]:
     return sorted(methods, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m))
 
 
-def seed_rows(results: Path, chash: Optional[str]) -> dict[tuple[str, str, str, int], dict]:
+def seed_rows(results: Path, chash: Optional[str], warn=None) -> dict[tuple[str, str, str, int], dict]:
     """The rows of ``results`` with config hash ``chash``, one per (method, domain, size,
     seed) (rows without a seed are seed 0): when two grid processes computed the same row,
-    the last one written counts."""
-    return {(r["method"], r["domain"], r["size"], int(r.get("seed", 0))): r
-            for r in atomic.read_jsonl(results) if r.get("config") == chash}
+    the last one written counts. A row of the wrong shape is a one-line error naming its
+    line; with ``warn`` (a function of one line of text), duplicated rows and rows with a
+    non-finite NLL or an unknown method are named by line and left out."""
+    out: dict[tuple[str, str, str, int], dict] = {}
+    seen: dict[tuple, int] = {}
+    for n, r in atomic.read_jsonl_numbered(results):
+        if r.get("config") != chash:
+            continue
+        key = row_key(results, n, r)
+        if warn is not None:
+            why = _doubtful(r)
+            if why:
+                warn(f"{results} line {n}: {why}; the row is left out (delete the line and rerun `speclm grid` "
+                     "to compute it again)")
+                continue
+            if key in seen:
+                warn(f"{results} line {n} repeats the row of line {seen[key]} ({'/'.join(map(str, key))}); "
+                     "each job counts once (the last one)")
+        seen[key] = n
+        out[key] = r
+    return out
+
+
+def warn_stderr(text: str) -> None:
+    import sys
+
+    print(f"speclm: warning: {text}", file=sys.stderr, flush=True)
+
+
+def row_key(results: Path, n: int, r: dict) -> tuple[str, str, str, int]:
+    """(method, domain, size, seed) of a results row, or a one-line error naming its line."""
+    from ..core.errors import SpeclmError
+
+    key = (r.get("method"), r.get("domain"), r.get("size"), r.get("seed", 0))
+    if not all(isinstance(x, str) and x for x in key[:3]) or not isinstance(key[3], int) or isinstance(key[3], bool):
+        raise SpeclmError(f"{results} line {n} is not a grid row (method, domain and size must be names, seed a "
+                          "number); delete or repair that line and rerun (a deleted row is recomputed)")
+    return key  # type: ignore[return-value]
+
+
+def _doubtful(r: dict) -> str:
+    from ..methods import base
+
+    nll = r.get("nll")
+    if not isinstance(nll, (int, float)) or isinstance(nll, bool) or not math.isfinite(nll):
+        return f"its nll is {nll!r}, not a finite number"
+    if r["method"] not in base.known():
+        return f"unknown method {r['method']!r}"
+    return ""
 
 
 def grid_rows(results: Path, chash: Optional[str]) -> dict[tuple[str, str, str], dict]:

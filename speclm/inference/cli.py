@@ -15,6 +15,24 @@ def _tokens_dir(run: Optional[Path]) -> Optional[Path]:
     return None if run is None else Path(run) / "tokens"
 
 
+def _is_eval_result(path: Path) -> bool:
+    """A file ``speclm eval`` wrote: a JSON object with the split, the sets and the checkpoint."""
+    import json
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(doc, dict) and isinstance(doc.get("sets"), dict) and "split" in doc and "checkpoint" in doc
+
+
+def _eval_target(out: Optional[Path], checkpoint: Path, split: str) -> Path:
+    from ..core.outputs import check_out_file
+
+    target = out if out is not None else Path(checkpoint) / f"eval-{split}.json"
+    return check_out_file(target, ".json", _is_eval_result, "an eval result (speclm eval's JSON)")
+
+
 def eval_cmd(
     checkpoint: CheckpointOpt,
     run: RunOpt = None,
@@ -42,11 +60,13 @@ def eval_cmd(
     if max_windows is not None and max_windows < 1:
         raise SpeclmError(f"--max-windows must be at least 1 (leave it out for every window), got {max_windows}")
     check_device(device)
+    if split not in ("train", "valid", "test"):
+        raise SpeclmError(f"--split must be train, valid or test, got {split!r}")
+    target = _eval_target(out, checkpoint, split)  # before any work: a refused --out writes nothing
     r = open_run(run, None, None, save=False)
     shards = TokenShards(r.tokens_dir)
     result = evaluate_checkpoint(checkpoint, shards, device=device, sets=sets or None, split=split,
                                  max_windows=max_windows or 0, batch_size=batch_size, dtype=dtype, expert=expert)
-    target = out or Path(checkpoint) / f"eval-{split}.json"
     write_results(target, result)
     for name, row in result["sets"].items():
         typer.echo(f"{name:>20}  ppl {row['ppl']:10.3f}  nll {row['nll']:.4f}  ({row['tokens']:,} tokens)")

@@ -153,6 +153,9 @@ def export_hf(model: Transformer, tokenizer_path: str | Path, out_dir: str | Pat
 
 
 EXPORT_MARKER = "speclm-export.json"
+# Every file an export writes: --force replaces a folder holding these and nothing else.
+EXPORT_FILES = frozenset({"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+                          "tokenizer_config.json", EXPORT_MARKER})
 
 
 def check_export_target(checkpoint: str | Path, out_dir: str | Path, force: bool = False) -> dict:
@@ -187,6 +190,10 @@ def check_export_target(checkpoint: str | Path, out_dir: str | Path, force: bool
                           f"export into a new or empty folder")
     if not force:
         raise SpeclmError(f"--out {out_dir} holds a previous export of this checkpoint; pass --force to replace it")
+    others = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES)
+    if others:  # --force replaces the export, never a file the user put beside it
+        raise SpeclmError(f"--out {out_dir} holds files that are not part of the export ({', '.join(others[:3])}"
+                          f"{' ...' if len(others) > 3 else ''}); move them out, or export into a new folder")
     return marker
 
 

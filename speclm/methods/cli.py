@@ -21,6 +21,9 @@ def _open(method: str, run, preset, set_, force: bool):
 
     m = base.get(method)
     r = open_run(run, preset, set_, save=False)
+    from ..train.budget import check_run_config
+
+    check_run_config(r.config)
     return m, r, base.Context(run=r, log=typer.echo, force=force)
 
 

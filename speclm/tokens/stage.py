@@ -188,7 +188,8 @@ def _build_tokens(run: Run, force: bool = False) -> dict:
 
 
 def read_tokens_summary(tokens_dir: str | Path) -> dict:
-    return read_required_json(Path(tokens_dir) / SUMMARY, f"no tokens in {tokens_dir}: run `speclm tokens` first")
+    return read_required_json(Path(tokens_dir) / SUMMARY, f"no tokens in {tokens_dir}: run `speclm tokens` first",
+                              fix="rebuild the tokens with `speclm tokens --force`")
 
 
 def format_tokens_summary(summary: dict) -> str:

@@ -23,6 +23,17 @@ def resolve_shape(run, shards, shape: str):
                              tie_embeddings=m.tie_embeddings)
 
 
+def _is_training_folder(path: Path) -> bool:
+    """A folder ``speclm train`` wrote before (it resumes there): it holds train.json."""
+    return (path / "train.json").is_file()
+
+
+def _check_out(out: Path) -> Path:
+    from ..core.outputs import check_out_folder
+
+    return check_out_folder(out, _is_training_folder, "a training folder of `speclm train` (with train.json)")
+
+
 def train_cmd(
     run: RunOpt = None,
     preset: PresetOpt = None,
@@ -84,7 +95,7 @@ def train_cmd(
         except SpeclmError:
             prior = None
     phase = phase or ("specialize" if init is not None else "pretrain")
-    out = out or r.train_dir(set_name, shape_name)
+    out = _check_out(out or r.train_dir(set_name, shape_name))
     train_w = shards.windows(set_name, "train")
     valid_w = shards.windows(set_name, "valid")
     valid = make_valid_fn(valid_w, max_windows=cfg.eval_batches * cfg.batch_size, batch_size=cfg.batch_size,

@@ -257,6 +257,7 @@ def _train(
     fwd.train()
     t_last, tok_last = time.perf_counter(), st["tokens"]
     while stop is None:
+        distributed.check_parent()  # a grid worker whose grid process died stops here (resumable)
         t0 = time.perf_counter()
         for g in optimizer.param_groups:
             g["lr"] = schedule(st["step"])

@@ -54,7 +54,7 @@ def finished_result(out: Path, run_id: str, model: torch.nn.Module) -> Optional[
     other settings is an error: the folder belongs to another run."""
     summary_path = out / SUMMARY
     if summary_path.is_file():
-        done = json.loads(summary_path.read_text(encoding="utf-8"))
+        done = atomic.read_json_file(summary_path, f"delete it, or rerun with --restart to train {out} over")
         if done.get("run_id") != run_id:
             raise SpeclmError(f"{out} holds a finished run with other settings; use another output folder")
         if done.get("done") and (out / FINAL).is_dir():
