@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import atomic
-from .config import Config, leaves, read_toml, resolve, to_dict, to_toml, diff
+from .config import Config, diff, leaves, read_toml, resolve, to_dict, to_toml
 
 
 @dataclass
@@ -92,7 +92,7 @@ class Run:
         if self.seed_offset or self.curve is not None:
             return
         saved = self.path / "config.toml"
-        text = to_toml(self.config, self.explicit)
+        text = f"{HEAD}\n{to_toml(self.config, self.explicit)}{TAIL}\n"
         if not saved.exists() or saved.read_text(encoding="utf-8") != text:
             atomic.write_text(saved, text)
 
@@ -133,17 +133,36 @@ def open_run(
     return r
 
 
+# The first and last lines of a config.toml speclm writes: a file that has the first and not
+# the last was cut short (a file without either was written by an older speclm).
+HEAD = "# speclm: this run folder's config. [explicit] holds the values you set with --set (kept when the preset changes)."
+TAIL = "# end of config.toml"
+
+
 def read_saved(saved: Path) -> dict | None:
-    """A run's config.toml, or None when there is none; an empty or damaged one is refused in
-    one line (never silent defaults)."""
+    """A run's config.toml, or None when there is none; an empty, cut-short or damaged one is
+    refused in one line naming it and the way out (never silent defaults)."""
     if not saved.exists():
         return None
+    from .config import EXPLICIT, from_dict
     from .errors import SpeclmError
 
-    data = read_toml(saved)
-    if not data:
-        raise SpeclmError(f"{saved} is empty; restore it, or delete it to start the run folder over from a "
-                          "preset (--preset NAME)")
+    fix = "restore it, or delete it to start this run folder's config over from a preset (--preset NAME)"
+    try:
+        text = saved.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpeclmError(f"{saved} is damaged (not text); {fix}") from None
+    except OSError as e:
+        raise SpeclmError(f"{saved} cannot be read ({e.strerror or e}); {fix}") from None
+    if not text.strip():
+        raise SpeclmError(f"{saved} is empty; {fix}")
+    if text.startswith(HEAD) and text.rstrip().splitlines()[-1] != TAIL:
+        raise SpeclmError(f"{saved} is cut short (its last line is missing); {fix}")
+    try:
+        data = read_toml(saved)
+        from_dict(Config, {k: v for k, v in data.items() if k != EXPLICIT})
+    except SpeclmError as e:
+        raise SpeclmError(f"{saved} is damaged ({str(e).removeprefix(f'config file {saved} is ')}); {fix}") from None
     return data
 
 

@@ -203,7 +203,13 @@ def read_table(corpus_dir: str | Path, set_name: str, columns: list[str] | None 
     path = set_file(_require_corpus(corpus_dir), set_name)
     if not path.exists():
         raise SpeclmError(f"no set {set_name!r} in {corpus_dir}; sets: {', '.join(list_sets(corpus_dir))}")
+    return read_parquet(path, columns)
+
+
+def read_parquet(path: Path, columns: list[str] | None = None):
+    """A corpus Parquet file as a pyarrow Table; a damaged one is one line naming it."""
     import pyarrow as pa
+    import pyarrow.parquet as pq
 
     try:
         return pq.read_table(path, columns=columns)

@@ -303,10 +303,15 @@ def _plot(results: Path, chash: str, log: Callable[[str], None]) -> None:
 def _repair(results: Path) -> None:
     """Drop a torn last line (a grid killed while appending), so new rows start clean."""
     if results.exists():
-        data = results.read_bytes()
-        if data and not data.endswith(b"\n"):
-            import json
+        import json
 
+        data = results.read_bytes()
+        last = next((ln for ln in reversed(data.decode("utf-8", "replace").splitlines()) if ln.strip()), "")
+        try:
+            whole = isinstance(json.loads(last), dict) if last else True
+        except (ValueError, RecursionError):
+            whole = False
+        if data and (not data.endswith(b"\n") or not whole):
             rows = atomic.read_jsonl(results)
             atomic.write_text(results, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
 

@@ -159,9 +159,10 @@ def read_meta(path: str | Path) -> dict:
     try:
         meta = json.loads(f.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise SpeclmError(f"{f} is not valid JSON: {e}") from None
+        raise SpeclmError(f"{f} is not valid JSON ({e}); restore that checkpoint or train it again") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("shape", {}), dict):
-        raise SpeclmError(f"{f} is not a checkpoint description (expected a JSON object with a 'shape' object)")
+        raise SpeclmError(f"{f} is not a checkpoint description (expected a JSON object with a 'shape' object); "
+                          "restore that checkpoint or train it again")
     return meta
 
 
