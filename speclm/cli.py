@@ -8,12 +8,15 @@ the functions, so ``speclm --help`` stays fast.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
 import typer
 
 from .core.errors import SpeclmError
+
+_ENVIRONMENT = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 # In pipeline order; `speclm --help` lists them in this order.
 COMMANDS: list[tuple[str, str]] = [
@@ -69,6 +72,13 @@ def main(argv: list[str] | None = None) -> None:
         app(args=argv, standalone_mode=True)
     except SpeclmError as e:
         print(f"speclm: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as e:  # the machine's doing, not a bug: a read-only folder, a full disk
+        if e.errno not in _ENVIRONMENT:
+            raise
+        where = f" ({e.filename})" if e.filename else ""
+        print(f"speclm: error: {e.strerror}{where}; check the folder's permissions and free space (or choose another "
+              "run folder), then rerun the same command: it resumes", file=sys.stderr)
         sys.exit(2)
 
 

@@ -31,8 +31,10 @@ def clusters_cmd(
         return
     from .stage import build_clusters, format_summary
 
-    r = open_run(run, preset, set_)
-    typer.echo(format_summary(build_clusters(r, force=force)))
+    r = open_run(run, preset, set_, save=False)  # saved once the command succeeded
+    summary = build_clusters(r, force=force)
+    r.save_config()
+    typer.echo(format_summary(summary))
     typer.echo(f"clusters: {r.clusters_dir}")
 
 @app.command("embed")
@@ -40,8 +42,9 @@ def embed_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None)
     """Embed the windows with Sentence-BERT into the cache (resumable; shards over torchrun ranks)."""
     from .stage import embed_windows
 
-    r = open_run(run, preset, set_)
+    r = open_run(run, preset, set_, save=False)  # saved once the command succeeded
     emb = embed_windows(r)
+    r.save_config()
     n = sum(len(rows) for rows, _ in emb.values())
     typer.echo(f"embedded windows: {n:,} in {r.clusters_dir / 'embeddings'}")
 
@@ -50,8 +53,9 @@ def fit_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None) -
     """k-means for every k on the generic embeddings; assign every window of every set and split."""
     from .stage import GENERIC, embed_windows, fit_and_assign
 
-    r = open_run(run, preset, set_)
+    r = open_run(run, preset, set_, save=False)  # saved once the command succeeded
     out = fit_and_assign(r, embed_windows(r))
+    r.save_config()
     typer.echo(f"k = {', '.join(map(str, out['ks']))}: fitted on {out['fit_windows']:,} {GENERIC} windows "
                f"in {out['fit_seconds']} s; empty clusters: "
                + ", ".join(f"k={k} {v['empty_clusters']}" for k, v in out["per_k"].items()))
@@ -69,8 +73,9 @@ def describe_cmd(
     from .describe import format_tables
     from .stage import build_clusters, describe_clusters
 
-    r = open_run(run, preset, set_)
+    r = open_run(run, preset, set_, save=False)  # saved once the command succeeded
     build_clusters(r)
     out = describe_clusters(r, None, budget_tokens, write=False) if budget_tokens is not None else build_clusters(r)["describe"]
+    r.save_config()
     typer.echo(format_tables(out["tables"], out["ks"]))
     typer.echo(f"report, plots and cluster cards: {r.clusters_dir / 'describe'}")

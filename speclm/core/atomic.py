@@ -59,7 +59,7 @@ def _write_error(e: OSError, path: Path, nbytes: int | None = None):
         size = f" while writing {nbytes:,} bytes" if nbytes else ""
         return SpeclmError(f"no space left on the device holding {path}{size}; free some space (or move the run "
                            f"folder) and rerun the same command: it resumes")
-    if e.filename and not str(e.filename).startswith(str(path.parent)):
+    if e.filename and not os.path.abspath(str(e.filename)).startswith(os.path.abspath(path.parent)):
         return None  # e.g. an input file that could not be read: not ours to explain
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return SpeclmError(f"cannot write {path}: {e.strerror}; make {path.parent} writable or choose another run folder")

@@ -90,6 +90,28 @@ def export_cmd(
     typer.echo(f"transformers folder: {path}")
 
 
+def _check_length(model, max_new_tokens: int, samples: int) -> None:
+    """A generation this machine could not finish in a year is refused with the estimate;
+    one over an hour is said before it starts. Each new token is one forward pass over the
+    context (up to the model's window) at this machine's FLOP ceiling, plus 0.1 ms of per-step
+    overhead: a lower bound on the real time."""
+    import sys
+
+    from ..core.errors import SpeclmError
+    from ..model.transformer import flops_per_token
+    from ..train.budget import YEAR_S, machine_ceiling
+
+    ctx = model.shape.max_seq_len
+    rate, what = machine_ceiling()
+    seconds = samples * max_new_tokens * (ctx * flops_per_token(model.shape, ctx) / 3 / rate + 1e-4)
+    if seconds > YEAR_S:
+        raise SpeclmError(f"--max-new-tokens {max_new_tokens:,} x {samples} sample(s) takes at least "
+                          f"{seconds / YEAR_S:.3g} years on this machine ({what}); ask for fewer tokens")
+    if seconds > 3600:
+        print(f"speclm: warning: --max-new-tokens {max_new_tokens:,} x {samples} sample(s) takes at least "
+              f"{seconds / 3600:.3g} hours on this machine", file=sys.stderr)
+
+
 def generate_cmd(
     checkpoint: CheckpointOpt,
     prompt: str = typer.Option("", "--prompt", help="Text to continue (empty: start a new document)."),
@@ -122,6 +144,7 @@ def generate_cmd(
     tok = open_tokenizer(find_tokenizer(checkpoint, _tokens_dir(run)),
                          fix="restore it (a checkpoint's copy is the run's tokens/tokenizer.json)")
     model = ckpt.load_transformer(checkpoint, device=device or default_device())
+    _check_length(model, max_new_tokens, samples)
     for i in range(samples):
         text = generate_text(model, tok, prompt, max_new_tokens=max_new_tokens, temperature=temperature,
                              top_k=top_k, seed=seed + i)
