@@ -67,15 +67,27 @@ for _name, _target in COMMANDS:
         app.command(_name)(_obj)
 
 
+def _close_bars() -> None:
+    """End the progress bars an error interrupted, so the error is a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or []):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - a bar that cannot close: the error line matters more
+            pass
+
+
 def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=True)
     except SpeclmError as e:
+        _close_bars()
         print(f"speclm: error: {e}", file=sys.stderr)
         sys.exit(2)
     except OSError as e:  # the machine's doing, not a bug: a read-only folder, a full disk
         if e.errno not in _ENVIRONMENT:
             raise
+        _close_bars()
         where = f" ({e.filename})" if e.filename else ""
         print(f"speclm: error: {e.strerror}{where}; check the folder's permissions and free space (or choose another "
               "run folder), then rerun the same command: it resumes", file=sys.stderr)

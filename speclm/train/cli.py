@@ -23,15 +23,19 @@ def resolve_shape(run, shards, shape: str):
                              tie_embeddings=m.tie_embeddings)
 
 
+# What the training loop writes in its folder: a folder holding any of them is one it wrote.
+_LOOP_FILES = ("train.json", "checkpoint", "final", "best", "metrics.jsonl", "cost.json", "snapshots")
+
+
 def _is_training_folder(path: Path) -> bool:
-    """A folder ``speclm train`` wrote before (it resumes there): it holds train.json."""
-    return (path / "train.json").is_file()
+    """A folder ``speclm train`` wrote before (it resumes or finds it finished there)."""
+    return any((path / name).exists() for name in _LOOP_FILES)
 
 
 def _check_out(out: Path) -> Path:
     from ..core.outputs import check_out_folder
 
-    return check_out_folder(out, _is_training_folder, "a training folder of `speclm train` (with train.json)")
+    return check_out_folder(out, _is_training_folder, "a training folder of `speclm train` (train.json, checkpoint/, final/ ...)")
 
 
 def train_cmd(
