@@ -145,3 +145,69 @@ def test_damaged_file(base, tmp_path, cli, kind, damage, command):
         assert changed and all(p.startswith(owned) for p in changed), changed
         rows = [json.loads(ln) for ln in (run / "eval/results.jsonl").read_text().splitlines()]
         assert [r["method"] for r in rows] == ["slm"]  # the row again, the damage gone
+
+
+# ---- results rows: each job counts once; a bad row is named by its line --------------------
+
+
+def _rows(run: Path) -> list[str]:
+    return (run / "eval/results.jsonl").read_text().splitlines()
+
+
+def test_duplicated_rows_count_once_with_a_warning(base, tmp_path, cli):
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    code, _, err = cli("report", "--run", run)
+    assert code == 0, err
+    once = json.loads((run / "eval/report.json").read_text())
+    lines = _rows(run)
+    (run / "eval/results.jsonl").write_text("\n".join(lines + lines) + "\n")
+    code, _, err = cli("report", "--run", run)
+    assert code == 0, err
+    assert "line 2 repeats the row of line 1" in err and "counts once" in err
+    assert json.loads((run / "eval/report.json").read_text()) == once  # the same report, intervals included
+
+
+@pytest.mark.parametrize("edit, words", [
+    ({"nll": float("nan")}, "line 2: its nll is nan"),
+    ({"nll": None}, "line 2: its nll is None"),
+    ({"method": "slm-bogus"}, "line 2: unknown method 'slm-bogus'"),
+])
+def test_a_doubtful_row_is_named_by_line_and_left_out(base, tmp_path, cli, edit, words):
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    row = json.loads(_rows(run)[0])
+    bad = {**row, "domain": "legal", **edit}
+    (run / "eval/results.jsonl").write_text(_rows(run)[0] + "\n" + json.dumps(bad) + "\n")
+    code, _, err = cli("report", "--run", run)
+    assert code == 0, err
+    assert words in err and "left out" in err
+    assert "legal" not in json.loads((run / "eval/report.json").read_text())["domains"]
+
+
+def test_a_row_of_the_wrong_shape_is_one_line(base, tmp_path, cli):
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    row = json.loads(_rows(run)[0])
+    (run / "eval/results.jsonl").write_text(json.dumps({**row, "domain": ["kjv"]}) + "\n")
+    before = _digests(run)
+    for cmd in ("report", "grid"):
+        code, _, err = cli(*_command(cmd, run, tmp_path))
+        assert code == 2 and err.count("speclm: error") == 1 and "line 1 is not a grid row" in err, err
+    assert _digests(run) == before
+
+
+def test_a_damaged_pretrained_cache_is_computed_again(base, tmp_path, cli):
+    """eval/pretrained/*.json caches the pretrained model's NLL: garbage there is recomputed."""
+    run = tmp_path / "run"
+    shutil.copytree(base, run)
+    (cache,) = (run / "eval/pretrained").glob("*.json")
+    want = json.loads(cache.read_text())
+    for damage in ("garbage", "type"):
+        _damage(cache, damage)
+        (run / "eval/results.jsonl").unlink()
+        code, _, err = cli(*_command("grid", run, tmp_path))
+        assert code == 0, err
+        got = json.loads(cache.read_text())
+        assert got.keys() == want.keys()
+        assert got["kjv/test"]["nll"] == pytest.approx(want["kjv/test"]["nll"], rel=1e-5)

@@ -264,3 +264,43 @@ def test_a_device_as_a_domain_and_a_domain_equal_to_the_generic_set(tmp_path, cl
     assert code == 0, err
     assert "warning: domain 'same' holds only documents of the generic set" in err
     assert "'code'" not in err
+
+
+# ---- 6. a worker dies with its parent ----------------------------------------------------
+
+
+def test_a_process_watching_its_parent_ends_within_seconds_of_its_death(tmp_path):
+    """speclm.core.ranks.watch_parent, as every grid worker runs it: the parent is SIGKILLed
+    and the worker (here in a long sleep, no training step to stop at) is gone within 10 s,
+    quietly. scripts/kill_resume.py does the same with a real `speclm grid --workers 2`."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    child = ("import time; from speclm.core import ranks; ranks.watch_parent(grace=1.0, interval=0.1); "
+             "print('ready', flush=True); time.sleep(60)")
+    parent = (f"import subprocess, sys, time; p = subprocess.Popen([sys.executable, '-c', {child!r}], "
+              "stdout=sys.stdout, stderr=sys.stderr); print(p.pid, flush=True); time.sleep(60)")
+    err = tmp_path / "err"
+    with open(err, "wb") as f:
+        p = subprocess.Popen([sys.executable, "-c", parent], stdout=subprocess.PIPE, stderr=f)
+    pid = int(p.stdout.readline())
+    assert p.stdout.readline().strip() == b"ready"
+    os.kill(p.pid, signal.SIGKILL)
+    p.wait()
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 10:
+        try:
+            os.kill(pid, 0)
+            state = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0]
+        except (ProcessLookupError, FileNotFoundError):
+            break
+        if state == "Z":
+            break
+        time.sleep(0.1)
+    else:
+        os.kill(pid, signal.SIGKILL)
+        raise AssertionError("the worker outlived its parent by 10 s")
+    assert "Traceback" not in err.read_text()
