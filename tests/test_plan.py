@@ -14,9 +14,9 @@ import pytest  # noqa: E402
 
 from speclm.core import atomic
 from speclm.core.errors import SpeclmError
-from speclm.grid.experiment import config_hash
-from speclm.grid.plan import candidates as _candidates, paper_advice, paper_crossover, plan_rows, recommend
-from speclm.grid.plan_picture import plan_picture, region_map
+from speclm.report.rows import config_hash
+from speclm.report.plan import candidates as _candidates, paper_advice, paper_crossover, plan_rows, recommend
+from speclm.report.plan_picture import plan_picture, region_map
 from speclm.core.run import open_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -158,7 +158,7 @@ def test_region_map_agrees_with_recommend():
 
 
 def test_picture_is_a_png_with_the_methods_colors(tmp_path):
-    from speclm.grid.plots import method_styles
+    from speclm.report.plots import method_styles
 
     out = plan_picture(grid(), "64k", tmp_path / "plan.png", point=(3, 80.0))
     assert out.read_bytes()[:8] == PNG_MAGIC

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from speclm.core import atomic
-from speclm.grid.evidence import difference, group, macro
-from speclm.grid.findings import HELD, NOT_HELD, UNTESTABLE, Grid, check_all
+from speclm.report.evidence import difference, group, macro
+from speclm.report.findings import HELD, NOT_HELD, UNTESTABLE, Grid, check_all
 
 FAST = [
     "train.max_steps=3", "train.warmup_steps=1", "train.eval_every=3", "train.eval_batches=1",

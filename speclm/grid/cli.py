@@ -58,10 +58,10 @@ def plan_cmd(
     """Which recipe fits your budgets (the paper's Figure 1, from your own grid).
 
     C_total(N) = C_generic + N x C_spec (PAPER.md Eq. 1) per method at one size of the grid: prints the table and the recommendation, and draws RUN/eval/plan.png, each (N, budget) cell colored by the best admissible method. With eval/curves.jsonl, partly pretrained snapshots (method@share) are candidates too. With --paper: the paper's own advice (PAPER.md §8)."""  # noqa: E501
-    from .plan import COST_UNIT, check_inputs, default_size, format_cost, format_table, load_rows, paper_advice, recommend, resolve_size
-    from .curve_reading import load_curves
-    from .plan_picture import plan_picture
-    from .plots import run_title
+    from ..report.plan import COST_UNIT, check_inputs, default_size, format_cost, format_table, load_rows, paper_advice, recommend, resolve_size
+    from ..report.curve_reading import load_curves
+    from ..report.plan_picture import plan_picture
+    from ..report.plots import run_title
 
     if paper:
         for line in paper_advice(domains, inference):
@@ -127,7 +127,7 @@ def report_cmd(
 ) -> None:
     """The run's report: the paper's tables and figures from your grid, with intervals, and
     the paper's findings checked (eval/report.md, report.html, report.json)."""
-    from .report import write_report
+    from ..report.page import write_report
 
     r = open_run(run, None, [], save=False)
     if not (r.path / "config.toml").exists():

@@ -66,7 +66,7 @@ def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters", w
             echo(line)
     except SpeclmError as e:  # e.g. nothing complete yet: the grid's results stand without it
         echo(f"plan: {e}")
-    from .report import write_report
+    from ..report.page import write_report
 
     report = write_report(run)
     summary["report"] = str(report)
@@ -93,9 +93,9 @@ def _rank0_first(build, rank: int, world: int):
 def run_summary(run, name: str = "results") -> list[str]:
     """What ``speclm run`` prints after the grid: the recommendation for one domain at the
     largest size every method has, its crossover, and eval/plan.png (N and budget free)."""
-    from .plan import default_size, load_rows, recommend
-    from .plan_picture import plan_picture
-    from .plots import run_title
+    from ..report.plan import default_size, load_rows, recommend
+    from ..report.plan_picture import plan_picture
+    from ..report.plots import run_title
 
     rows, results = load_rows(run, name)
     size = default_size(rows)

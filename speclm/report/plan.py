@@ -276,7 +276,7 @@ def load_rows(run, name: str = "results") -> tuple[list[dict], Path]:
     """The grid rows of ``run`` computed with its current config (as ``speclm grid`` and its
     plots pick them), and the results file; a one-line error when there are none."""
     from ..core import atomic
-    from .experiment import config_hash
+    from .rows import config_hash
 
     results = run.eval_dir / f"{name}.jsonl"
     if not results.exists():

@@ -66,7 +66,7 @@ def macro_rows(rows: list[dict], run_path: Optional[Path] = None, replicates: in
     """(method, size) -> macro-averaged NLL/PPL over the domains present; with ``run_path``
     and ``replicates``, its error bar: the sd over seeds of the per-seed macro NLL (several
     seeds), else the bootstrap SE (each domain resampled over its documents, replicate r
-    averaged over the domains, speclm.grid.stats.macro_se)."""
+    averaged over the domains, speclm.report.stats.macro_se)."""
     out: dict[tuple[str, str], dict] = {}
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:

@@ -1,4 +1,4 @@
-"""The report's own pictures (the grid's plots are drawn by speclm.grid.plots)."""
+"""The report's own pictures (the grid's plots are drawn by speclm.report.plots)."""
 
 from __future__ import annotations
 

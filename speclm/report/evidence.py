@@ -101,7 +101,7 @@ def difference(groups: dict, a: str, b: str, size: str, domains: list[str],
     """Macro difference of a and b over ``domains`` at ``size`` (None unless both have them all).
 
     Paired when every domain has one row per method with its per-window NLLs on disk
-    (``speclm.grid.stats.paired_difference``: the same test documents drawn for both in each
+    (``speclm.report.stats.paired_difference``: the same test documents drawn for both in each
     bootstrap replicate); otherwise the two rows' SEs are combined as if independent, which
     overstates the SE (the test documents are the same, so the errors correlate)."""
 
@@ -126,7 +126,7 @@ def difference(groups: dict, a: str, b: str, size: str, domains: list[str],
 
 def _paired(ra: list[dict], rb: list[dict], run_path, replicates: int) -> Optional[dict]:
     """Paired difference of two methods' rows on one domain: each method's per-window NLLs
-    averaged over its seeds, then :func:`speclm.grid.stats.paired_difference` (the same test
+    averaged over its seeds, then :func:`speclm.report.stats.paired_difference` (the same test
     documents drawn for both). The spread across seeds of a method with several seeds adds
     var/n to the SE. None when a row kept no per-window NLLs."""
     import numpy as np

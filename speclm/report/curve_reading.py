@@ -78,7 +78,7 @@ def read_curves(path: Path, chash: Optional[str]) -> list[dict]:
 
 def load_curves(run) -> list[dict]:
     """The curves rows of ``run`` computed with its current config."""
-    from .experiment import config_hash
+    from .rows import config_hash
 
     return read_curves(run.eval_dir / CURVES, config_hash(run))
 

@@ -6,9 +6,9 @@ page prints, as data). Sections: whether the run can separate the methods at all
 analogue of the paper's Table 4 (before fine-tuning, then at each size); the main table
 per size with intervals; Figure 6 (total cost of serving 1, 7 and 50 domains, Eq. 1);
 the operating curves over pretraining cost (Figures 3-4 and Table 8, from
-``eval/curves.jsonl``: speclm.grid.curves_report); Tables 9 and 10 (cluster concentration
+``eval/curves.jsonl``: speclm.report.curves_report); Tables 9 and 10 (cluster concentration
 and entropy); the contamination check; per-domain results; time per stage; and "The
-paper's findings, checked" (speclm.grid.findings).
+paper's findings, checked" (speclm.report.findings).
 
 Every number is read from the run's files: the grid rows (``eval/<name>.jsonl``), the
 clusters' ``describe/summary.json``, ``corpus/overlap.json`` and the stage manifests.
@@ -40,7 +40,7 @@ def _read_json(path: Path) -> Optional[dict]:
 
 def collect(run, name: str = "results") -> dict:
     """Every number the report prints, from the run's files."""
-    from .experiment import config_hash
+    from .rows import config_hash
 
     results = run.eval_dir / f"{name}.jsonl"
     if not results.exists():
@@ -243,7 +243,7 @@ def to_html(markdown_text: str, folder: Path) -> str:
 
 def write_report(run, name: str = "results") -> Path:
     """Write eval/report.md, report.html, report.json and the report's pictures; returns report.md."""
-    from .report_figures import figure6
+    from .figures import figure6
 
     facts = collect(run, name)
     out_dir = run.eval_dir
