@@ -1,14 +1,22 @@
-"""The numbers a report stands on: macro averages with intervals, paired differences
-between methods, and what the run's size allows one to conclude.
+"""The numbers a report stands on: macro averages with intervals and paired differences
+between methods. One computation serves ``results.md``, ``report.md`` and the plots.
 
-Every function here reads grid rows (``eval/<name>.jsonl``) and nothing else, so each number
-in the report can be traced to the results file. A row's interval comes from ``nll_se``
-(bootstrap over test documents) when the grid recorded it; rows of several seeds for one
-(method, domain, size) are averaged, and their spread across seeds is added to the error.
+A macro estimate of method m at a size (the paper's macro average: the mean over domains of
+the per-token NLL) has two sources of error, added in quadrature:
 
-Intervals are 95% (1.96 standard errors) on the mean per-token NLL, mapped to perplexity:
-``ppl = exp(nll)``, ``[exp(nll - 1.96 se), exp(nll + 1.96 se)]``; the report prints
-``ppl ± half-width`` with the half-width of that interval.
+- **test documents**: a bootstrap over each domain's test documents, the same documents
+  drawn for every method in replicate r (speclm.report.stats), the replicate's macro the
+  mean over domains of their replicate r. With several seeds, each window's NLL is first
+  averaged over the seeds. Rows written without per-window NLLs fall back to their own
+  bootstrap SEs (``nll_se``), combined as if the domains were independent.
+- **seeds**: the spread of the per-seed macros (seeds common to every domain), var / n.
+  A method run with one seed borrows the seed spread of the reference method (``slm`` when it
+  has seeds, else the first method that has), and says so (``Estimate.borrowed``): one seed
+  is one draw, and counting it as noise-free would make every difference look decided.
+
+Intervals use Student's t with (fewest test documents in a domain - 1) degrees of freedom:
+with 19-20 test documents the 95% interval is 2.09 standard errors, not 1.96. Perplexity
+intervals are the NLL interval mapped through exp; tables print ``ppl ± half-width``.
 """
 
 from __future__ import annotations
@@ -18,7 +26,9 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
-Z95 = 1.96
+from .stats import Z95, p_greater, t_quantile
+
+REFERENCE = "slm"  # whose seed spread a single-seed method borrows
 
 
 @dataclass
@@ -29,17 +39,25 @@ class Estimate:
     se: float = 0.0
     n: int = 1  # rows (seeds, or domains for a macro) behind it
     domains: list[str] = field(default_factory=list)
+    df: Optional[float] = None  # degrees of freedom of the interval (None: normal)
+    seeds: int = 1
+    borrowed: Optional[str] = None  # the method whose seed spread this estimate borrows
 
     @property
     def ppl(self) -> float:
         return math.exp(self.nll)
 
     @property
+    def q(self) -> float:
+        return t_quantile(0.975, self.df)
+
+    @property
     def half_width(self) -> float:
-        return (math.exp(self.nll + Z95 * self.se) - math.exp(self.nll - Z95 * self.se)) / 2
+        return (math.exp(self.nll + self.q * self.se) - math.exp(self.nll - self.q * self.se)) / 2
 
     def text(self, digits: int = 2) -> str:
-        return f"{self.ppl:.{digits}f} ± {self.half_width:.{digits}f}" if self.se > 0 else f"{self.ppl:.{digits}f}"
+        mark = "†" if self.borrowed else ""
+        return f"{self.ppl:.{digits}f} ± {self.half_width:.{digits}f}{mark}" if self.se > 0 else f"{self.ppl:.{digits}f}"
 
 
 def row_estimate(rows: list[dict], key: str = "nll", se_key: Optional[str] = None) -> Optional[Estimate]:
@@ -47,13 +65,24 @@ def row_estimate(rows: list[dict], key: str = "nll", se_key: Optional[str] = Non
     after fine-tuning, or ``pretrained_nll`` before it), with the SE of the mean combining
     the bootstrap SE of each seed (``<key>_se``) and the spread across seeds."""
     se_key = se_key or f"{key}_se"
-    vals = [float(r[key]) for r in rows if r.get(key) is not None]
-    if not vals:
+    use = [r for r in rows if _num(r.get(key))]
+    if not use:
         return None
-    ses = [float(r.get(se_key) or 0.0) for r in rows if r.get(key) is not None]
+    vals = [float(r[key]) for r in use]
+    ses = [float(r.get(se_key) or 0.0) for r in use]
     boot = math.sqrt(sum(s * s for s in ses)) / len(vals)
     seeds = statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else 0.0
-    return Estimate(nll=statistics.fmean(vals), se=math.sqrt(boot * boot + seeds * seeds), n=len(vals))
+    return Estimate(nll=statistics.fmean(vals), se=math.sqrt(boot * boot + seeds * seeds), n=len(vals),
+                    df=_df(use), seeds=len(vals))
+
+
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _df(rows: list[dict]) -> Optional[float]:
+    docs = [int(r["eval_documents"]) for r in rows if isinstance(r.get("eval_documents"), int)]
+    return float(min(docs) - 1) if docs and min(docs) > 1 else None
 
 
 def group(rows: Iterable[dict]) -> dict[tuple[str, str, str], list[dict]]:
@@ -62,17 +91,6 @@ def group(rows: Iterable[dict]) -> dict[tuple[str, str, str], list[dict]]:
     for r in rows:
         out.setdefault((r["method"], r["domain"], r["size"]), []).append(r)
     return out
-
-
-def macro(groups: dict, method: str, size: str, domains: list[str], key: str = "nll") -> Optional[Estimate]:
-    """The paper's macro average over ``domains`` (mean of per-domain NLLs; domains are
-    independent test sets, so their SEs add in quadrature); None unless every domain has it."""
-    ests = [row_estimate(groups.get((method, d, size), []), key) for d in domains]
-    if not domains or any(e is None for e in ests):
-        return None
-    nll = statistics.fmean(e.nll for e in ests)
-    se = math.sqrt(sum(e.se ** 2 for e in ests)) / len(ests)
-    return Estimate(nll=nll, se=se, n=len(ests), domains=list(domains))
 
 
 @dataclass
@@ -84,73 +102,189 @@ class Difference:
     delta: float
     se: float
     paired: bool
+    df: Optional[float] = None
+    borrowed: tuple = ()
+
+    @property
+    def q(self) -> float:
+        return t_quantile(0.975, self.df)
 
     @property
     def significant(self) -> bool:
-        return self.se > 0 and abs(self.delta) > Z95 * self.se
+        return self.se > 0 and abs(self.delta) > self.q * self.se
+
+    @property
+    def p_a_better(self) -> float:
+        """One-sided p-value for "a has the lower NLL"."""
+        return p_greater(-self.delta, self.se, self.df)
+
+    @property
+    def p_b_better(self) -> float:
+        return p_greater(self.delta, self.se, self.df)
+
+    def within(self, margin: float, level: float = 0.95) -> bool:
+        """Equivalence (two one-sided tests): the (2 level - 1) interval lies inside ±margin."""
+        q = t_quantile(level, self.df)
+        return self.delta - q * self.se > -margin and self.delta + q * self.se < margin
+
+    def not_worse(self, margin: float, level: float = 0.95) -> bool:
+        """Non-inferiority of a: its NLL exceeds b's by less than ``margin``, one-sided."""
+        return self.delta + t_quantile(level, self.df) * self.se < margin
 
     def text(self) -> str:
         how = "paired over test documents" if self.paired else "unpaired"
-        ratio = math.exp(self.delta)
-        return (f"{self.a} vs {self.b}: NLL difference {self.delta:+.4f} ± {Z95 * self.se:.4f} "
-                f"(perplexity ratio {ratio:.3f}, {how})")
+        if self.borrowed:
+            how += f"; seed spread borrowed from {REFERENCE} for {', '.join(self.borrowed)}"
+        return (f"{self.a} vs {self.b}: NLL difference {self.delta:+.4f} ± {self.q * self.se:.4f} "
+                f"(perplexity ratio {math.exp(self.delta):.3f}, {how})")
+
+
+class Evidence:
+    """Macro estimates and differences of one run's rows, computed one way everywhere.
+
+    ``groups``: rows by (method, domain, size); ``run_path``: where rows keep their per-window
+    NLLs (``windows``), so differences are paired and macro replicates drawn jointly;
+    ``replicates``: bootstrap replicates."""
+
+    def __init__(self, groups: dict, domains: list[str], run_path=None, replicates: int = 1000,
+                 reference: str = REFERENCE):
+        self.groups, self.domains, self.run_path = groups, list(domains), run_path
+        self.replicates, self.reference = max(2, int(replicates or 0)), reference
+        self._reps: dict = {}
+        self._windows: dict = {}
+
+    # -- seeds ----------------------------------------------------------------------------
+
+    def seed_macros(self, method: str, size: str, key: str = "nll") -> list[float]:
+        """The macro of each seed that every domain has."""
+        per = []
+        for d in self.domains:
+            rows = self.groups.get((method, d, size), [])
+            per.append({int(r.get("seed", 0)): float(r[key]) for r in rows if _num(r.get(key))})
+        if not per or any(not p for p in per):
+            return []
+        common = sorted(set.intersection(*(set(p) for p in per)))
+        return [statistics.fmean(p[s] for p in per) for s in common]
+
+    def seed_var(self, method: str, size: str, key: str = "nll") -> tuple[float, int, Optional[str]]:
+        """(variance of one seed's macro, seeds behind the estimate, method it was borrowed from)."""
+        own = self.seed_macros(method, size, key)
+        if len(own) >= 2:
+            return statistics.variance(own), len(own), None
+        donors = [self.reference] + sorted({m for m, _, _ in self.groups} - {self.reference})
+        for m in donors:
+            xs = self.seed_macros(m, size, key)
+            if len(xs) >= 2:
+                return statistics.variance(xs), max(1, len(own)), m
+        return 0.0, max(1, len(own)), None
+
+    # -- test documents -------------------------------------------------------------------
+
+    def _row_windows(self, row: dict):
+        from .stats import row_windows
+
+        key = row.get("windows")
+        if key not in self._windows:
+            try:
+                self._windows[key] = row_windows(self.run_path, row) if self.run_path is not None else None
+            except Exception:  # noqa: BLE001 - a missing or damaged file: fall back to the row's own SE
+                self._windows[key] = None
+        return self._windows[key]
+
+    def replicates_of(self, method: str, size: str):
+        """float64 [B]: the macro NLL of each bootstrap replicate (seed-averaged windows,
+        the same documents for every method in replicate r); None without window files."""
+        import numpy as np
+
+        from .stats import per_document, replicate_means
+
+        k = (method, size)
+        if k in self._reps:
+            return self._reps[k]
+        out = None
+        if self.run_path is not None:
+            reps = []
+            for d in self.domains:
+                rows = self.groups.get((method, d, size), [])
+                ws = [self._row_windows(r) for r in rows]
+                if not ws or any(w is None for w in ws) or any(w.shape != ws[0].shape for w in ws):
+                    reps = None
+                    break
+                w = ws[0].copy()
+                w[:, 3] = np.mean([x[:, 3] for x in ws], axis=0)
+                _, dn, dt = per_document(w[:, 1], w[:, 3], w[:, 2])
+                try:
+                    reps.append(replicate_means(dn, dt, self.replicates, d))
+                except Exception:  # noqa: BLE001 - fewer than 2 documents: no bootstrap
+                    reps = None
+                    break
+            if reps:
+                out = np.mean(np.stack(reps), axis=0)
+        self._reps[k] = out
+        return out
+
+    # -- estimates ------------------------------------------------------------------------
+
+    def macro_domain(self, method: str, domain: str, size: str, key: str = "nll") -> Optional[float]:
+        """One domain's NLL of ``method``, the mean over its seeds (None without rows)."""
+        e = row_estimate(self.groups.get((method, domain, size), []), key)
+        return e.nll if e else None
+
+    def macro(self, method: str, size: str, key: str = "nll") -> Optional[Estimate]:
+        ests = [row_estimate(self.groups.get((method, d, size), []), key) for d in self.domains]
+        if not self.domains or any(e is None for e in ests):
+            return None
+        rows = [r for d in self.domains for r in self.groups.get((method, d, size), [])]
+        nll = statistics.fmean(e.nll for e in ests)
+        reps = self.replicates_of(method, size) if key == "nll" else None
+        if reps is not None:
+            boot = float(reps.std(ddof=1))
+        else:  # per-row SEs, domains as independent
+            boot = math.sqrt(sum(_boot_se(self.groups.get((method, d, size), []), key) ** 2
+                                 for d in self.domains)) / len(self.domains)
+        var, n, borrowed = self.seed_var(method, size, key)
+        se = math.sqrt(boot * boot + var / n)
+        return Estimate(nll=nll, se=se, n=len(ests), domains=list(self.domains), df=_df(rows), seeds=n,
+                        borrowed=borrowed)
+
+    def difference(self, a: str, b: str, size: str) -> Optional[Difference]:
+        ea, eb = self.macro(a, size), self.macro(b, size)
+        if ea is None or eb is None:
+            return None
+        ra, rb = self.replicates_of(a, size), self.replicates_of(b, size)
+        paired = ra is not None and rb is not None
+        if paired:
+            boot = float((ra - rb).std(ddof=1))
+        else:
+            boot = math.sqrt(sum(_boot_se(self.groups.get((m, d, size), []), "nll") ** 2
+                                 for m in (a, b) for d in self.domains)) / len(self.domains)
+        va, na, ba = self.seed_var(a, size)
+        vb, nb, bb = self.seed_var(b, size)
+        se = math.sqrt(boot * boot + va / na + vb / nb)
+        rows = [r for m in (a, b) for d in self.domains for r in self.groups.get((m, d, size), [])]
+        borrowed = tuple(m for m, x in ((a, ba), (b, bb)) if x)
+        return Difference(a, b, ea.nll - eb.nll, se, paired, _df(rows), borrowed)
+
+
+def _boot_se(rows: list[dict], key: str) -> float:
+    """The bootstrap part of one domain's SE: each seed's ``<key>_se``, averaged as a mean."""
+    use = [r for r in rows if _num(r.get(key))]
+    if not use:
+        return 0.0
+    return math.sqrt(sum(float(r.get(f"{key}_se") or 0.0) ** 2 for r in use)) / len(use)
+
+
+def macro(groups: dict, method: str, size: str, domains: list[str], key: str = "nll",
+          run_path=None, replicates: int = 1000) -> Optional[Estimate]:
+    """The macro estimate of ``method`` at ``size`` (None unless every domain has it)."""
+    return Evidence(groups, domains, run_path, replicates).macro(method, size, key)
 
 
 def difference(groups: dict, a: str, b: str, size: str, domains: list[str],
                run_path=None, replicates: int = 1000) -> Optional[Difference]:
-    """Macro difference of a and b over ``domains`` at ``size`` (None unless both have them all).
-
-    Paired when every domain has one row per method with its per-window NLLs on disk
-    (``speclm.report.stats.paired_difference``: the same test documents drawn for both in each
-    bootstrap replicate); otherwise the two rows' SEs are combined as if independent, which
-    overstates the SE (the test documents are the same, so the errors correlate)."""
-
-    diffs, ses, paired = [], [], run_path is not None
-    for d in domains:
-        ra, rb = groups.get((a, d, size), []), groups.get((b, d, size), [])
-        ea, eb = row_estimate(ra), row_estimate(rb)
-        if ea is None or eb is None:
-            return None
-        pd = _paired(ra, rb, run_path, replicates) if paired else None
-        if pd is not None:
-            diffs.append(pd["nll_diff"])
-            ses.append(pd["se"])
-        else:
-            paired = False
-            diffs.append(ea.nll - eb.nll)
-            ses.append(math.sqrt(ea.se ** 2 + eb.se ** 2))
-    if not diffs:
-        return None
-    return Difference(a, b, statistics.fmean(diffs), math.sqrt(sum(s * s for s in ses)) / len(ses), paired=paired)
-
-
-def _paired(ra: list[dict], rb: list[dict], run_path, replicates: int) -> Optional[dict]:
-    """Paired difference of two methods' rows on one domain: each method's per-window NLLs
-    averaged over its seeds, then :func:`speclm.report.stats.paired_difference` (the same test
-    documents drawn for both). The spread across seeds of a method with several seeds adds
-    var/n to the SE. None when a row kept no per-window NLLs."""
-    import numpy as np
-
-    from ..core.errors import SpeclmError
-    from .stats import paired_difference, row_windows
-
-    def merged(rows: list[dict]):
-        ws = [row_windows(run_path, r) for r in rows]
-        if any(w is None for w in ws) or any(w.shape != ws[0].shape for w in ws):
-            return None
-        w = ws[0].copy()
-        w[:, 3] = np.mean([x[:, 3] for x in ws], axis=0)
-        return w
-
-    try:
-        wa, wb = merged(ra), merged(rb)
-        if wa is None or wb is None:
-            return None
-        pd = paired_difference(ra[0], rb[0], run_path, replicates, windows=(wa, wb))
-    except (SpeclmError, OSError, KeyError, ValueError):
-        return None
-    extra = sum(statistics.variance([r["nll"] for r in rs]) / len(rs) for rs in (ra, rb) if len(rs) > 1)
-    return {**pd, "se": math.sqrt(pd["se"] ** 2 + extra)}
+    """Macro difference of a and b over ``domains`` at ``size`` (None unless both have them
+    all): paired over test documents when every row kept its per-window NLLs."""
+    return Evidence(groups, domains, run_path, replicates).difference(a, b, size)
 
 
 def sizes_in(rows: Iterable[dict]) -> list[str]:
@@ -159,24 +293,4 @@ def sizes_in(rows: Iterable[dict]) -> list[str]:
     return sorted({r["size"] for r in rows}, key=lambda s: parse_size(s) or math.inf)
 
 
-def evidence_checks(rows: list[dict], pretrain_tokens: Optional[float], spec_tokens: dict[str, int]) -> dict:
-    """What decides whether the run can separate the methods at all (the report's first line):
-    pretraining far larger than the specialization set, fine-tunes that stopped inside their
-    cap, intervals beside the numbers, more than one seed."""
-    stops: dict[str, int] = {}
-    for r in rows:
-        s = r.get("stop") or (r.get("extra") or {}).get("stop")
-        stops[s or "unrecorded"] = stops.get(s or "unrecorded", 0) + 1
-    largest = max(spec_tokens.values()) if spec_tokens else None
-    ratio = (pretrain_tokens / largest) if pretrain_tokens and largest else None
-    with_se = sum(1 for r in rows if (r.get("nll_se") or 0) > 0)
-    seeds = {r.get("seed", 0) for r in rows}
-    problems = []
-    if ratio is not None and ratio < 100:
-        problems.append(f"pretraining is only {ratio:.1f}x the largest specialization set (want >= 100x)")
-    if rows and stops.get("cap", 0) > len(rows) / 2:
-        problems.append(f"{stops['cap']} of {len(rows)} fine-tunes hit their step cap instead of stopping early")
-    if rows and with_se < len(rows):
-        problems.append(f"{len(rows) - with_se} of {len(rows)} rows carry no interval (nll_se)")
-    return {"pretrain_tokens": pretrain_tokens, "largest_spec_tokens": largest, "pretrain_to_spec": ratio,
-            "stops": stops, "rows_with_interval": with_se, "rows": len(rows), "seeds": len(seeds), "problems": problems}
+__all__ = ["Z95", "Estimate", "Difference", "Evidence", "row_estimate", "group", "macro", "difference", "sizes_in"]

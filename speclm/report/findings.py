@@ -1,22 +1,33 @@
-"""The paper's findings (PAPER.md §8, 1 to 7), checked against one run's grid.
+"""The paper's findings (docs/paper.md §8, 1 to 7), checked against one run, each only where
+its premises hold (speclm.report.premises).
 
-Each check returns a verdict — ``held``, ``did not hold`` or ``not testable at this
-scale`` — and a paragraph with the numbers and intervals that decide it. A claim "A beats
-B" holds only when the macro NLL difference is beyond its 95% interval; a difference
-inside the interval is a tie, never a win. Everything is computed from grid rows (and the
-clusters stage's Table 10 entropies for finding 6).
+Each check returns a verdict and a paragraph with the numbers that decide it:
+
+- ``not testable at this scale``: a premise failed; the text names it and its value;
+- ``held`` / ``did not hold``: every premise met and the test decided beyond its interval,
+  with Holm's correction over the tests of the finding (family-wise 5%) and Student's t
+  for the handful of test documents behind each interval;
+- ``inconclusive``: the premises hold but the interval decides neither way.
+
+"Similar" and "matches" are equivalence tests with a stated margin (:data:`MARGIN`: 2% in
+perplexity), never read from the absence of a difference. Finding 4 is checked per method
+(slm-pn and slm-mix apart).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
-from .evidence import Z95, difference, macro, row_estimate
+from .evidence import Difference, Estimate, Evidence
+from .premises import gate
+from .stats import holm, p_greater, spearman_permutation, t_quantile
 
-HELD, NOT_HELD, UNTESTABLE = "held", "did not hold", "not testable at this scale"
+HELD, NOT_HELD, UNTESTABLE, INCONCLUSIVE = "held", "did not hold", "not testable at this scale", "inconclusive"
 SHARED = ("slm-pn", "slm-mix")
+MARGIN = math.log(1.02)  # equivalence margin: 2% in perplexity, in NLL
+ALPHA = 0.05
 
 CLAIMS = {
     1: "Fine-tuning on in-domain data is essential for every method, even with the smallest specialization set.",
@@ -28,204 +39,307 @@ CLAIMS = {
     7: "Plan early: which recipe is best depends on how many domains share the pretraining.",
 }
 
+PREMISES = {  # the premises (speclm.report.premises keys) each finding needs
+    1: ["pretrain_to_spec"],
+    2: ["pretrain_to_spec"],
+    3: ["slm_saturated", "is_max_passes"],
+    "4:slm-pn": ["slm_saturated", "pn_param_ratio"],
+    "4:slm-mix": ["slm_saturated", "slm_loss_at_expert_budget_nats"],
+    5: ["slm_saturated", "pn_param_ratio", "slm_loss_at_expert_budget_nats"],
+    6: ["domains", "entropy_range_routing_k", "slm_saturated"],
+    7: ["pretrain_to_spec"],
+}
+
 
 @dataclass
 class Finding:
     n: int
     verdict: str
     text: str
+    part: str = ""  # finding 4: the method checked
+    failed: list[str] = field(default_factory=list)  # premises that failed
 
     @property
     def claim(self) -> str:
         return CLAIMS[self.n]
 
+    @property
+    def title(self) -> str:
+        return f"{self.n}" + (f" ({self.part})" if self.part else "")
+
 
 class Grid:
-    """The rows of one run, grouped, with the sizes and domains they cover."""
+    """The rows of one run, grouped, with the sizes and domains they cover, its premises and
+    one :class:`Evidence` for every estimate and difference."""
 
     def __init__(self, groups: dict, domains: list[str], sizes: list[str], methods: list[str], entropies: dict,
-                 run_path=None):
+                 run_path=None, premises: Optional[dict] = None, replicates: int = 1000,
+                 small: Optional[Callable[[str], bool]] = None, routing_k: Optional[dict] = None):
         self.groups, self.domains, self.sizes, self.methods, self.entropies = groups, domains, sizes, methods, entropies
-        self.run_path = run_path  # where rows keep their per-window NLLs: differences are then paired
+        self.run_path = run_path
+        self.premises = premises or {"table": []}
+        self.ev = Evidence(groups, domains, run_path, replicates)
+        self.small = small or (lambda m: True)
+        self.routing_k = routing_k or {}
 
     def has(self, method: str, size: Optional[str] = None) -> bool:
         sizes = [size] if size else self.sizes
         return any((method, d, s) in self.groups for d in self.domains for s in sizes)
 
-    def macro(self, method: str, size: str, key: str = "nll"):
-        return macro(self.groups, method, size, self.domains, key)
+    def macro(self, method: str, size: str, key: str = "nll") -> Optional[Estimate]:
+        return self.ev.macro(method, size, key)
 
-    def diff(self, a: str, b: str, size: str):
-        return difference(self.groups, a, b, size, self.domains, self.run_path)
+    def diff(self, a: str, b: str, size: str) -> Optional[Difference]:
+        return self.ev.difference(a, b, size)
+
+    def failed(self, key) -> list[str]:
+        return gate(self.premises, PREMISES[key])
+
+
+def _untestable(n: int, failed: list[str], part: str = "") -> Finding:
+    return Finding(n, UNTESTABLE, "Premise not met: " + "; ".join(failed) + ".", part, failed)
 
 
 def fine_tuning_essential(g: Grid) -> Finding:
+    if failed := g.failed(1):
+        return _untestable(1, failed)
     size = g.sizes[0]
-    parts, worse = [], []
+    parts, gains = [], []
     for m in g.methods:
         ft, pre = g.macro(m, size), g.macro(m, size, "pretrained_nll")
         if ft is None or pre is None:
             continue
-        gain = pre.nll - ft.nll
-        se = math.sqrt(ft.se ** 2 + pre.se ** 2)
+        gain, se = pre.nll - ft.nll, math.sqrt(ft.se ** 2 + pre.se ** 2)
+        df = min(x for x in (ft.df, pre.df, 1e9) if x is not None)
+        gains.append((m, gain, se, df))
         parts.append(f"{m} {pre.text()} → {ft.text()}")
-        if not gain > Z95 * se:
-            worse.append(m)
-    if not parts:
-        return Finding(1, UNTESTABLE, "The grid recorded no perplexity before fine-tuning (`pretrained_nll`), so the "
-                                      "gain of fine-tuning cannot be measured from this run.")
-    verdict = HELD if not worse else NOT_HELD
-    tail = "" if not worse else f" Fine-tuning did not help beyond the interval for: {', '.join(worse)}."
-    return Finding(1, verdict, f"Macro perplexity before → after fine-tuning on {size} tokens per domain: "
-                               + "; ".join(parts) + "." + tail)
+    if not gains:
+        return Finding(1, UNTESTABLE, "The grid recorded no perplexity before fine-tuning (`pretrained_nll`).")
+    helped = holm([p_greater(g_, se, df) for _, g_, se, df in gains], ALPHA)
+    small_gain = [m for m, g_, se, df in gains if g_ + t_quantile(0.95, df) * se < MARGIN]
+    lead = f"Macro perplexity before → after fine-tuning on {size} tokens per domain: " + "; ".join(parts) + "."
+    if all(helped):
+        return Finding(1, HELD, lead + f" Every gain is beyond its interval (Holm over {len(gains)} methods).")
+    if small_gain:
+        return Finding(1, NOT_HELD, lead + f" Fine-tuning brings less than 2% perplexity, beyond the interval, for: "
+                                          f"{', '.join(small_gain)}.")
+    undecided = [m for (m, *_), h in zip(gains, helped) if not h]
+    return Finding(1, INCONCLUSIVE, lead + f" Not decided for: {', '.join(undecided)}.")
 
 
 def distillation(g: Grid) -> Finding:
-    if not (g.has("slm-d") and g.has("slm")):
-        return Finding(2, UNTESTABLE, "slm-d or slm is missing from the grid.")
-    texts, wins = [], 0
+    if failed := g.failed(1):
+        return _untestable(2, failed)
+    if not (g.has("slm-d") and g.has("slm") and g.has("llm")):
+        return Finding(2, UNTESTABLE, "slm-d, slm or the teacher (llm) is missing from the grid.")
+    lbs = g.premises.get("large_beats_small_by_size") or {}
+    tested, notes = [], []
     for s in g.sizes:
-        d = g.diff("slm-d", "slm", s)
-        if d is None:
+        if not lbs.get(s):
+            notes.append(f"at {s} the teacher (llm) does not beat the student (slm) after fine-tuning")
             continue
-        texts.append(f"at {s}: {d.text()}")
-        wins += d.significant and d.delta < 0
-    if not texts:
-        return Finding(2, UNTESTABLE, "slm-d and slm share no complete size.")
-    verdict = HELD if wins == 0 else NOT_HELD
-    note = ("slm-d never beats slm beyond the interval, although its generic cost includes the teacher's pretraining"
-            if verdict == HELD else f"slm-d beats slm beyond the interval at {wins} size(s)")
-    return Finding(2, verdict, f"{note}: " + "; ".join(texts) + ".")
+        d = g.diff("slm-d", "slm", s)
+        cost_d, cost_s = _generic_cost(g, "slm-d", s), _generic_cost(g, "slm", s)
+        if d is None or cost_d is None or cost_s is None:
+            continue
+        tested.append((s, d, cost_d <= cost_s * 1.01, cost_d / cost_s))
+    if not tested:
+        return _untestable(2, ["the teacher beats the student at no size: " + "; ".join(notes)])
+    texts = [f"at {s}: {d.text()}; slm-d's generic cost (teacher charged) is {r:.2f}x slm's" for s, d, _, r in tested]
+    little = [d.delta - t_quantile(0.95, d.df) * d.se > -MARGIN for _, d, _, _ in tested]
+    better = holm([d.p_a_better if equal else 1.0 for _, d, equal, _ in tested], ALPHA)
+    note = (" " + "; ".join(notes) + ".") if notes else ""
+    if any(better):
+        return Finding(2, NOT_HELD, "slm-d beats slm at equal total pretraining cost beyond the interval: "
+                       + "; ".join(texts) + "." + note)
+    if all(little):
+        return Finding(2, HELD, "slm-d gains less than 2% perplexity over slm (one-sided, beyond the interval), "
+                                "although its generic cost includes the teacher's pretraining: " + "; ".join(texts) + "." + note)
+    costly = [s for s, d, equal, _ in tested if not equal and d.significant and d.delta < 0]
+    extra = (f" slm-d beats slm at {', '.join(costly)}, but at a higher total cost, and the run has no slm pretrained "
+             "at slm-d's cost to compare with." if costly else "")
+    return Finding(2, INCONCLUSIVE, "; ".join(texts) + "." + extra + note)
 
 
-def importance_sampling_best(g: Grid, small: Callable[[str], bool]) -> Finding:
+def _generic_cost(g: Grid, m: str, s: str) -> Optional[float]:
+    rs = [r for d in g.domains for r in g.groups.get((m, d, s), [])]
+    return max(float(r["cost"]["generic"]["flops"]) for r in rs) if rs else None
+
+
+def importance_sampling_best(g: Grid) -> Finding:
+    if failed := g.failed(3):
+        return _untestable(3, failed)
     if not g.has("slm-is"):
         return Finding(3, UNTESTABLE, "slm-is is missing from the grid.")
     size = g.sizes[0]
-    beaten = []
-    lines = []
-    for m in g.methods:
-        if m == "slm-is" or not small(m):
-            continue
-        d = g.diff("slm-is", m, size)
-        if d is None:
-            continue
-        lines.append(d.text())
-        if d.significant and d.delta > 0:
-            beaten.append(m)
-    llm = g.diff("slm-is", "llm", size) if g.has("llm", size) else None
-    llm_text = f" Against the large model: {llm.text()}." if llm else " The large model is not in the grid."
-    llm_ok = llm is None or not (llm.significant and llm.delta > 0)
-    if not lines:
+    diffs = [d for m in g.methods if m != "slm-is" and g.small(m) and (d := g.diff("slm-is", m, size))]
+    if not diffs:
         return Finding(3, UNTESTABLE, f"no other small method shares size {size} with slm-is.")
-    verdict = HELD if not beaten and llm_ok else NOT_HELD
-    lead = ("no small method is better than slm-is beyond the interval" if not beaten
-            else f"{', '.join(beaten)} beat(s) slm-is beyond the interval")
-    return Finding(3, verdict, f"At {size}: {lead} ({'; '.join(lines)}).{llm_text}")
+    beaten = [d.b for d, r in zip(diffs, holm([d.p_b_better for d in diffs], ALPHA)) if r]
+    not_worse = all(d.not_worse(MARGIN) for d in diffs)
+    lines = "; ".join(d.text() for d in diffs)
+    llm_part, llm_ok, llm_bad = "", True, False
+    if g.has("llm", size):
+        d = g.diff("slm-is", "llm", size)
+        if not (g.premises.get("large_beats_small_by_size") or {}).get(size):
+            llm_part = (" Against the large model: not testable at this scale (the large model does not beat slm after "
+                        f"fine-tuning at {size}); {d.text() if d else ''}.")
+        elif d is not None:
+            llm_ok, llm_bad = d.not_worse(MARGIN), d.delta - t_quantile(0.95, d.df) * d.se > MARGIN
+            llm_part = f" Against the large model (margin 2%): {d.text()}."
+    head = f"At {size}, slm-is against every other small method: {lines}."
+    if beaten or llm_bad:
+        who = ", ".join(beaten + (["llm (beyond the 2% margin)"] if llm_bad else []))
+        return Finding(3, NOT_HELD, head + llm_part + f" Better than slm-is beyond the interval (Holm): {who}.")
+    if not_worse and llm_ok:
+        return Finding(3, HELD, head + llm_part + " No small method is better than slm-is by 2% or more (one-sided, "
+                                                   "beyond the interval).")
+    return Finding(3, INCONCLUSIVE, head + llm_part)
 
 
-def asymmetric_beat_slm(g: Grid) -> Finding:
-    present = [m for m in SHARED if g.has(m)]
-    if not present or not g.has("slm"):
-        return Finding(4, UNTESTABLE, "slm-pn / slm-mix or slm is missing from the grid.")
-    lines, smallest_win = [], False
-    for s in g.sizes:
-        for m in present:
-            d = g.diff(m, "slm", s)
-            if d is None:
-                continue
-            lines.append(f"{s}: {d.text()}")
-            if s == g.sizes[0] and d.significant and d.delta < 0:
-                smallest_win = True
-    if not lines:
-        return Finding(4, UNTESTABLE, "no complete size shared with slm.")
-    verdict = HELD if smallest_win else NOT_HELD
-    return Finding(4, verdict, ("At the smallest size an asymmetric method beats slm beyond the interval. " if smallest_win
-                                else "No asymmetric method beats slm beyond the interval at the smallest size. ")
-                   + "; ".join(lines) + ".")
+def asymmetric_beat_slm(g: Grid) -> list[Finding]:
+    out, tests = [], []
+    for m in SHARED:
+        if not g.has(m):
+            continue
+        if failed := g.failed(f"4:{m}"):
+            out.append(_untestable(4, failed, m))
+            continue
+        ds = [(s, d) for s in g.sizes if (d := g.diff(m, "slm", s))]
+        if not ds:
+            out.append(Finding(4, UNTESTABLE, f"{m} and slm share no complete size.", m))
+            continue
+        tests.append((m, ds))
+        out.append(Finding(4, "", "", m))
+    flat = [(m, s, d) for m, ds in tests for s, d in ds]
+    wins = dict(zip([(m, s) for m, s, _ in flat], holm([d.p_a_better for _, _, d in flat], ALPHA)))
+    for f in out:
+        if f.verdict:
+            continue
+        ds = dict(next(ds for m, ds in tests if m == f.part))
+        s0 = g.sizes[0]
+        d0 = ds.get(s0)
+        lines = "; ".join(f"{s}: {d.text()}" for s, d in ds.items())
+        trend = _trend(ds, g.sizes)
+        if d0 is not None and wins.get((f.part, s0)):
+            f.verdict, f.text = HELD, f"At {s0} {f.part} beats slm beyond the interval (Holm). {lines}.{trend}"
+        elif d0 is not None and d0.delta - t_quantile(0.95, d0.df) * d0.se > -MARGIN:
+            f.verdict, f.text = NOT_HELD, f"At {s0} {f.part} is not better than slm by 2% or more (one-sided). {lines}.{trend}"
+        else:
+            f.verdict, f.text = INCONCLUSIVE, f"{lines}.{trend}"
+    if not out:
+        return [Finding(4, UNTESTABLE, "slm-pn and slm-mix are missing from the grid.")]
+    return out
+
+
+def _trend(ds: dict, sizes: list[str]) -> str:
+    present = [s for s in sizes if s in ds]
+    if len(present) < 2:
+        return " The trend over sizes needs two sizes."
+    a, b = ds[present[0]], ds[present[-1]]
+    delta, se = a.delta - b.delta, math.sqrt(a.se ** 2 + b.se ** 2)
+    q = t_quantile(0.975, min(x for x in (a.df, b.df, 1e9) if x is not None))
+    shown = "yes" if se > 0 and delta + q * se < 0 else ("no, the opposite" if se > 0 and delta - q * se > 0 else "undecided")
+    return (f" Advantage larger at {present[0]} than at {present[-1]} (\"most clearly at small sets\"): {shown} "
+            f"(difference of differences {delta:+.4f} ± {q * se:.4f}).")
 
 
 def pn_vs_mix(g: Grid) -> Finding:
+    if failed := g.failed(5):
+        return _untestable(5, failed)
     if not (g.has("slm-pn") and g.has("slm-mix")):
         return Finding(5, UNTESTABLE, "slm-pn or slm-mix is missing from the grid.")
-    lines, apart = [], []
-    for s in g.sizes:
-        d = g.diff("slm-pn", "slm-mix", s)
-        if d is None:
-            continue
-        lines.append(f"{s}: {d.text()}")
-        if d.significant:
-            apart.append(s)
-    if not lines:
+    ds = [(s, d) for s in g.sizes if (d := g.diff("slm-pn", "slm-mix", s))]
+    if not ds:
         return Finding(5, UNTESTABLE, "slm-pn and slm-mix share no complete size.")
-    return Finding(5, HELD if not apart else NOT_HELD,
-                   ("Within the interval at every size" if not apart else f"Apart beyond the interval at {', '.join(apart)}")
-                   + ": " + "; ".join(lines) + ".")
+    lines = "; ".join(f"{s}: {d.text()}" for s, d in ds)
+    apart = [s for (s, _), r in zip(ds, holm([min(1.0, 2 * min(d.p_a_better, d.p_b_better)) for _, d in ds], ALPHA)) if r]
+    if apart:
+        return Finding(5, NOT_HELD, f"Apart beyond the interval (Holm) at {', '.join(apart)}: {lines}.")
+    if all(d.within(MARGIN) for _, d in ds):
+        return Finding(5, HELD, f"Equivalent within ±2% perplexity at every size (two one-sided tests): {lines}.")
+    return Finding(5, INCONCLUSIVE, f"Neither apart nor shown within ±2% perplexity: {lines}.")
 
 
-def _spearman(xs: list[float], ys: list[float]) -> float:
-    def ranks(v):
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        r = [0.0] * len(v)
-        for pos, i in enumerate(order):
-            r[i] = float(pos)
-        return r
-
-    rx, ry = ranks(xs), ranks(ys)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    var = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
-    return cov / var if var else 0.0
-
-
-def diffuse_domains(g: Grid, k: Optional[int]) -> Finding:
+def diffuse_domains(g: Grid) -> Finding:
+    if failed := g.failed(6):
+        return _untestable(6, failed)
     present = [m for m in SHARED if g.has(m)]
-    if not present or not g.has("slm") or k is None:
-        return Finding(6, UNTESTABLE, "needs slm, an asymmetric method and the clusters' entropies.")
-    if len(g.domains) < 3:
-        return Finding(6, UNTESTABLE, f"{len(g.domains)} domains are too few to relate the gap to the entropy.")
-    size, lines, rhos = g.sizes[0], [], []
+    if not present or not g.has("slm"):
+        return Finding(6, UNTESTABLE, "needs slm and an asymmetric method.")
+    size, lines, tests = g.sizes[0], [], []
     for m in present:
+        k = g.routing_k.get(m)
         xs, ys, cells = [], [], []
         for d in g.domains:
-            ea, eb = row_estimate(g.groups.get((m, d, size), [])), row_estimate(g.groups.get(("slm", d, size), []))
-            ent = (g.entropies.get(d) or {}).get(str(k), {}).get("entropy")
+            ea, eb = g.ev.macro_domain(m, d, size), g.ev.macro_domain("slm", d, size)
+            ent = ((g.entropies.get(d) or {}).get(str(k)) or {}).get("entropy")
             if ea is None or eb is None or ent is None:
                 continue
-            xs.append(ent)
-            ys.append(ea.nll - eb.nll)
-            cells.append(f"{d} H={ent:.2f} Δ={ea.nll - eb.nll:+.3f}")
+            xs.append(float(ent))
+            ys.append(ea - eb)
+            cells.append(f"{d} H={ent:.2f} Δ={ea - eb:+.3f}")
         if len(xs) >= 3:
-            rho = _spearman(xs, ys)
-            rhos.append(rho)
-            lines.append(f"{m} − slm at {size} (k={k}): Spearman ρ = {rho:+.2f} over {len(xs)} domains ({'; '.join(cells)})")
-    if not rhos:
-        return Finding(6, UNTESTABLE, "no domain has both rows and an entropy.")
-    verdict = HELD if all(r > 0.5 for r in rhos) else NOT_HELD
-    return Finding(6, verdict, "A positive ρ means the asymmetric method loses more to slm where the histogram is more "
-                               "diffuse; with a handful of domains this is weak evidence either way. " + ". ".join(lines) + ".")
+            rho, p_pos = spearman_permutation(xs, ys)
+            _, p_neg = spearman_permutation(xs, [-y for y in ys])
+            tests.append((m, rho, p_pos, p_neg))
+            lines.append(f"{m} − slm at {size} (entropy at its routing k={k}): Spearman ρ = {rho:+.2f}, permutation "
+                         f"p = {p_pos:.3f} over {len(xs)} domains ({'; '.join(cells)})")
+    if not tests:
+        return Finding(6, UNTESTABLE, "no domain has both rows and an entropy at the routing k.")
+    pos = holm([p for _, _, p, _ in tests], ALPHA)
+    neg = holm([p for _, _, _, p in tests], ALPHA)
+    text = "; ".join(lines) + "."
+    if all(pos):
+        return Finding(6, HELD, "The gap to slm grows with the entropy beyond chance for every method (Holm). " + text)
+    if any(neg):
+        return Finding(6, NOT_HELD, "The gap to slm shrinks with the entropy beyond chance (Holm). " + text)
+    return Finding(6, INCONCLUSIVE, text)
 
 
-def plan_early(g: Grid, totals: dict) -> Finding:
-    """``totals[method] = (C_generic, C_spec per domain)`` at the smallest size, in FLOPs."""
-    per_domain = [m for m in ("slm-is", "slm-dsir") if m in totals]
-    shared = [m for m in SHARED if m in totals]
-    if not per_domain or not shared:
-        return Finding(7, UNTESTABLE, "needs a per-domain-pretraining method (slm-is) and a shared one (slm-pn / slm-mix).")
-    a, b = per_domain[0], shared[0]
-    (ga, sa), (gb, sb) = totals[a], totals[b]
-    if sa <= sb:
-        return Finding(7, NOT_HELD, f"{a} costs no more per domain than {b} ({sa:.2e} vs {sb:.2e} FLOPs), so "
-                                    "sharing the pretraining never pays off here.")
-    n = (gb - ga) / (sa - sb)
-    if n <= 1:
-        return Finding(7, HELD, f"{b} is cheaper than {a} for every N ≥ 1 (C_total(N) = {gb:.2e} + N × {sb:.2e} vs "
-                                f"{ga:.2e} + N × {sa:.2e} FLOPs): the shared pretraining wins from the first domain.")
-    return Finding(7, HELD, f"C_total(N) = C_generic + N × C_spec: {a} {ga:.2e} + N × {sa:.2e}, {b} {gb:.2e} + N × {sb:.2e} "
-                            f"FLOPs; they cross at N ≈ {n:.1f} domains: below it the per-domain pretraining is cheaper, "
-                            "above it the shared one, so the choice must be made before pretraining.")
+def plan_early(g: Grid, candidates: Callable[[int, float], list], reference_total: Callable[[int], Optional[float]],
+               estimate: Callable[[str], Optional[Estimate]]) -> Finding:
+    """The best recipe at N = 1 and at N = 50 domains: the lowest macro perplexity among the
+    recipes (and partly pretrained snapshots) whose total cost C_generic + N C_spec stays
+    within the plain SLM's total cost for N domains. ``candidates(n, budget)``: admissible
+    plan rows, best first; ``estimate(label)``: the macro estimate of a candidate."""
+    if failed := g.failed(7):
+        return _untestable(7, failed)
+    picks, decided, texts = {}, [], []
+    for n in (1, 50):
+        budget = reference_total(n)
+        if budget is None:
+            return Finding(7, UNTESTABLE, "the plain slm is missing, so there is no reference budget.")
+        rows = candidates(n, budget * 1.01)
+        if not rows:
+            return Finding(7, UNTESTABLE, f"no recipe fits slm's total cost at N={n}.")
+        best = rows[0]
+        picks[n] = best.label
+        runner = rows[1] if len(rows) > 1 else None
+        d = _unpaired(g, best.label, runner.label, estimate) if runner else None
+        p = d.p_a_better if d else 0.0
+        decided.append(p)
+        texts.append(f"N={n} (budget {budget:.2e} FLOPs, slm's total): best {best.label} (ppl {best.ppl:.2f})"
+                     + (f", next {runner.label} (ppl {runner.ppl:.2f}; {d.text()})" if d else ", the only recipe that fits"))
+    ok = holm(decided, ALPHA)
+    text = "; ".join(texts) + "."
+    if picks[1] != picks[50] and all(ok):
+        return Finding(7, HELD, f"The best recipe changes with N: {picks[1]} for one domain, {picks[50]} for 50. " + text)
+    if picks[1] == picks[50] and all(ok):
+        return Finding(7, NOT_HELD, f"{picks[1]} is best both for one domain and for 50, beyond the interval. " + text)
+    return Finding(7, INCONCLUSIVE, text)
 
 
-def check_all(g: Grid, small: Callable[[str], bool], k: Optional[int], totals: dict) -> list[Finding]:
-    return [fine_tuning_essential(g), distillation(g), importance_sampling_best(g, small), asymmetric_beat_slm(g),
-            pn_vs_mix(g), diffuse_domains(g, k), plan_early(g, totals)]
+def _unpaired(g: Grid, a: str, b: str, estimate) -> Optional[Difference]:
+    if "@" not in a and "@" not in b:
+        return g.diff(a, b, g.sizes[0])
+    ea, eb = estimate(a), estimate(b)
+    if ea is None or eb is None:
+        return None
+    df = min(x for x in (ea.df, eb.df, 1e9) if x is not None)
+    return Difference(a, b, ea.nll - eb.nll, math.sqrt(ea.se ** 2 + eb.se ** 2), False, None if df >= 1e9 else df)
+
+
+def check_all(g: Grid, candidates, reference_total, estimate) -> list[Finding]:
+    return [fine_tuning_essential(g), distillation(g), importance_sampling_best(g), *asymmetric_beat_slm(g),
+            pn_vs_mix(g), diffuse_domains(g), plan_early(g, candidates, reference_total, estimate)]
