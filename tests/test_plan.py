@@ -209,7 +209,7 @@ def test_cli_prints_the_recommendation_and_writes_the_picture(cli, run_with_grid
 def test_cli_paper_needs_no_run(cli):
     code, out, err = cli("plan", "--paper", "--domains", "50")
     assert code == 0, err
-    assert "PAPER.md §8" in out and "slm-pn" in out
+    assert "docs/paper.md §8" in out and "slm-pn" in out
 
 
 @pytest.mark.parametrize("args,match", [

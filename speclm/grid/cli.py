@@ -57,7 +57,7 @@ def plan_cmd(
 ) -> None:
     """Which recipe fits your budgets (the paper's Figure 1, from your own grid).
 
-    C_total(N) = C_generic + N x C_spec (PAPER.md Eq. 1) per method at one size of the grid: prints the table and the recommendation, and draws RUN/eval/plan.png, each (N, budget) cell colored by the best admissible method. With eval/curves.jsonl, partly pretrained snapshots (method@share) are candidates too. With --paper: the paper's own advice (PAPER.md §8)."""  # noqa: E501
+    C_total(N) = C_generic + N x C_spec (docs/paper.md Eq. 1) per method at one size of the grid: prints the table and the recommendation, and draws RUN/eval/plan.png, each (N, budget) cell colored by the best admissible method. With eval/curves.jsonl, partly pretrained snapshots (method@share) are candidates too. With --paper: the paper's own advice (docs/paper.md §8)."""  # noqa: E501
     from ..report.plan import COST_UNIT, check_inputs, default_size, format_cost, format_table, load_rows, paper_advice, recommend, resolve_size
     from ..report.curve_reading import load_curves
     from ..report.plan_picture import plan_picture

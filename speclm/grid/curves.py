@@ -1,4 +1,4 @@
-"""Operating curves over pretraining cost, the grid's side (PAPER.md Table 8, Figs. 3-4).
+"""Operating curves over pretraining cost, the grid's side (docs/paper.md Table 8, Figs. 3-4).
 
 With ``methods.curve_fractions`` and ``methods.curve_methods`` set, the grid adds one
 ``curve`` job per (curve method of the grid, fraction f, domain, size): it specializes the

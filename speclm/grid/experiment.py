@@ -17,9 +17,9 @@ with ``train.seed + i`` in its own job folders (speclm.core.run.Run.with_seed).
 Rows carry a hash of the config; rows already present with the same hash are skipped, so
 a killed grid resumes where it stopped. After every row the markdown table
 ``eval/<name>.md`` is rewritten (:mod:`speclm.results`): per-domain perplexity and the macro average
-(exp of the mean per-domain NLL, PAPER.md §3) for every method and size, with costs.
+(exp of the mean per-domain NLL, docs/paper.md §3) for every method and size, with costs.
 
-Cost split (PAPER.md Eq. 1): a method with shared pretraining pays its pretraining once
+Cost split (docs/paper.md Eq. 1): a method with shared pretraining pays its pretraining once
 (C_generic); SLM-is/SLM-dsir pay theirs per domain, so it counts as specialization.
 """
 

@@ -1,4 +1,4 @@
-"""Operating curves over pretraining cost: the grid's ``eval/curves.jsonl`` (PAPER.md §7,
+"""Operating curves over pretraining cost: the grid's ``eval/curves.jsonl`` (docs/paper.md §7,
 Table 8 and Figures 3-4), read, checked and interpolated.
 
 Each row of the curves file is a grid row (the results file's fields) of one pretraining

@@ -4,7 +4,7 @@
     left: macro perplexity (log) against the specialization-set size (log, token order),
     one line per method; right: macro perplexity against the total FLOPs of serving every
     domain of the grid at the largest size present, ``generic + N x specialization per
-    domain`` (PAPER.md Eq. 1 with N = the grid's domains), one labelled point per method.
+    domain`` (docs/paper.md Eq. 1 with N = the grid's domains), one labelled point per method.
 ``eval/<name>-domains.png``
     one small panel per domain: perplexity against size, one line per method.
 
