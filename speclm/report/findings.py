@@ -147,11 +147,12 @@ def distillation(g: Grid) -> Finding:
         return _untestable(2, ["the teacher beats the student at no size: " + "; ".join(notes)])
     texts = [f"at {s}: {d.text()}; slm-d's generic cost (teacher charged) is {r:.2f}x slm's" for s, d, _, r in tested]
     little = [d.delta - t_quantile(0.95, d.df) * d.se > -MARGIN for _, d, _, _ in tested]
-    better = holm([d.p_a_better if equal else 1.0 for _, d, equal, _ in tested], ALPHA)
+    # "little" is judged against the margin, so its opposite is a gain beyond the margin, not beyond zero
+    better = holm([p_greater(-d.delta - MARGIN, d.se, d.df) if equal else 1.0 for _, d, equal, _ in tested], ALPHA)
     note = (" " + "; ".join(notes) + ".") if notes else ""
     if any(better):
-        return Finding(2, NOT_HELD, "slm-d beats slm at equal total pretraining cost beyond the interval: "
-                       + "; ".join(texts) + "." + note)
+        return Finding(2, NOT_HELD, "slm-d beats slm by more than 2% at equal total pretraining cost beyond the "
+                                    "interval: " + "; ".join(texts) + "." + note)
     if all(little):
         return Finding(2, HELD, "slm-d gains less than 2% perplexity over slm (one-sided, beyond the interval), "
                                 "although its generic cost includes the teacher's pretraining: " + "; ".join(texts) + "." + note)
@@ -253,9 +254,14 @@ def pn_vs_mix(g: Grid) -> Finding:
     if not ds:
         return Finding(5, UNTESTABLE, "slm-pn and slm-mix share no complete size.")
     lines = "; ".join(f"{s}: {d.text()}" for s, d in ds)
-    apart = [s for (s, _), r in zip(ds, holm([min(1.0, 2 * min(d.p_a_better, d.p_b_better)) for _, d in ds], ALPHA)) if r]
+    # "apart" is the equivalence test's other side: |difference| > the margin beyond the interval
+    # (a difference that is significant but inside ±2% is "similar", not "did not hold")
+    beyond = [min(1.0, 2 * min(p_greater(d.delta - MARGIN, d.se, d.df), p_greater(-d.delta - MARGIN, d.se, d.df)))
+              for _, d in ds]
+    apart = [s for (s, _), r in zip(ds, holm(beyond, ALPHA)) if r]
     if apart:
-        return Finding(5, NOT_HELD, f"Apart beyond the interval (Holm) at {', '.join(apart)}: {lines}.")
+        return Finding(5, NOT_HELD, f"Apart by more than ±2% perplexity beyond the interval (Holm) at "
+                                    f"{', '.join(apart)}: {lines}.")
     if all(d.within(MARGIN) for _, d in ds):
         return Finding(5, HELD, f"Equivalent within ±2% perplexity at every size (two one-sided tests): {lines}.")
     return Finding(5, INCONCLUSIVE, f"Neither apart nor shown within ±2% perplexity: {lines}.")

@@ -43,7 +43,7 @@ def collect(run, name: str = "results") -> dict:
     from .evidence import Evidence
     from .findings import Grid, check_all
     from .premises import measure
-    from .rows import RunResults
+    from .run_results import RunResults
 
     res = RunResults.open(run, name)
     groups, domains, sizes, methods, rows = res.groups, res.domains, res.sizes, res.methods, res.rows
