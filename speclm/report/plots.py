@@ -327,8 +327,8 @@ def plot_grid(
     if not rows:
         return None
     out = Path(out_dir) if out_dir is not None else results.parent
-    from .results import _replicates
+    from .results import _replicates, macro_table
 
-    macro = macro_rows(rows, results.parent.parent, _replicates(results))
+    macro = macro_table(results, chash, _replicates(results) or 1000)
     return plot_rows(rows, out / f"{results.stem}.png", out / f"{results.stem}-domains.png",
                      title or run_title(results), macro=macro)
