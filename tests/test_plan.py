@@ -196,6 +196,9 @@ def test_cli_prints_the_recommendation_and_writes_the_picture(cli, run_with_grid
     assert "recommended: slm-is" in out
     assert "crossover: beyond N≈6.25 domains, slm-pn becomes cheaper than slm-is" in out
     assert "no: large at inference" in out and "no: incomplete (1/2 domains)" in out
+    # these hand-made rows have no large model or curves: out of the paper's regime, said in one
+    # sentence with the paper's own advice beside the run's
+    assert "regime: this run is outside the paper's regime" in out and "Figure 1 of the paper" in out
     png = run_with_grid / "eval" / "plan.png"
     assert png.read_bytes()[:8] == PNG_MAGIC
     assert f"picture: {png}" in out
@@ -249,3 +252,18 @@ def test_run_summary_after_the_grid(run_with_grid):
     assert any("cheaper" in x for x in lines[1:]), lines
     assert (run_with_grid / "eval" / "plan.png").read_bytes()[:8] == PNG_MAGIC
     assert "speclm plan --run" in lines[-1]
+
+
+def test_regime_caveat_only_out_of_the_regime():
+    from speclm.report.regime import regime_lines
+
+    def premises(sat: bool, ratio: bool) -> dict:
+        return {"table": [
+            {"key": "slm_saturated", "label": "slm capacity-bound", "text": "llm 20 vs slm 22", "threshold": "< 0", "met": sat},
+            {"key": "pretrain_to_spec", "label": "pretraining / set", "text": "128x", "threshold": ">= 100x", "met": ratio}]}
+
+    assert regime_lines(premises(True, True), 10) == []  # in the regime: the run's own plan stands alone
+    out = regime_lines(premises(False, True), 10)
+    assert "slm capacity-bound: llm 20 vs slm 22 (want < 0)" in out[0] and "pretraining / set" not in out[0]
+    assert any("projected network or hard mixture" in line for line in out)  # the paper's advice at N=10
+    assert regime_lines(None, 1) == []

@@ -90,6 +90,10 @@ def plan_cmd(
         typer.echo(f"crossover: {rec.crossover}")
     if rec.switch:
         typer.echo(f"switch: {rec.switch}")
+    from ..report.regime import regime_lines, run_premises
+
+    for line in regime_lines(run_premises(r, name), domains, inference):
+        typer.echo(line)
     png = plan_picture(rows, label, out or results.parent / "plan.png", inference, cost, (domains, budget),
                        title=run_title(results), curves=curves)
     typer.echo(f"picture: {png}")
