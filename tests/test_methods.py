@@ -22,6 +22,7 @@ FAST = [
     "methods.sizes=['2k', '8k', 'all']",
     "methods.finetune_max_steps=[3, 4, 5]",
     "methods.finetune_eval_every=2",
+    "methods.finetune_small_tokens=2000",  # 2k at lr/3, 8k at the base rate
     "methods.is_k=2",
     "methods.mix_k=2",
     "methods.lora_rank=4",

@@ -25,7 +25,7 @@ from ..core import atomic
 from . import curves, inputs, jobs, pretraining, selection, specset
 from .base import Context, register
 from .pretraining import valid_fn
-from .finetune import finetune
+from .finetune import finetune, rate_key
 from .recipe import PretrainThenFinetune, torch_seed
 from ..core import manifest
 
@@ -123,6 +123,7 @@ class SLMMixture(PretrainThenFinetune):
             "method": self.name, "domain": domain, "size": size,
             "pretrain": jobs.upstream_hash(mix),
             "config": jobs.config_part(ctx, self.finetune_fields),
+            **rate_key(ctx, size),
             **curves.spec_key(ctx),
         }
         if manifest.open_job(folder, key, ctx.force):

@@ -153,7 +153,7 @@ class SLMProjected(Method):
         from ..train.checkpoint import load_projected, save_checkpoint
         from ..train.cost import read_cost
         from .inputs import tokenizer_files
-        from .finetune import finetune
+        from .finetune import finetune, rate_key
         from .sizes import slice_indices
 
         self.check(ctx)
@@ -168,6 +168,7 @@ class SLMProjected(Method):
             "rule": rule,
             "pretrain": jobs.upstream_hash(curves.loop_folder(pre)),
             "config": jobs.config_part(ctx, ("finetune_", "sizes")),
+            **rate_key(ctx, size),
             **curves.spec_key(ctx),
         }
         if manifest.open_job(folder, key, ctx.force):
