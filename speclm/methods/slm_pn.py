@@ -147,6 +147,16 @@ class SLMProjected(Method):
                                  "train": _train_summary(res)})
         return curves.start(ctx, folder)
 
+    def routed_generic(self, ctx: Context):
+        """The projected network (at the context's pretraining point), each generic valid
+        window with its own cluster's expert id (as the pretraining's validation)."""
+        from .routed import projected
+
+        folder = ctx.pretrain_dir("slm-pn")
+        if not manifest.is_done(folder):
+            return None
+        return projected(curves.start(ctx, folder), self.generic_assign(ctx, "valid"), ctx.config.methods.pn_k)
+
     # -- specialization -------------------------------------------------------------------
 
     def specialize(self, ctx: Context, domain: str, size: str) -> Path:
