@@ -125,7 +125,7 @@ class MethodsConfig:
 
     # Specialization-set sizes in tokens of the domain train split: "1M", "250k", "all".
     sizes: list[str] = field(default_factory=lambda: ["16k", "64k", "all"])
-    # Fine-tuning (paper: smallest size lr/3, others lr; early stopping, docs/methods.md "Protocol").
+    # Fine-tuning (paper: lr/3 for its smallest set, lr for the others; early stopping, docs/methods.md "Protocol").
     finetune_lr: float = 0.0  # the base rate; 0 = train.lr (the paper fine-tunes at its pretraining rate)
     finetune_small_lr_factor: float = 0.3333333333333333
     # Sets of at most this many tokens train at the base rate x finetune_small_lr_factor (the
