@@ -1,7 +1,7 @@
 """The routed generic model of an asymmetric method (issue 19, item 4b).
 
 SLM-mix and SLM-pn pretrain one generic model made of experts, one per generic cluster.
-Their generic perplexity (PAPER.md Table 8 / Figure 3) is that model's: every generic valid
+Their generic perplexity (docs/paper.md, Table 8 / Figure 3) is that model's: every generic valid
 window through its own cluster's expert, not one expert (the domain's, from which a
 specialization starts) on every window. :meth:`speclm.methods.base.Method.routed_generic`
 gives a :class:`Routed` for these methods (None for the others); the grid evaluates it on
