@@ -142,7 +142,7 @@ ROWS = st.dictionaries(st.sampled_from(["method", "domain", "size", "seed", "nll
 @FAST
 @given(st.lists(ROWS, max_size=6))
 def test_results_rows_reader(tmp_path, rows):
-    from speclm.grid.results import seed_rows
+    from speclm.report.results import seed_rows
 
     p = tmp_path / "results.jsonl"
     p.write_text("".join(json.dumps({**r, "config": "h"}) + "\n" for r in rows), encoding="utf-8")

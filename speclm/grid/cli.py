@@ -69,11 +69,11 @@ def plan_cmd(
 ) -> None:
     """Which recipe fits your budgets (the paper's Figure 1, from your own grid).
 
-    C_total(N) = C_generic + N x C_spec (PAPER.md Eq. 1) per method at one size of the grid: prints the table and the recommendation, and draws RUN/eval/plan.png, each (N, budget) cell colored by the best admissible method. With eval/curves.jsonl, partly pretrained snapshots (method@share) are candidates too. With --paper: the paper's own advice (PAPER.md §8)."""  # noqa: E501
-    from .plan import COST_UNIT, check_inputs, default_size, format_cost, format_table, load_rows, paper_advice, recommend, resolve_size
-    from .curve_reading import load_curves
-    from .plan_picture import plan_picture
-    from .plots import run_title
+    C_total(N) = C_generic + N x C_spec (docs/paper.md Eq. 1) per method at one size of the grid: prints the table and the recommendation, and draws RUN/eval/plan.png, each (N, budget) cell colored by the best admissible method. With eval/curves.jsonl, partly pretrained snapshots (method@share) are candidates too. With --paper: the paper's own advice (docs/paper.md §8)."""  # noqa: E501
+    from ..report.plan import COST_UNIT, check_inputs, default_size, format_cost, format_table, load_rows, paper_advice, recommend, resolve_size
+    from ..report.curve_reading import load_curves
+    from ..report.plan_picture import plan_picture
+    from ..report.plots import run_title
 
     if paper:
         for line in paper_advice(domains, inference):
@@ -106,6 +106,10 @@ def plan_cmd(
         typer.echo(f"crossover: {rec.crossover}")
     if rec.switch:
         typer.echo(f"switch: {rec.switch}")
+    from ..report.regime import regime_lines, run_premises
+
+    for line in regime_lines(run_premises(r, name), domains, inference):
+        typer.echo(line)
     png = plan_picture(rows, label, png_out, inference, cost, (domains, budget),
                        title=run_title(results), curves=curves)
     typer.echo(f"picture: {png}")
@@ -150,7 +154,7 @@ def report_cmd(
     """The run's report: the paper's tables and figures from your grid, with intervals, and
     the paper's findings checked (eval/report.md, report.html, report.json)."""
     from ..core.outputs import check_name
-    from .report import write_report
+    from ..report.page import write_report
 
     check_name(name)
     r = open_run(run, None, [], save=False)

@@ -234,7 +234,7 @@ def dry_run(run, echo: Callable[[str], None] = print, methods: Optional[list[str
     """Validate ``run``'s config against its corpus and print the plan; writes nothing."""
     from ..methods import base
     from ..model.transformer import flops_per_token, named_shape
-    from .results import order_methods
+    from ..report.results import order_methods
 
     cfg = run.config
     ctx = base.Context(run=run, log=lambda s: None)

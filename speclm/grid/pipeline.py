@@ -61,16 +61,19 @@ def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters", w
     echo(table.read_text(encoding="utf-8"))
     echo(f"results: {table} (one row per method, domain and size: {table.with_suffix('.jsonl')})")
 
+    from ..report.page import write_report
+
+    report = write_report(run)
+    summary["report"] = str(report)
+    echo(f"report: {report} and {report.with_suffix('.html')} (the paper's findings, checked)")
+    lines = report.read_text(encoding="utf-8").splitlines()
+    if len(lines) > 2:
+        echo(f"report: {lines[2]}")  # what the run can tell, from its premises
     try:
         for line in run_summary(run):
             echo(line)
     except SpeclmError as e:  # e.g. nothing complete yet: the grid's results stand without it
         echo(f"plan: {e}")
-    from .report import write_report
-
-    report = write_report(run)
-    summary["report"] = str(report)
-    echo(f"report: {report} and {report.with_suffix('.html')} (the paper's findings, checked)")
     return summary
 
 
@@ -93,9 +96,9 @@ def _rank0_first(build, rank: int, world: int):
 def run_summary(run, name: str = "results") -> list[str]:
     """What ``speclm run`` prints after the grid: the recommendation for one domain at the
     largest size every method has, its crossover, and eval/plan.png (N and budget free)."""
-    from .plan import default_size, load_rows, recommend
-    from .plan_picture import plan_picture
-    from .plots import run_title
+    from ..report.plan import default_size, load_rows, recommend
+    from ..report.plan_picture import plan_picture
+    from ..report.plots import run_title
 
     rows, results = load_rows(run, name)
     size = default_size(rows)
@@ -105,4 +108,6 @@ def run_summary(run, name: str = "results") -> list[str]:
     if rec.crossover:
         lines.append(f"plan: {rec.crossover}")
     lines.append(f"plan: {png}; for your budgets: speclm plan --run {run.path} --domains N --budget B")
-    return lines
+    from ..report.regime import regime_lines, run_premises
+
+    return lines + regime_lines(run_premises(run, name), 1)
