@@ -211,3 +211,18 @@ def test_a_damaged_pretrained_cache_is_computed_again(base, tmp_path, cli):
         got = json.loads(cache.read_text())
         assert got.keys() == want.keys()
         assert got["kjv/test"]["nll"] == pytest.approx(want["kjv/test"]["nll"], rel=1e-5)
+
+
+@pytest.mark.parametrize("damage", JSON4)
+def test_a_damaged_clusters_summary_names_the_file_and_force(tmp_path, damage):
+    """`speclm clusters` on a fresh stage reads clusters/summary.json back (no Sentence-BERT here)."""
+    from speclm.clusters.stage import read_summary
+    from speclm.core.errors import SpeclmError
+
+    cdir = tmp_path / "clusters"
+    cdir.mkdir()
+    (cdir / "summary.json").write_text(json.dumps({"ks": [2, 4], "tables": {}}))
+    assert read_summary(cdir)["ks"] == [2, 4]
+    _damage(cdir / "summary.json", damage)
+    with pytest.raises(SpeclmError, match=r"summary\.json .*speclm clusters --force"):
+        read_summary(cdir)
