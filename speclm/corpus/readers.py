@@ -135,7 +135,10 @@ def _starts_array(path: Path) -> bool:
 
 def read_jsonl(path: Path, text_field: str = "text", max_doc_mb: float = 100.0) -> Iterator[Doc]:
     """One JSON object per line (``.jsonl``, ``.json``, ``.ndjson``, each also ``.gz``), or
-    for a file whose text starts with ``[``, one JSON array; the document is ``text_field``."""
+    for a file whose text starts with ``[``, one JSON array; the document is ``text_field``.
+    A line's string field ``source``, when it has one, names where the document came from
+    (speclm's own corpus files keep their sources, and so their licences, through an
+    import); else the file's name does."""
     if _starts_array(path):
         yield from _json_array(path, text_field, max_doc_mb)
         return
@@ -159,7 +162,8 @@ def read_jsonl(path: Path, text_field: str = "text", max_doc_mb: float = 100.0) 
                 raise SpeclmError(
                     f"{path} line {lineno}: no field {text_field!r} (fields: {fields}); name the text field with --text-field"
                 )
-            doc = _doc(f"{path.name}:{lineno}", row[text_field], path.name, f"{path} line {lineno}", text_field, max_doc_mb)
+            source = row.get("source") if isinstance(row.get("source"), str) and row.get("source") else path.name
+            doc = _doc(f"{path.name}:{lineno}", row[text_field], source, f"{path} line {lineno}", text_field, max_doc_mb)
             if doc is not None:
                 yield doc
 

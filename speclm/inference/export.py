@@ -272,5 +272,5 @@ def export_checkpoint(
     checkpoint = resolve_checkpoint(checkpoint)
     marker = check_export_target(checkpoint, out_dir, force)
     model = load_transformer(checkpoint)
-    card = render_card({**checkpoint_facts(checkpoint, model), **(facts or {})})
+    card = render_card({"name": Path(out_dir).name, **checkpoint_facts(checkpoint, model), **(facts or {})})
     return export_hf(model, find_tokenizer(checkpoint, run_tokens_dir), out_dir, marker=marker, card=card)
