@@ -50,11 +50,20 @@ class Budget:
             return f"{self.flops:.3g} FLOPs"
         return f"{self.hours:g} device-hours on {self.device} = {self.flops:.3g} FLOPs ({self.rate_note})"
 
-    def in_units(self, flops: float) -> str:
-        """``flops`` in the budget's own unit."""
+    def in_units(self, flops: float, up: bool = False) -> str:
+        """``flops`` in the budget's own unit (``up``: rounded up, so the number shown suffices)."""
+        r = _up3 if up else (lambda x: x)
         if self.hours is None:
-            return f"{flops:.3g} FLOPs"
-        return f"{flops / self.flops * self.hours:.3g} device-hours on {self.device} ({flops:.3g} FLOPs)"
+            return f"{r(flops):.3g} FLOPs"
+        return f"{r(flops / self.flops * self.hours):.3g} device-hours on {self.device} ({r(flops):.3g} FLOPs)"
+
+
+def _up3(x: float) -> float:
+    """``x`` rounded up to 3 significant digits."""
+    if x <= 0:
+        return x
+    e = math.floor(math.log10(x)) - 2
+    return math.ceil(x / 10.0 ** e - 1e-9) * 10.0 ** e
 
 
 def device_rate(run, device: str) -> tuple[float, str]:
@@ -158,7 +167,7 @@ def size_pretraining(run, budget: Budget, methods: list[str], shards, domains: O
         raise SpeclmError(
             f"--budget {budget.text} ({budget.flops:.3g} FLOPs) fits nothing: the fine-tunes and evaluations need "
             f"{rest:.3g} FLOPs and the shortest pretraining ({min_steps} steps, its warmup) {min_steps * per_step:.3g} "
-            f"more; give at least {budget.in_units(need)}")
+            f"more; give at least {budget.in_units(need, up=True)}")
     t = run.config.train
     tokens = steps * t.batch_size * t.grad_accum * window
     return Sizing(budget, steps, per_step, rest, unknown, float(tokens))
