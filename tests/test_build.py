@@ -79,6 +79,15 @@ def test_build_from_a_folder_of_text_to_a_transformers_model(cli, tmp_path):
     assert "0 rows to do" in text and "already holds this checkpoint" in text
     assert json.loads((out / "speclm-export.json").read_text())["model_sha256"] == sha
 
+    # `speclm run` on the build's run folder trains nothing and ends with the report's first
+    # line, then the recommendation (checkpoint and export command)
+    code, text, err = cli("run", "--run", run)
+    assert code == 0, err
+    lines = text.splitlines()
+    first = next(i for i, x in enumerate(lines) if x.startswith("report: This "))
+    rec = next(i for i, x in enumerate(lines) if x.startswith("recommended checkpoint: "))
+    assert first < rec and lines[rec + 1].startswith(f"export it: speclm export --run {run} --recommended")
+
     # the plan names the same checkpoint, and `export --recommended` writes the same weights
     code, text, err = cli("plan", "--run", run, "--size", "all")
     assert code == 0, err
