@@ -117,3 +117,7 @@ def test_build_refuses_bad_input_before_writing(cli, tmp_path, monkeypatch):
     code, out, err = cli("build", "--domain", f"cooking={domain}", "--out", tmp_path / "full")
     assert code == 2 and "not empty" in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cooking", "full"]  # no run folder, no model folder
+    (domain / "latin.txt").write_bytes(b"caf\xe9 au lait\n")  # found only when the files are read
+    code, out, err = cli("build", "--domain", f"cooking={domain}", "--out", tmp_path / "m")
+    assert code == 2 and "not UTF-8" in err and len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cooking", "full"]

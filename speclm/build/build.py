@@ -26,6 +26,7 @@ config, so a second call after a kill continues where it stopped):
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
@@ -96,6 +97,24 @@ def _ours(out: Path, req: Request) -> bool:
     return all(p.name in req.domains and (p / EXPORT_MARKER).is_file() for p in out.iterdir())
 
 
+@contextlib.contextmanager
+def _undo_on_error(run_path: Path):
+    """A run folder this call created is removed when the user's files cannot be read (a
+    refused input leaves nothing behind); an existing one is left as it was."""
+    made = [p for p in (run_path.parent, run_path) if not p.exists()]
+    try:
+        yield
+    except BaseException:
+        import shutil
+
+        for p in reversed(made):
+            if p == run_path:
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.is_dir() and not any(p.iterdir()):
+                p.rmdir()
+        raise
+
+
 def generic_path(req: Request, cfg, echo) -> str:
     from ..corpus.default import TINY_DIR, default_generic_file
 
@@ -118,14 +137,14 @@ def _finetune_cap(cfg) -> list[str]:
     return [f"methods.finetune_max_steps=[{cap}]"]
 
 
-def open_build_run(req: Request, extra: list[str]):
+def open_build_run(req: Request, extra: list[str], save: bool = True):
     from ..core.config import load
     from ..core.run import open_run
 
     base = load(req.preset_name, req.overrides)
     sets = ["corpus.source='import'", f"methods.sizes=['{SIZE}']", *_finetune_cap(base),
             "methods.curve_fractions=[]", "methods.curve_methods=[]", *req.overrides, *extra]
-    return open_run(req.run_path, req.preset_name, sets)
+    return open_run(req.run_path, req.preset_name, sets, save=save)
 
 
 def build(req: Request, echo: Callable[[str], None] = print) -> dict:
@@ -138,9 +157,11 @@ def build(req: Request, echo: Callable[[str], None] = print) -> dict:
     from .recipe import from_evidence, paper_recipe
 
     check(req)
-    run = open_build_run(req, [])
+    run = open_build_run(req, [], save=False)  # the run folder is kept once the user's files are read
     spec = ImportSpec(generic=generic_path(req, run.config, echo), domains=dict(req.domains), text_field=req.text_field)
-    echo(format_summary(import_corpus(run, spec)))
+    with _undo_on_error(req.run_path):
+        echo(format_summary(import_corpus(run, spec)))
+    run.save_config()
     echo(format_report(apply_overlap(run)))
     echo(format_tokens_summary(build_tokens(run)))
 
@@ -263,6 +284,11 @@ def _summary(run, m: dict, folder: Path, echo) -> None:
     echo(line)
     if m.get("difference"):
         echo(f"difference: {m['difference']}")
+    if m.get("baseline_better") and m["baseline"].get("checkpoint"):
+        import shlex
+
+        echo(f"note: on this run the plain SLM did better; its model: speclm export --checkpoint "
+             f"{shlex.quote(m['baseline']['checkpoint'])} --run {shlex.quote(str(run.path))} --out {folder.name}-slm")
     echo("sample:")
     for s in sample_lines(run, Path(m["checkpoint"])):
         echo(f"  {s}")

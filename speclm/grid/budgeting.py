@@ -198,10 +198,14 @@ def data_warnings(run, shards, pretrain_tokens: Optional[float] = None) -> list[
         for s in cfg.methods.sizes:
             spec = max(spec, min(parse_size(s) or n, n))
     if spec and pretrain_tokens / spec < MIN_RATIO:
-        out.append(f"the pretraining ({pretrain_tokens:,.0f} tokens) is only {pretrain_tokens / spec:.1f}x the largest "
+        out.append(f"the pretraining ({pretrain_tokens:,.0f} tokens) is only {_times(pretrain_tokens / spec)}x the largest "
                    f"specialization set ({spec:,} tokens); the paper works at 1,000x to 100,000x and below "
                    f"{MIN_RATIO:g}x the methods' differences hardly show: raise the budget or use less domain text")
     return out
+
+
+def _times(x: float) -> str:
+    return f"{x:.1f}" if x >= 1 else f"{x:.2g}"
 
 
 def fresh_shards(run):

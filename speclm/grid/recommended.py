@@ -75,9 +75,13 @@ def model_facts(run, rows: list[dict], method: str, domain: str, size: str, sour
     if base and method != baseline:
         e = row_estimate(base)
         facts["baseline"] = {"method": baseline, **_interval(e.nll, e.se), "seeds": len(base)}
+        if pick_seed(base).get("checkpoint"):
+            b = Path(pick_seed(base)["checkpoint"])
+            facts["baseline"]["checkpoint"] = str((b if b.is_absolute() else run.path / b).resolve())
         groups = group([*mine, *base])
         d = difference(groups, method, baseline, size, [domain], run.path, run.config.methods.bootstrap)
         if d is not None:
+            facts["baseline_better"] = d.significant and d.delta > 0
             if d.significant:
                 verdict = f"{method} is {'better' if d.delta < 0 else 'worse'} than {baseline} beyond the interval"
             else:
