@@ -121,3 +121,18 @@ def test_build_refuses_bad_input_before_writing(cli, tmp_path, monkeypatch):
     code, out, err = cli("build", "--domain", f"cooking={domain}", "--out", tmp_path / "m")
     assert code == 2 and "not UTF-8" in err and len(err.strip().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cooking", "full"]
+
+
+def test_every_source_speclm_ships_or_fetches_has_a_licence():
+    from speclm.corpus.default import tiny_corpus
+    from speclm.corpus.licences import UNKNOWN, corpus_licences, licence_of
+    from speclm.corpus.sources.catalog import DOMAINS, GENERIC_SOURCES
+
+    for s in GENERIC_SOURCES + DOMAINS:
+        assert licence_of(s.name) != UNKNOWN, s.name
+    for name, docs in tiny_corpus().items():
+        for source in {d.source for d in docs}:
+            assert licence_of(source) != UNKNOWN, (name, source)
+    rows = corpus_licences({"sources": {"generic": {"devil": {}}, "mine": {"notes": {}}}})
+    assert rows == [{"set": "generic", "source": "devil", "licence": licence_of("devil")},
+                    {"set": "mine", "source": "notes", "licence": UNKNOWN}]
