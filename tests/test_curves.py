@@ -227,8 +227,8 @@ def test_report_and_plan_read_the_grid_curve_rows(curve_run):
     """End to end: the rows the grid writes are the ones the report's curve section and the
     plan read (Figures 3-4 drawn, Table 8 at the slm's own snapshot costs equal to its rows)."""
     from speclm.grid.experiment import run_grid
-    from speclm.grid.plan import load_rows
-    from speclm.grid.report import write_report
+    from speclm.report.plan import load_rows
+    from speclm.report.page import write_report
 
     run_grid(curve_run, methods=["slm", "slm-pn"], domains=["kjv"], sizes=["2k"], log=lambda s: None)
     md = write_report(curve_run).read_text()

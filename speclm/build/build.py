@@ -200,10 +200,10 @@ def _train(run, methods: list[str], domains: list[str], echo) -> None:
 
 def _ship(run, req: Request, recipe, methods: list[str], echo) -> dict:
     from ..grid.pipeline import report_first_line
-    from ..grid.plan import load_rows
+    from ..report.plan import load_rows
     from ..grid.recommended import write_recommended
-    from ..grid.report import write_report
-    from .recipe import from_evidence
+    from ..report.page import write_report
+    from .recipe import from_evidence, premises
 
     report = write_report(run)
     echo(f"report: {report.with_suffix('.html')}")
@@ -215,7 +215,10 @@ def _ship(run, req: Request, recipe, methods: list[str], echo) -> dict:
         recipe = own
         echo(f"recipe from this run's evidence: {own.line()}")
     else:
-        echo(f"recipe kept: {recipe.method} (this run's premises do not hold, so its own ranking decides nothing)")
+        hold, why = premises(run)
+        echo(f"recipe kept: {recipe.method} ("
+             + ("this run's own recommendation is not among what it trained" if hold else
+                f"this run is outside the paper's regime, so its own ranking decides nothing: {why}") + ")")
     rows, _ = load_rows(run)
     doc = write_recommended(run, rows, recipe.method, SIZE, recipe.line(), domains=list(req.domains))
     if own is None and first:  # the card says what the run could not tell

@@ -1,6 +1,7 @@
-"""Which recipe ``speclm build`` trains and ships: the run's own evidence where its report
-says the run can tell the methods apart (its premises hold), else the paper's Figure 1
-for the number of domains the user will serve; every choice says which of the two it is.
+"""Which recipe ``speclm build`` trains and ships: the run's own evidence where the run is
+in the paper's regime (its measured premises hold: speclm.report.premises and the gates of
+speclm.report.regime), else the paper's Figure 1 for the number of domains the user will
+serve; every choice says which of the two it is.
 
 The paper's Figure 1 (small model at inference): with few domains a per-domain pretraining
 is affordable, so importance sampling (``slm-is``); beyond the crossing of its costs with
@@ -10,9 +11,7 @@ GPU-hours) a shared pretraining wins (``slm-pn``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional
 
 from ..core.errors import SpeclmError
@@ -30,7 +29,7 @@ class Recipe:
 
 
 def paper_recipe(n_domains: int) -> Recipe:
-    from ..grid.plan import PAPER_IS_PER_DOMAIN, PAPER_PN_GENERIC, PAPER_PN_PER_DOMAIN, paper_crossover
+    from ..report.plan import PAPER_IS_PER_DOMAIN, PAPER_PN_GENERIC, PAPER_PN_PER_DOMAIN, paper_crossover
 
     x = paper_crossover()
     is_cost, pn_cost = n_domains * PAPER_IS_PER_DOMAIN, PAPER_PN_GENERIC + n_domains * PAPER_PN_PER_DOMAIN
@@ -43,36 +42,29 @@ def paper_recipe(n_domains: int) -> Recipe:
                   "in the paper's Table 3)")
 
 
-def premises(report_json: Path) -> tuple[bool, str]:
-    """(hold, why) from the run's ``eval/report.json``: its ``premises`` where the report
-    has them (each premise met), else its evidence gate (no problem listed)."""
-    try:
-        facts = json.loads(Path(report_json).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False, f"no readable report at {report_json}"
-    prem = facts.get("premises")
-    if isinstance(prem, dict) and prem:
-        failed = [k for k, v in prem.items() if v is False or (isinstance(v, dict) and v.get("met") is False)]
-        if isinstance(prem.get("items"), list):
-            failed += [str(i.get("name", "?")) for i in prem["items"] if isinstance(i, dict) and i.get("met") is False]
-        if failed:
-            return False, "premises not met: " + ", ".join(failed)
-        return True, "every premise of the report is met"
-    problems = (facts.get("evidence") or {}).get("problems") or []
-    if problems:
-        return False, "; ".join(problems)
-    return True, "the report's evidence gate passes"
+def premises(run) -> tuple[bool, str]:
+    """(hold, why): whether the run is in the paper's regime, from its measured premises
+    (speclm.report.premises, the gates the plan's caveat uses: speclm.report.regime). A
+    premise the run cannot measure (no large model to compare with, say) does not hold."""
+    from ..report.regime import GATES, run_premises
+
+    prem = run_premises(run)
+    if not prem:
+        return False, "no grid results to judge"
+    by = {p["key"]: p for p in prem.get("table", [])}
+    failed = [f"{by[k]['label']}: {by[k]['text']} (want {by[k]['threshold']})" for k in GATES if k in by and not by[k]["met"]]
+    failed += [f"{k}: not measured" for k in GATES if k not in by]
+    if failed:
+        return False, "; ".join(failed)
+    return True, "the run is in the paper's regime (" + ", ".join(by[k]["label"] for k in GATES) + ")"
 
 
 def from_evidence(run, n_domains: int, size: str, budget_flops: Optional[float]) -> Optional[Recipe]:
     """The run's own recommendation (speclm plan's logic) when its grid has rows and its
     report's premises hold; None otherwise."""
-    from ..grid.plan import load_rows, recommend
+    from ..report.plan import load_rows, recommend
 
-    report = run.eval_dir / "report.json"
-    if not report.is_file():
-        return None
-    hold, why = premises(report)
+    hold, why = premises(run)
     if not hold:
         return None
     try:

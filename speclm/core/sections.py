@@ -121,7 +121,7 @@ NO_CURVE = {
 
 @dataclass
 class MethodsConfig:
-    """Settings of the paper's methods (PAPER.md §2) and of specialization."""
+    """Settings of the paper's methods (docs/paper.md §2) and of specialization."""
 
     # Specialization-set sizes in tokens of the domain train split: "1M", "250k", "all".
     sizes: list[str] = field(default_factory=lambda: ["16k", "64k", "all"])
@@ -168,7 +168,7 @@ class MethodsConfig:
     # flops: every method gets the FLOPs of the small model's run (the paper's equal GPU-hours) |
     # tokens: same tokens for every method | device_hours: train.max_device_hours of wall time each
     budget: str = "flops"
-    # Operating curves over pretraining cost (PAPER.md Table 8, Figs. 3-4): each pretraining of a
+    # Operating curves over pretraining cost (docs/paper.md Table 8, Figs. 3-4): each pretraining of a
     # curve method also saves a snapshot at step round(f * its steps) for every f of
     # curve_fractions (each in (0, 1), sorted, unique), and the grid specializes and evaluates
     # every snapshot into eval/curves.jsonl (README, "Operating curves"). Only methods with one

@@ -41,11 +41,10 @@ def grid_cmd(
 
     r = open_run(run, preset, set_, save=False)
     if budget:
-        from ..methods import base
         from .budgeting import budget_override
-        from .results import order_methods
+        from .dryrun import grid_methods
 
-        names = order_methods(_split(methods) or r.config.methods.grid_methods or base.known())
+        names = grid_methods(r, _split(methods))
         override, _ = budget_override(r, budget, names, _split(domains), echo=typer.echo)
         r = open_run(run, preset, [*(set_ or []), override], save=False)
     out = run_grid(r, methods=_split(methods), domains=_split(domains), sizes=_split(sizes), name=name, log=typer.echo,
@@ -66,11 +65,11 @@ def plan_cmd(
 ) -> None:
     """Which recipe fits your budgets (the paper's Figure 1, from your own grid).
 
-    C_total(N) = C_generic + N x C_spec (PAPER.md Eq. 1) per method at one size of the grid: prints the table and the recommendation, and draws RUN/eval/plan.png, each (N, budget) cell colored by the best admissible method. With eval/curves.jsonl, partly pretrained snapshots (method@share) are candidates too. With --paper: the paper's own advice (PAPER.md §8)."""  # noqa: E501
-    from .plan import COST_UNIT, check_inputs, default_size, format_cost, format_table, load_rows, paper_advice, recommend, resolve_size
-    from .curve_reading import load_curves
-    from .plan_picture import plan_picture
-    from .plots import run_title
+    C_total(N) = C_generic + N x C_spec (docs/paper.md Eq. 1) per method at one size of the grid: prints the table and the recommendation, and draws RUN/eval/plan.png, each (N, budget) cell colored by the best admissible method. With eval/curves.jsonl, partly pretrained snapshots (method@share) are candidates too. With --paper: the paper's own advice (docs/paper.md §8)."""  # noqa: E501
+    from ..report.plan import COST_UNIT, check_inputs, default_size, format_cost, format_table, load_rows, paper_advice, recommend, resolve_size
+    from ..report.curve_reading import load_curves
+    from ..report.plan_picture import plan_picture
+    from ..report.plots import run_title
 
     if paper:
         for line in paper_advice(domains, inference):
@@ -99,6 +98,10 @@ def plan_cmd(
         typer.echo(f"crossover: {rec.crossover}")
     if rec.switch:
         typer.echo(f"switch: {rec.switch}")
+    from ..report.regime import regime_lines, run_premises
+
+    for line in regime_lines(run_premises(r, name), domains, inference):
+        typer.echo(line)
     from .recommended import recommendation_lines, write_recommended
 
     picked = rows if rec.share >= 1 else [c for c in curves if float(c["pretrain_fraction"]) == rec.share]
@@ -155,7 +158,7 @@ def report_cmd(
 ) -> None:
     """The run's report: the paper's tables and figures from your grid, with intervals, and
     the paper's findings checked (eval/report.md, report.html, report.json)."""
-    from .report import write_report
+    from ..report.page import write_report
 
     r = open_run(run, None, [], save=False)
     if not (r.path / "config.toml").exists():

@@ -1,4 +1,4 @@
-"""Operating curves over pretraining cost, the grid's side (PAPER.md Table 8, Figs. 3-4).
+"""Operating curves over pretraining cost, the grid's side (docs/paper.md Table 8, Figs. 3-4).
 
 With ``methods.curve_fractions`` and ``methods.curve_methods`` set, the grid adds one
 ``curve`` job per (curve method of the grid, fraction f, domain, size): it specializes the
@@ -97,7 +97,7 @@ def final_point(run: Run, m: str, results_row: dict) -> dict:
 def add_final_points(run: Run, methods: list[str], results: Path, name: str, chash: str) -> int:
     """Copy every seed-0 results row of a curve method into the curves file as its 1.0
     point, where it is not there yet; returns how many were added."""
-    from .results import seed_rows
+    from ..report.results import seed_rows
 
     wanted = set(curve_methods(run, methods))
     if not wanted:

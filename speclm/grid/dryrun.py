@@ -226,7 +226,7 @@ def _fmt(v: Optional[float], unit: str = "") -> str:
 def grid_methods(run, methods: Optional[list[str]] = None) -> list[str]:
     """The methods the grid computes: ``methods``, else methods.grid_methods, else every known one."""
     from ..methods import base
-    from .results import order_methods
+    from ..report.results import order_methods
 
     return order_methods(methods or run.config.methods.grid_methods or base.known())
 

@@ -19,7 +19,7 @@ from ..core import atomic
 from ..core.errors import SpeclmError
 from ..core.manifest import hash_obj
 from ..core.run import Run
-from . import stats
+from ..report import stats
 
 
 def _windows(run: Run, set_name: str, split: str):
@@ -71,7 +71,7 @@ def measure(run: Run, model, set_name: str, split: str = "test", progress: bool 
 
 def evaluate_specialized(run: Run, ckpt: Path, domain: str, keep: Optional[Path] = None) -> dict:
     """The specialized checkpoint on the domain test split; ``keep``: write the per-window
-    NLLs there (:data:`speclm.grid.stats.WINDOWS_FILE` layout). A checkpoint trained with
+    NLLs there (:data:`speclm.report.stats.WINDOWS_FILE` layout). A checkpoint trained with
     another tokenizer is refused."""
     from ..tokens.shards import TokenShards
     from ..train.checkpoint import check_tokenizer, load_transformer, read_meta

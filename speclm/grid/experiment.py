@@ -7,7 +7,7 @@ evaluates the specialized small model on the domain's test split, and appends on
 
     method, domain, size, seed, train_tokens, nll, nll_se, ppl, ppl_lo, ppl_hi, stop, best_step, epochs,
     pretrained_nll, pretrained_nll_se, generic_valid_nll (the start checkpoint, before fine-tuning),
-    windows (the per-window NLLs kept on disk, speclm.grid.stats),
+    windows (the per-window NLLs kept on disk, speclm.report.stats),
     cost: {generic: {...}, specialization: {...}}   (tokens, flops, device_hours, wall_seconds)
     extra: what the method reports (expert choice, effective sample size, ...)
 
@@ -17,9 +17,9 @@ with ``train.seed + i`` in its own job folders (speclm.core.run.Run.with_seed).
 Rows carry a hash of the config; rows already present with the same hash are skipped, so
 a killed grid resumes where it stopped. After every row the markdown table
 ``eval/<name>.md`` is rewritten (:mod:`speclm.results`): per-domain perplexity and the macro average
-(exp of the mean per-domain NLL, PAPER.md §3) for every method and size, with costs.
+(exp of the mean per-domain NLL, docs/paper.md §3) for every method and size, with costs.
 
-Cost split (PAPER.md Eq. 1): a method with shared pretraining pays its pretraining once
+Cost split (docs/paper.md Eq. 1): a method with shared pretraining pays its pretraining once
 (C_generic); SLM-is/SLM-dsir pay theirs per domain, so it counts as specialization.
 """
 
@@ -33,29 +33,16 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..core import atomic
-from ..core.config import to_dict
 from ..core.errors import SpeclmError
-from ..core.manifest import hash_obj
-from .results import order_methods, seed_rows, write_table
+from ..report.results import order_methods, seed_rows, write_table
 from ..core.run import Run
+from ..report.rows import config_hash  # noqa: F401 - the grid stamps each row with it
 
 COST_KEYS = ("tokens", "flops", "device_hours", "wall_seconds")
 GRID_UNDER_TORCHRUN = (
     "the method grid runs in one process: under torchrun use `speclm run --until clusters` "
     "(the embedding is shared over the ranks), then run `speclm grid` without torchrun"
 )
-
-def config_hash(run: Run) -> str:
-    """What makes a row stale: every config section except the preset's name."""
-    d = to_dict(run.config)
-    d.pop("name", None)
-    for k in ("seeds", "bootstrap"):  # more seeds add rows; the bootstrap only reports: rows stay valid
-        d["methods"].pop(k, None)
-    for k in ("curve_fractions", "curve_methods"):  # unset, they leave the hash of older runs as it was
-        if not d["methods"].get(k):
-            d["methods"].pop(k, None)
-    return hash_obj(d)[:16]
-
 
 def _phase(doc: dict, phase: str) -> dict:
     p = doc.get(phase) or {}
@@ -94,7 +81,7 @@ def grid_row(run: Run, obj, m: str, d: str, s: str, seed: int, chash: str, log: 
     from ..methods import base
     from ..train.cost import read_cost
     from .evaluation import evaluate_start
-    from .stats import WINDOWS_FILE, ppl_interval
+    from ..report.stats import WINDOWS_FILE, ppl_interval
 
     srun = run.with_seed(seed)
     ctx = base.Context(run=srun, log=log)
@@ -286,7 +273,7 @@ def _plot(results: Path, chash: str, log: Callable[[str], None]) -> None:
     """Redraw eval/<name>.png and <name>-domains.png (speclm/experiment_plots.py). The
     pictures are derived from the rows and redrawn at the next row, so a failure to draw
     is reported, not allowed to stop the grid."""
-    from .plots import plot_grid
+    from ..report.plots import plot_grid
 
     try:
         plot_grid(results, chash)

@@ -61,7 +61,7 @@ def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters", w
     summary["grid"] = str(table)
     echo(table.read_text(encoding="utf-8"))
     echo(f"results: {table} (one row per method, domain and size: {table.with_suffix('.jsonl')})")
-    from .report import write_report
+    from ..report.page import write_report
 
     report = write_report(run)
     summary["report"] = str(report)
@@ -115,9 +115,9 @@ def _rank0_first(build, rank: int, world: int):
 def run_summary(run, name: str = "results") -> list[str]:
     """What ``speclm run`` prints after the grid: the recommendation for one domain at the
     largest size every method has, its crossover, and eval/plan.png (N and budget free)."""
-    from .plan import default_size, load_rows, recommend
-    from .plan_picture import plan_picture
-    from .plots import run_title
+    from ..report.plan import default_size, load_rows, recommend
+    from ..report.plan_picture import plan_picture
+    from ..report.plots import run_title
 
     from ..core.errors import SpeclmError
     from .recommended import recommendation_lines, write_recommended
@@ -135,4 +135,6 @@ def run_summary(run, name: str = "results") -> list[str]:
     except SpeclmError as e:
         lines.append(f"recommended checkpoint: none ({e})")
     lines.append(f"plan: {png}; for your budgets: speclm plan --run {run.path} --domains N --budget B")
-    return lines
+    from ..report.regime import regime_lines, run_premises
+
+    return lines + regime_lines(run_premises(run, name), 1)

@@ -34,8 +34,8 @@ def pick_seed(rows: list[dict]) -> dict:
     return min(rows, key=key)
 
 
-def _interval(nll: float, se: float) -> dict:
-    return {"ppl": math.exp(nll), "lo": math.exp(nll - 1.96 * se), "hi": math.exp(nll + 1.96 * se)}
+def _interval(nll: float, se: float, q: float = 1.96) -> dict:
+    return {"ppl": math.exp(nll), "lo": math.exp(nll - q * se), "hi": math.exp(nll + q * se)}
 
 
 def _licences(run) -> list[dict]:
@@ -51,7 +51,7 @@ def _licences(run) -> list[dict]:
 def model_facts(run, rows: list[dict], method: str, domain: str, size: str, source: str,
                 baseline: str = BASELINE, label: Optional[str] = None) -> dict:
     """What the card of ``method``'s model for ``domain`` says (plain data)."""
-    from .evidence import difference, group, row_estimate
+    from ..report.evidence import difference, group, row_estimate
 
     mine = [r for r in rows if r["method"] == method and r["domain"] == domain and r["size"] == size]
     if not mine:
@@ -74,7 +74,7 @@ def model_facts(run, rows: list[dict], method: str, domain: str, size: str, sour
     base = [r for r in rows if r["method"] == baseline and r["domain"] == domain and r["size"] == size]
     if base and method != baseline:
         e = row_estimate(base)
-        facts["baseline"] = {"method": baseline, **_interval(e.nll, e.se), "seeds": len(base)}
+        facts["baseline"] = {"method": baseline, **_interval(e.nll, e.se, e.q), "seeds": len(base)}
         if pick_seed(base).get("checkpoint"):
             b = Path(pick_seed(base)["checkpoint"])
             facts["baseline"]["checkpoint"] = str((b if b.is_absolute() else run.path / b).resolve())

@@ -1,7 +1,7 @@
 """The shared fine-tuning helper: a model + a domain + a size -> a specialized checkpoint.
 
 Every method specializes through :func:`finetune` (SLM-pn too). It follows the paper's
-protocol (PAPER.md §5): next-token training on the size's slice of the domain train
+protocol (docs/paper.md §5): next-token training on the size's slice of the domain train
 split, validation on the domain valid split before the first step (the starting weights are
 a candidate) and then about every half epoch of the slice (``methods.finetune_eval_every``
 overrides), early stopping after ``methods.finetune_patience`` validations without

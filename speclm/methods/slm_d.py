@@ -1,4 +1,4 @@
-"""SLM-d: distillation (PAPER.md §2.1). The LLM teacher is fine-tuned on the domain (the
+"""SLM-d: distillation (docs/paper.md §2.1). The LLM teacher is fine-tuned on the domain (the
 ``llm`` method's specialization, reused); the generic-pretrained SLM student is then
 fine-tuned on a mix of the domain targets and the teacher's next-token distribution:
 

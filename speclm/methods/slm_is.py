@@ -1,4 +1,4 @@
-"""SLM-is: cluster-based importance sampling (PAPER.md §2.3).
+"""SLM-is: cluster-based importance sampling (docs/paper.md §2.3).
 
 Per domain, the generic train set is resampled to the domain's cluster histogram (k =
 ``methods.is_k``; the paper: 1024): draw a cluster from the histogram, then a generic

@@ -1,4 +1,4 @@
-"""SLM-mix: a hard mixture of small experts (PAPER.md §2.4; Gross et al. 2017).
+"""SLM-mix: a hard mixture of small experts (docs/paper.md §2.4; Gross et al. 2017).
 
 Pretraining: one small model per generic cluster (k = ``methods.mix_k``; the paper: 16),
 each trained from scratch only on its cluster's windows, the grid's pretraining budget

@@ -1,4 +1,4 @@
-"""SLM-pn: the projected network (PAPER.md §2.4), and our histogram instantiation.
+"""SLM-pn: the projected network (docs/paper.md §2.4), and our histogram instantiation.
 
 Pretraining (once, shared by every domain): a :class:`~speclm.model.projected.ProjectedNetwork`
 with ``methods.pn_k`` experts (the generic clustering at that k), capacity ``pn_h`` and

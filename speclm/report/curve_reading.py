@@ -1,4 +1,4 @@
-"""Operating curves over pretraining cost: the grid's ``eval/curves.jsonl`` (PAPER.md §7,
+"""Operating curves over pretraining cost: the grid's ``eval/curves.jsonl`` (docs/paper.md §7,
 Table 8 and Figures 3-4), read, checked and interpolated.
 
 Each row of the curves file is a grid row (the results file's fields) of one pretraining
@@ -78,7 +78,7 @@ def read_curves(path: Path, chash: Optional[str]) -> list[dict]:
 
 def load_curves(run) -> list[dict]:
     """The curves rows of ``run`` computed with its current config."""
-    from .experiment import config_hash
+    from .rows import config_hash
 
     return read_curves(run.eval_dir / CURVES, config_hash(run))
 
