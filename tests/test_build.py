@@ -112,6 +112,13 @@ def test_build_refuses_bad_input_before_writing(cli, tmp_path, monkeypatch):
         code, out, err = cli("build", *args, "--out", tmp_path / "m")
         assert code == 2, (args, err)
         assert err.startswith("speclm: error:") and match in err and len(err.strip().splitlines()) == 1
+    (tmp_path / "runs" / "tiny").mkdir(parents=True)  # `speclm run`'s default run folder is not a build's
+    (tmp_path / "runs" / "tiny" / "config.toml").write_text("[corpus]\nsource = 'tiny'\n")
+    code, out, err = cli("build", "--domain", f"cooking={domain}", "--out", tmp_path / "tiny")
+    assert code == 2 and "not a build" in err and sorted(p.name for p in (tmp_path / "runs" / "tiny").iterdir()) == ["config.toml"]
+    import shutil
+
+    shutil.rmtree(tmp_path / "runs")
     (tmp_path / "full").mkdir()
     (tmp_path / "full" / "x.txt").write_text("mine")
     code, out, err = cli("build", "--domain", f"cooking={domain}", "--out", tmp_path / "full")

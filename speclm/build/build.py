@@ -86,6 +86,14 @@ def check(req: Request) -> None:
                           "give a new or empty folder")
     if req.run_path.resolve() == out.resolve() or out.resolve() in req.run_path.resolve().parents:
         raise SpeclmError(f"--out {out} would hold the run folder {req.run_path}; give another --run or --out")
+    saved = req.run_path / "config.toml"
+    if saved.is_file():  # never import over another kind of run (runs/tiny of `speclm run`, say)
+        from ..core.config import read_toml
+
+        source = (read_toml(saved).get("corpus") or {}).get("source", "tiny")
+        if source != "import":
+            raise SpeclmError(f"{req.run_path} holds a run of corpus.source {source!r}, not a build; "
+                              "give another --run (or another --out)")
 
 
 def _ours(out: Path, req: Request) -> bool:
