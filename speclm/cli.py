@@ -35,6 +35,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("run", "speclm.grid.cli:run_cmd"),
     ("plan", "speclm.grid.cli:plan_cmd"),
     ("report", "speclm.grid.cli:report_cmd"),
+    ("build", "speclm.build.cli:build_cmd"),
 ]
 
 app = typer.Typer(

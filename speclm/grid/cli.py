@@ -28,6 +28,7 @@ def grid_cmd(
     seeds: Annotated[Optional[int], typer.Option("--seeds", help="Seeds per row (train.seed + i: data order and initialization; default: methods.seeds).")] = None,
     workers: Annotated[int, typer.Option("--workers", "-j", help="Jobs at once: worker processes (local) or Ray tasks (default: methods.grid_workers).")] = 0,
     executor: Annotated[str, typer.Option("--executor", help="local (this machine's processes) or ray (the cluster extra: Ray; default: methods.grid_executor).")] = "",
+    budget: Annotated[Optional[str], typer.Option("--budget", help="Size the pretraining to a budget before training: FLOPs (3e15) or device-hours on a named device (2h@h100, 0.5h@cpu); sets methods.pretrain_steps.")] = None,
     run: RunOpt = None,
     preset: PresetOpt = None,
     set_: SetOpt = None,
@@ -41,6 +42,13 @@ def grid_cmd(
 
     check_name(name)
     r = open_run(run, preset, set_, save=False)
+    if budget:
+        from .budgeting import budget_override
+        from .dryrun import grid_methods
+
+        names = grid_methods(r, _split(methods))
+        override, _ = budget_override(r, budget, names, _split(domains), echo=typer.echo)
+        r = open_run(run, preset, [*(set_ or []), override], save=False)
     out = run_grid(r, methods=_split(methods), domains=_split(domains), sizes=_split(sizes), name=name, log=typer.echo,
                    seeds=seeds, workers=workers, executor=executor)
     typer.echo(f"results: {out}")
@@ -110,6 +118,15 @@ def plan_cmd(
 
     for line in regime_lines(run_premises(r, name), domains, inference):
         typer.echo(line)
+    from .recommended import recommendation_lines, write_recommended
+
+    picked = rows if rec.share >= 1 else [c for c in curves if float(c["pretrain_fraction"]) == rec.share]
+    try:
+        doc = write_recommended(r, picked, rec.method.split("@")[0], label, "this run's grid (speclm plan)", label=rec.method)
+        for line in recommendation_lines(doc, r.path):
+            typer.echo(line)
+    except SpeclmError as e:  # rows without checkpoints (written by hand, or by an older speclm)
+        typer.echo(f"recommended checkpoint: none ({e})")
     png = plan_picture(rows, label, png_out, inference, cost, (domains, budget),
                        title=run_title(results), curves=curves)
     typer.echo(f"picture: {png}")
@@ -124,6 +141,7 @@ def run_cmd(
     dry_run: bool = typer.Option(False, "--dry-run", help="Validate the config against the corpus and print every job with its estimated FLOPs and GPU-hours; write nothing."),  # noqa: E501
     workers: Annotated[int, typer.Option("--workers", "-j", help="Jobs at once: worker processes (local) or Ray tasks (default: methods.grid_workers).")] = 0,
     executor: Annotated[str, typer.Option("--executor", help="local (this machine's processes) or ray (the cluster extra: Ray; default: methods.grid_executor).")] = "",
+    budget: Annotated[Optional[str], typer.Option("--budget", help="Size the pretraining to a budget before training: FLOPs (3e15) or device-hours on a named device (2h@h100, 0.5h@cpu); sets methods.pretrain_steps.")] = None,
 ) -> None:
     """Run the whole pipeline on one run folder: corpus, tokens, clusters, then the method
     grid (every method x domain x size, evaluated); finished stages and rows are skipped."""
@@ -136,12 +154,22 @@ def run_cmd(
     r = open_run(run, preset, set_, save=False)
     check_run_config(r.config)
     if dry_run:
-        from .dryrun import dry_run as plan
+        from .budgeting import plan_with_budget
 
-        plan(r, echo=typer.echo)
+        plan_with_budget(r, echo=typer.echo, budget=budget)
         return
     # the config is saved when the command succeeds, or by the grid after its checks (a
     # refused value, checked by a later stage, never reaches config.toml)
+    if budget:  # the data stages first (they do not depend on the budget), then size the pretraining to it
+        from .budgeting import budget_override, plan_with_budget
+        from .dryrun import grid_methods
+
+        run_pipeline(r, force=force, echo=typer.echo, until="tokens")
+        override, _ = budget_override(r, budget, grid_methods(r), echo=typer.echo, warn=False)
+        r = open_run(run, preset, [*(set_ or []), override], save=False)
+        check_run_config(r.config)
+        plan_with_budget(r, echo=typer.echo)
+        force = False  # the data stages were just (re)built
     run_pipeline(r, force=force, echo=typer.echo, until=until, workers=workers, executor=executor)
     r.save_config()
     typer.echo(f"run folder: {r.path}")

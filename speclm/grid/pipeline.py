@@ -56,25 +56,44 @@ def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters", w
         return summary
     from .experiment import run_grid
 
+    warn_data(run)
     table = run_grid(run, log=echo, workers=workers, executor=executor)
     summary["grid"] = str(table)
     echo(table.read_text(encoding="utf-8"))
     echo(f"results: {table} (one row per method, domain and size: {table.with_suffix('.jsonl')})")
-
     from ..report.page import write_report
 
     report = write_report(run)
     summary["report"] = str(report)
     echo(f"report: {report} and {report.with_suffix('.html')} (the paper's findings, checked)")
-    lines = report.read_text(encoding="utf-8").splitlines()
-    if len(lines) > 2:
-        echo(f"report: {lines[2]}")  # what the run can tell, from its premises
+    first = report_first_line(report)
+    if first:
+        echo(f"report: {first}")
     try:
         for line in run_summary(run):
             echo(line)
     except SpeclmError as e:  # e.g. nothing complete yet: the grid's results stand without it
         echo(f"plan: {e}")
     return summary
+
+
+def warn_data(run) -> None:
+    """Before training: the pretraining against the data (speclm.grid.budgeting.data_warnings), on stderr."""
+    import sys
+
+    from .budgeting import data_warnings, fresh_shards
+
+    for w in data_warnings(run, fresh_shards(run)):
+        print(f"speclm: warning: {w}", file=sys.stderr)
+
+
+def report_first_line(report) -> str:
+    """The report's verdict on the run (its first line of text after the title)."""
+    try:
+        lines = report.read_text(encoding="utf-8").splitlines()
+    except OSError:
+        return ""
+    return next((x.strip() for x in lines if x.strip() and not x.startswith("#")), "")
 
 
 def _rank0_first(build, rank: int, world: int):
@@ -100,6 +119,9 @@ def run_summary(run, name: str = "results") -> list[str]:
     from ..report.plan_picture import plan_picture
     from ..report.plots import run_title
 
+    from ..core.errors import SpeclmError
+    from .recommended import recommendation_lines, write_recommended
+
     rows, results = load_rows(run, name)
     size = default_size(rows)
     rec = recommend(rows, size, 1)
@@ -107,6 +129,11 @@ def run_summary(run, name: str = "results") -> list[str]:
     lines = [f"plan (size {size}, small at inference): best perplexity {rec.method} ({rec.ppl:.2f})"]
     if rec.crossover:
         lines.append(f"plan: {rec.crossover}")
+    try:
+        doc = write_recommended(run, rows, rec.method, size, "this run's grid: best perplexity at its largest common size")
+        lines += recommendation_lines(doc, run.path)
+    except SpeclmError as e:
+        lines.append(f"recommended checkpoint: none ({e})")
     lines.append(f"plan: {png}; for your budgets: speclm plan --run {run.path} --domains N --budget B")
     from ..report.regime import regime_lines, run_premises
 

@@ -76,18 +76,58 @@ def eval_cmd(
 
 
 def export_cmd(
-    checkpoint: CheckpointOpt,
-    out: Path = typer.Option(..., "--out", "-o", help="The transformers folder to write."),
+    out: Path = typer.Option(..., "--out", "-o", help="The transformers folder to write (with its model card README.md)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="A checkpoint folder (model.safetensors "
+                                              "+ model.json), or a training job folder (its best checkpoint)."),
     run: RunOpt = None,
+    recommended: bool = typer.Option(False, "--recommended", help="Export the run's recommended checkpoint (written "
+                                     "by `speclm plan`, `speclm run` or `speclm build` to RUN/eval/recommended.json)."),
+    domain: Optional[str] = typer.Option(None, "--domain", help="With --recommended and several domains: which one."),
     force: bool = typer.Option(False, "--force", help="Replace a previous export of this same checkpoint in --out."),
 ) -> None:
     """Write a checkpoint as a Hugging Face transformers folder (LlamaForCausalLM config,
-    safetensors, tokenizer) that AutoModelForCausalLM.from_pretrained loads. --out must be
-    a new or empty folder (or, with --force, a previous export of the same checkpoint)."""
+    safetensors, tokenizer, model card) that AutoModelForCausalLM.from_pretrained loads.
+    --out must be a new or empty folder (or, with --force, a previous export of the same
+    checkpoint). Example: speclm export --run runs/tiny --recommended --out my-model"""
+    from ..core.errors import SpeclmError
     from .export import export_checkpoint
 
-    path = export_checkpoint(checkpoint, out, _tokens_dir(run), force=force)
-    typer.echo(f"transformers folder: {path}")
+    facts = None
+    if recommended:
+        if checkpoint is not None:
+            raise SpeclmError("give --checkpoint or --recommended, not both")
+        if run is None:
+            raise SpeclmError("--recommended needs --run RUN (the run whose plan recommends a checkpoint)")
+        checkpoint, facts = recommended_checkpoint(Path(run), domain)
+    elif checkpoint is None:
+        raise SpeclmError("give --checkpoint CHECKPOINT (or a job folder), or --run RUN --recommended")
+    path = export_checkpoint(checkpoint, out, _tokens_dir(run), force=force, facts=facts)
+    typer.echo(f"transformers folder: {path} (model card: {path / 'README.md'})")
+
+
+def recommended_checkpoint(run: Path, domain: Optional[str]) -> tuple[Path, dict]:
+    """The checkpoint and card facts that RUN/eval/recommended.json names for ``domain``."""
+    import json
+
+    from ..core.errors import SpeclmError
+    from ..core.manifest import hash_file
+
+    path = run / "eval" / "recommended.json"
+    if not path.is_file():
+        raise SpeclmError(f"no recommendation in {run} ({path} is missing): run `speclm plan --run {run}` first")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        models = {m["domains"][0]: m for m in doc["models"]}
+    except (OSError, ValueError, KeyError, IndexError, TypeError) as e:
+        raise SpeclmError(f"{path} is damaged ({type(e).__name__}); run `speclm plan --run {run}` again") from None
+    if doc.get("config_sha256") != hash_file(run / "config.toml"):
+        raise SpeclmError(f"{run}/config.toml changed since {path} was written; run `speclm plan --run {run}` again")
+    if domain is None and len(models) > 1:
+        raise SpeclmError(f"the run recommends one model per domain ({', '.join(sorted(models))}); name one with --domain")
+    name = domain or next(iter(models))
+    if name not in models:
+        raise SpeclmError(f"no recommended model for domain {name!r}; domains: {', '.join(sorted(models))}")
+    return Path(models[name]["checkpoint"]), models[name]
 
 
 def _check_length(model, max_new_tokens: int, samples: int) -> None:
