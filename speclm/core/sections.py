@@ -104,6 +104,13 @@ class TrainConfig:
     checkpoint_every: int = 200
     patience: int = 3  # early stopping (fine-tuning), in evaluations without improvement
     seed: int = 0
+    # Live curves: jsonl (OUT/metrics.jsonl only) | tensorboard (also OUT/tensorboard/ events,
+    # the tensorboard extra; `tensorboard --logdir RUN` shows every job). See speclm/train/logger.py.
+    logger: str = "jsonl"
+
+    def __post_init__(self) -> None:
+        if self.logger not in ("jsonl", "tensorboard"):
+            raise SpeclmError(f"train.logger must be jsonl or tensorboard, got {self.logger!r}")
 
 
 # Methods that may have operating curves (methods.curve_methods): one generic pretraining,

@@ -162,6 +162,9 @@ def run_grid(
     from .evaluation import check_bootstrap
 
     check_bootstrap(run, domains)
+    from ..train.logger import check_logger
+
+    check_logger(run.config.train.logger)
     run.save_config()
 
     chash = config_hash(run)

@@ -31,7 +31,8 @@ def train_cmd(
     shape: Optional[str] = typer.Option(None, "--shape", help="small / large (the run's model.small / "
                                         "model.large), or a named shape: tiny, tiny-large, cpu-small, cpu-large, "
                                         "paper-slm, paper-llm, dial:N. Default: the --init checkpoint's, else small."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: RUN/train/SET/SHAPE)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The training folder to write: final/ (the model), "
+                                       "checkpoint/, metrics.jsonl, cost.json, train.json (default: RUN/train/SET/SHAPE)."),
     init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint (fine-tuning)."),
     phase: Optional[str] = typer.Option(None, "--phase", help="pretrain or specialize (default: specialize with "
                                         "--init, else pretrain): where the costs go in cost.json."),
@@ -49,7 +50,10 @@ def train_cmd(
 
     Budgets: --set train.max_steps=N (or max_tokens, max_flops, max_device_hours;
     the first reached stops).
-    """
+
+    \b
+    Example:
+      speclm train --run runs/tiny --set-name kjv --shape small --set train.max_steps=200"""
     from .validate import make_valid_fn
     from ..model.transformer import Transformer, describe
     from ..tokens.shards import TokenShards
