@@ -153,6 +153,7 @@ def _browse(html_path, tmp_path) -> dict:
     """What headless Chromium saw of a copy of ``html_path`` with the probe added."""
     import subprocess
 
+    tmp_path.mkdir(parents=True, exist_ok=True)
     page = tmp_path / "page.html"
     page.write_text(html_path.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
     proc = subprocess.run([_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
@@ -164,10 +165,9 @@ def _browse(html_path, tmp_path) -> dict:
     return json.loads(htmllib.unescape(m.group(1)))
 
 
+@pytest.mark.skipif(_chromium() is None, reason="no chromium on this machine (apt-get install chromium; .ci/run "
+                    "does where it can): the report was not opened in a browser")
 def test_report_html_in_a_real_browser(grid_run, cli, tmp_path):
-    if _chromium() is None:
-        pytest.skip("no chromium on this machine (apt-get install chromium; .ci/run does where it can): "
-                    "the report was not opened in a browser")
     code, _, err = cli("report", "--run", str(grid_run.path))
     assert code == 0, err
     report = grid_run.path / "eval" / "report.html"

@@ -87,3 +87,23 @@ def test_an_unknown_logger_is_refused(tmp_path, cli):
     code, _, err = cli("run", "--run", tmp_path / "r", "--preset", "tiny", "--set", "train.logger='wandb'")
     assert code == 2 and "train.logger" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_the_logger_changes_no_key(tmp_path):
+    """Turning TensorBoard on redoes nothing: a finished job is found finished, the grid's rows
+    and the method jobs keep their keys (and runs from before train.logger keep theirs)."""
+    from speclm.core.manifest import hash_obj
+    from speclm.core.run import open_run
+    from speclm.report.rows import config_hash
+    from speclm.methods.base import Context
+    from speclm.methods.jobs import config_part
+
+    first = train(_model(), _sampler(), _cfg(logger="jsonl"), tmp_path, valid_fn=_valid, progress=False)
+    again = train(_model(), _sampler(), _cfg(), tmp_path, valid_fn=_valid, progress=False)  # returns at once
+    assert again.steps == first.steps and not (tmp_path / "tensorboard").exists()
+    keys = []
+    for logger in ("jsonl", "tensorboard"):
+        r = open_run(tmp_path / "r", "tiny", [f"train.logger='{logger}'"], save=False)
+        keys.append((config_hash(r), hash_obj(config_part(Context(run=r, log=print)))))
+    assert keys[0] == keys[1]
+    assert "logger" not in TrainConfig().result_fields() and "lr" in TrainConfig().result_fields()

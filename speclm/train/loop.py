@@ -223,7 +223,7 @@ def _train(
         lr=cfg.lr, warmup_steps=cfg.warmup_steps, kind=cfg.schedule,
         total_steps=budget.horizon_steps(tokens_per_step, flops_per_step), min_ratio=cfg.min_lr_ratio,
     )
-    run_id = hash_obj({"cfg": asdict(cfg), "phase": phase, "early_stopping": early_stopping,
+    run_id = hash_obj({"cfg": cfg.result_fields(), "phase": phase, "early_stopping": early_stopping,
                        "world": dist.world_size, "validating": valid_fn is not None,
                        **({"validate_first": True} if early_stopping and valid_fn is not None else {})})
     loss_fn = loss_fn or default_loss
