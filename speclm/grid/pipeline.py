@@ -110,7 +110,7 @@ def run_summary(run, name: str = "results") -> list[str]:
     lines = [f"plan (size {size}, small at inference): best perplexity {rec.method} ({rec.ppl:.2f})"]
     if rec.crossover:
         lines.append(f"plan: {rec.crossover}")
-    lines.append(f"plan: {png}; for your budgets: speclm plan --run {run.path} --domains N --budget B")
+    lines.append(f"plan: {png}; for your budgets: speclm plan --run {run.path} --n-domains N --budget B")
     from ..report.regime import regime_lines, run_premises
 
     return lines + regime_lines(run_premises(run, name), 1)
