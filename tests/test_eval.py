@@ -80,7 +80,7 @@ def test_cli_train_eval_export_generate(tmp_path, imported_run, cli):
     assert cost["pretrain"]["steps"] == 3
 
     # fine-tune on a domain from that checkpoint: specialization costs kept apart
-    code, out, err = cli("train", "--run", run, *ov, "--set-name", "code", "--init", final, "--early-stopping")
+    code, out, err = cli("train", *ov, "--set-name", "code", "--init", final, "--early-stopping")  # run: the one holding it
     assert code == 0, err
     cost = json.loads((run / "train" / "code" / "tiny" / "cost.json").read_text())
     assert cost["phase"] == "specialize" and cost["pretrain"]["steps"] == 3 and cost["specialize"]["steps"] >= 2

@@ -33,7 +33,8 @@ def train_cmd(
                                         "paper-slm, paper-llm, dial:N. Default: the --init checkpoint's, else small."),
     out: Optional[Path] = typer.Option(None, "--out", help="The training folder to write: final/ (the model), "
                                        "checkpoint/, metrics.jsonl, cost.json, train.json (default: RUN/train/SET/SHAPE)."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint (fine-tuning)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint (fine-tuning); without "
+                                        "--run, the run is the one that holds it."),
     phase: Optional[str] = typer.Option(None, "--phase", help="pretrain or specialize (default: specialize with "
                                         "--init, else pretrain): where the costs go in cost.json."),
     early_stopping: bool = typer.Option(False, "--early-stopping", help="Stop after train.patience validations "
@@ -62,6 +63,10 @@ def train_cmd(
     from .data import WindowSampler
     from .loop import restarting, train
 
+    if run is None and init is not None:  # fine-tuning a checkpoint: the run folder that holds it
+        from ..core.options import run_of_checkpoint
+
+        run = run_of_checkpoint(init)
     r = open_run(run, preset, set_, save=False)
     cfg = r.config.train
     shards = TokenShards(r.tokens_dir)
