@@ -111,6 +111,9 @@ def test_every_help_has_an_example_and_no_bool_metavar(cli):
         assert code == 0, (args, err)
         assert "<bool>" not in out and "╭" not in out, args
         assert "Example" in out, f"`speclm {' '.join(args)} --help` shows no example"
+        options = out.split("Options:", 1)[-1]
+        if "--out" in options:  # each --out says what it writes
+            assert "to write" in options.split("--out", 1)[1][:200], args
     code, out, _ = cli("--help")
     assert "--version" in out
 
