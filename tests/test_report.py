@@ -75,6 +75,7 @@ def grid_run(tmp_path_factory):
 def test_report_numbers_are_the_results_files(grid_run, cli):
     code, out, err = cli("report", "--run", str(grid_run.path))
     assert code == 0, err
+    assert (grid_run.path / "eval" / "report.html").resolve().as_uri() in out  # a clickable file:// address
     md = (grid_run.path / "eval" / "report.md").read_text()
     facts = json.loads((grid_run.path / "eval" / "report.json").read_text())
     rows = atomic.read_jsonl(grid_run.path / "eval" / "results.jsonl")
