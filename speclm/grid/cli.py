@@ -128,7 +128,7 @@ def run_cmd(
     \b
     Examples:
       speclm run --preset tiny --dry-run     every job with its estimated cost; writes nothing
-      speclm run --preset tiny               runs/tiny, about a minute on a laptop CPU
+      speclm run --preset tiny               runs/tiny: every method on the shipped tiny corpus
       speclm run --preset demo --set train.logger=tensorboard"""
     from .pipeline import STAGES, run_pipeline
 
