@@ -132,6 +132,7 @@ FAST = [
     "methods.sizes=['2k']", "methods.finetune_max_steps=[2]", "methods.finetune_eval_every=2",
     "methods.pn_k=2", "methods.pn_h=2", "methods.pn_m=2", "methods.mix_k=2", "methods.eval_max_windows=8",
     "methods.bootstrap=20",
+    "train.logger='tensorboard'",  # live curves: every training job below writes its events
 ]
 
 
@@ -210,6 +211,11 @@ def test_curve_grid_rows_costs_and_resume(curve_run):
     assert (curve_run.path / "pretrain" / "slm-mix" / "expert-000" / "snapshots" / fraction_label(0.5)).is_dir()
     assert (point / "specialize" / "slm-pn" / "kjv" / "2k" / "expert" / "model.json").is_file()
     assert not (point / "pretrain").exists()  # the snapshot is read from the shared pretraining folder
+    # train.logger = "tensorboard": every training job (pretrainings, each slm-mix expert, the
+    # fine-tunes, curve points included) has TensorBoard events beside its metrics.jsonl
+    jobs = [p.parent for p in curve_run.path.rglob("metrics.jsonl")]
+    assert any("expert-001" in str(j) for j in jobs) and any("specialize" in str(j) for j in jobs)
+    assert all(list((j / "tensorboard").glob("events.out.tfevents.*")) for j in jobs), jobs
 
     # a rerun adds nothing; a 1.0 point lost to a kill (after its results row) comes back alone
     text = (ev / "curves.jsonl").read_text()

@@ -243,12 +243,12 @@ def test_cli_plan_reads_the_curves(tmp_path, cli):
     res, cur = plan_grid(config_hash(run))
     for r in res:
         atomic.append_jsonl(run.eval_dir / "results.jsonl", r)
-    code, out, err = cli("plan", "--run", run.path, "--domains", "2", "--budget", "60")
+    code, out, err = cli("plan", "--run", run.path, "--n-domains", "2", "--budget", "60")
     assert code == 0, err
     assert "pretraining share" not in out and "recommended: slm-is" in out  # no curves yet: as before
     for r in cur:
         atomic.append_jsonl(run.eval_dir / "curves.jsonl", r)
-    code, out, err = cli("plan", "--run", run.path, "--domains", "2", "--budget", "60")
+    code, out, err = cli("plan", "--run", run.path, "--n-domains", "2", "--budget", "60")
     assert code == 0, err
     assert "recommended: slm@0.5 (macro ppl 9.03, pretraining share 0.5)" in out
     head = out.splitlines()[1]

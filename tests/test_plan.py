@@ -134,7 +134,7 @@ def test_only_incomplete_or_large_methods_is_an_error():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"n_domains": 0}, "--domains"), ({"budget": 0.0}, "--budget"), ({"budget": -1.0}, "--budget"),
+    ({"n_domains": 0}, "--n-domains"), ({"budget": 0.0}, "--budget"), ({"budget": -1.0}, "--budget"),
     ({"inference": "tiny"}, "--inference"), ({"cost": "dollars"}, "--cost"),
 ])
 def test_bad_arguments(kwargs, match):
@@ -191,7 +191,7 @@ def run_with_grid(tmp_path):
 
 
 def test_cli_prints_the_recommendation_and_writes_the_picture(cli, run_with_grid):
-    code, out, err = cli("plan", "--run", run_with_grid, "--domains", "1", "--size", "64k", "--budget", "80")
+    code, out, err = cli("plan", "--run", run_with_grid, "--n-domains", "1", "--size", "64k", "--budget", "80")
     assert code == 0, err
     assert "recommended: slm-is" in out
     assert "crossover: beyond N≈6.25 domains, slm-pn becomes cheaper than slm-is" in out
@@ -202,7 +202,7 @@ def test_cli_prints_the_recommendation_and_writes_the_picture(cli, run_with_grid
     png = run_with_grid / "eval" / "plan.png"
     assert png.read_bytes()[:8] == PNG_MAGIC
     assert f"picture: {png}" in out
-    code, out, err = cli("plan", "--run", run_with_grid, "--domains", "20", "--size", "64k", "--budget", "80",
+    code, out, err = cli("plan", "--run", run_with_grid, "--n-domains", "20", "--size", "64k", "--budget", "80",
                          "--out", run_with_grid / "other.png")
     assert code == 0, err
     assert "recommended: slm " in out
@@ -210,18 +210,18 @@ def test_cli_prints_the_recommendation_and_writes_the_picture(cli, run_with_grid
 
 
 def test_cli_paper_needs_no_run(cli):
-    code, out, err = cli("plan", "--paper", "--domains", "50")
+    code, out, err = cli("plan", "--paper", "--n-domains", "50")
     assert code == 0, err
     assert "docs/paper.md §8" in out and "slm-pn" in out
 
 
 @pytest.mark.parametrize("args,match", [
-    (["--domains", "0", "--size", "64k"], "--domains"),
+    (["--n-domains", "0", "--size", "64k"], "--n-domains"),
     (["--size", "8k"], "sizes present: 16k, 64k"),
     (["--size", "64k", "--budget", "0"], "--budget"),
     (["--size", "64k", "--inference", "tiny"], "--inference"),
     (["--size", "64k", "--cost", "dollars"], "--cost"),
-    (["--size", "64k", "--domains", "41", "--budget", "80"], "nothing fits"),
+    (["--size", "64k", "--n-domains", "41", "--budget", "80"], "nothing fits"),
 ])
 def test_cli_bad_input_one_line_exit_2_nothing_written(cli, run_with_grid, args, match):
     code, out, err = cli("plan", "--run", run_with_grid, *args)

@@ -75,6 +75,7 @@ def grid_run(tmp_path_factory):
 def test_report_numbers_are_the_results_files(grid_run, cli):
     code, out, err = cli("report", "--run", str(grid_run.path))
     assert code == 0, err
+    assert (grid_run.path / "eval" / "report.html").resolve().as_uri() in out  # a clickable file:// address
     md = (grid_run.path / "eval" / "report.md").read_text()
     facts = json.loads((grid_run.path / "eval" / "report.json").read_text())
     rows = atomic.read_jsonl(grid_run.path / "eval" / "results.jsonl")
@@ -124,3 +125,59 @@ def test_before_fine_tuning_uses_its_own_interval():
     rs = [dict(row("slm", "a", 2.0, se=0.01, pre=3.0), pretrained_nll_se=0.2)]
     e = macro(group(rs), "slm", "1k", ["a"], "pretrained_nll")
     assert e.nll == pytest.approx(3.0) and e.se == pytest.approx(0.2)  # not the fine-tuned row's 0.01
+
+
+# The report in a real browser: headless Chromium (Debian's `chromium`; .ci/run installs it
+# where it can) loads eval/report.html; a script run after the page's load event records what
+# the browser made of it, and --dump-dom hands that back.
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run", "--virtual-time-budget=10000"]
+PROBE = """<script>window.addEventListener('load', () => {
+  const shown = el => { if (!el) return false; const r = el.getBoundingClientRect(), s = getComputedStyle(el);
+    return r.width > 0 && r.height > 0 && s.display !== 'none' && s.visibility !== 'hidden'; };
+  const h = [...document.querySelectorAll('h2')].find(e => e.textContent.startsWith("The paper's findings"));
+  const probe = {images: [...document.images].map(i => ({alt: i.alt, complete: i.complete, width: i.naturalWidth})),
+                 findings: shown(h), findings_body: h ? shown(h.nextElementSibling) : false,
+                 findings_text: h && h.nextElementSibling ? h.nextElementSibling.textContent.length : 0};
+  const pre = document.createElement('pre'); pre.id = 'speclm-probe'; pre.textContent = JSON.stringify(probe);
+  document.body.appendChild(pre);
+});</script>"""
+
+
+def _chromium():
+    import shutil
+
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def _browse(html_path, tmp_path) -> dict:
+    """What headless Chromium saw of a copy of ``html_path`` with the probe added."""
+    import subprocess
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    page = tmp_path / "page.html"
+    page.write_text(html_path.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    proc = subprocess.run([_chromium(), *CHROMIUM_FLAGS, f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
+                           page.as_uri()], capture_output=True, text=True, timeout=120)
+    m = re.search(r'<pre id="speclm-probe">(.*?)</pre>', proc.stdout, re.S)
+    assert m, f"chromium printed no probe (exit {proc.returncode}): {proc.stderr[-2000:]}"
+    import html as htmllib
+
+    return json.loads(htmllib.unescape(m.group(1)))
+
+
+@pytest.mark.skipif(_chromium() is None, reason="no chromium on this machine (apt-get install chromium; .ci/run "
+                    "does where it can): the report was not opened in a browser")
+def test_report_html_in_a_real_browser(grid_run, cli, tmp_path):
+    code, _, err = cli("report", "--run", str(grid_run.path))
+    assert code == 0, err
+    report = grid_run.path / "eval" / "report.html"
+    seen = _browse(report, tmp_path / "ok")
+    assert seen["images"], "the report shows no picture"
+    assert all(i["complete"] and i["width"] > 0 for i in seen["images"]), seen["images"]
+    assert seen["findings"] and seen["findings_body"] and seen["findings_text"] > 20, seen
+    # the probe can fail: the same page with one picture broken is caught
+    broken = tmp_path / "broken.html"
+    broken.write_text(re.sub(r"data:image/png;base64,[A-Za-z0-9+/=]+", "data:image/png;base64,AAAA",
+                             report.read_text(encoding="utf-8"), count=1), encoding="utf-8")
+    assert any(i["width"] == 0 for i in _browse(broken, tmp_path / "broken")["images"])

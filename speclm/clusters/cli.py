@@ -13,9 +13,11 @@ from ..core.run import open_run
 app = typer.Typer(
     name="clusters",
     help="Sentence-BERT embeddings of windows, k-means for every k, domain histograms "
-    "(without a subcommand: all three steps, skipped when finished).",
+    "(without a subcommand: all three steps, skipped when finished)."
+    "\n\n\b\nExamples:\n  speclm clusters --run runs/tiny\n  speclm clusters describe --run runs/tiny",
     invoke_without_command=True,
     no_args_is_help=False,
+    rich_markup_mode=None,
 )
 
 @app.callback()
@@ -26,7 +28,12 @@ def clusters_cmd(
     set_: SetOpt = None,
     force: bool = typer.Option(False, "--force", help="Refit and redescribe even if the manifest matches (valid cached embeddings are reused)."),
 ) -> None:
-    """Embed, fit and describe (the whole stage)."""
+    """Embed, fit and describe (the whole stage).
+
+    \b
+    Examples:
+      speclm clusters --run runs/tiny
+      speclm clusters describe --run runs/tiny"""
     if ctx.invoked_subcommand is not None:
         return
     from .stage import build_clusters, format_summary
@@ -39,7 +46,11 @@ def clusters_cmd(
 
 @app.command("embed")
 def embed_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None) -> None:
-    """Embed the windows with Sentence-BERT into the cache (resumable; shards over torchrun ranks)."""
+    """Embed the windows with Sentence-BERT into the cache (resumable; shards over torchrun ranks).
+
+    \b
+    Example:
+      speclm clusters embed --run runs/demo"""
     from .stage import embed_windows
 
     r = open_run(run, preset, set_, save=False)  # saved once the command succeeded
@@ -50,7 +61,11 @@ def embed_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None)
 
 @app.command("fit")
 def fit_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None) -> None:
-    """k-means for every k on the generic embeddings; assign every window of every set and split."""
+    """k-means for every k on the generic embeddings; assign every window of every set and split.
+
+    \b
+    Example:
+      speclm clusters fit --run runs/demo --set 'clusters.ks=[4,16]'"""
     from .stage import GENERIC, embed_windows, fit_and_assign
 
     r = open_run(run, preset, set_, save=False)  # saved once the command succeeded
@@ -69,7 +84,11 @@ def describe_cmd(
         None, "--budget-tokens", help="Token budget of the importance resample for the ESS table (default: clusters.describe_budget_tokens)."
     ),
 ) -> None:
-    """Per domain and k: histogram, top-cluster share (Table 9), entropy (Table 10), weights, resample ESS; PNGs and cluster cards."""
+    """Per domain and k: histogram, top-cluster share (Table 9), entropy (Table 10), weights, resample ESS; PNGs and cluster cards.
+
+    \b
+    Example:
+      speclm clusters describe --run runs/demo --budget-tokens 1000000"""
     from .describe import format_tables
     from .stage import build_clusters, describe_clusters
 

@@ -104,6 +104,24 @@ class TrainConfig:
     checkpoint_every: int = 200
     patience: int = 3  # early stopping (fine-tuning), in evaluations without improvement
     seed: int = 0
+    # Live curves: jsonl (OUT/metrics.jsonl only) | tensorboard (also OUT/tensorboard/ events,
+    # the tensorboard extra; `tensorboard --logdir RUN` shows every job). See speclm/train/logger.py.
+    logger: str = "jsonl"
+
+    def __post_init__(self) -> None:
+        if self.logger not in ("jsonl", "tensorboard"):
+            raise SpeclmError(f"train.logger must be jsonl or tensorboard, got {self.logger!r}")
+
+    def result_fields(self) -> dict:
+        """The fields that can change what training computes: every one but those in
+        NOT_RESULTS (where the curves go). Job keys, the loop's run id and the grid's row hash
+        read these, so turning TensorBoard on redoes nothing and older runs keep their keys."""
+        from dataclasses import asdict
+
+        return {k: v for k, v in asdict(self).items() if k not in NOT_RESULTS}
+
+
+NOT_RESULTS = ("logger",)  # TrainConfig fields that change no result
 
 
 # Methods that may have operating curves (methods.curve_methods): one generic pretraining,

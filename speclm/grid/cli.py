@@ -8,7 +8,7 @@ from typing import Annotated, Optional
 import typer
 
 from ..core.errors import SpeclmError
-from ..core.options import PresetOpt, RunOpt, SetOpt
+from ..core.options import PresetOpt, ReadRunOpt, RunOpt, SetOpt
 from ..core.run import open_run
 
 
@@ -36,7 +36,11 @@ def grid_cmd(
     """The experiment grid: pretrain, specialize and evaluate every method x domain x size.
 
     One row per (method, domain, size) goes to eval/results.jsonl (rows already there are
-    skipped, so a killed grid resumes); the table is eval/results.md."""
+    skipped, so a killed grid resumes); the table is eval/results.md.
+
+    \b
+    Example:
+      speclm grid --run runs/tiny --methods slm,slm-is --domains kjv --sizes 16k -j 2"""
     from ..core.outputs import check_name
     from .experiment import run_grid
 
@@ -65,24 +69,32 @@ def _is_plan_picture(path: Path) -> bool:
 
 
 def plan_cmd(
-    domains: Annotated[int, typer.Option("--domains", "-n", help="How many domains you will serve (N >= 1).")] = 1,
+    domains: Annotated[int, typer.Option("--n-domains", "-n", help="How many domains you will serve (N >= 1).")] = 1,
     size: Annotated[Optional[str], typer.Option("--size", help="Specialization-set size of the grid, e.g. 64k (default: the largest size every method has).")] = None,
     inference: Annotated[str, typer.Option("--inference", help="small: the served model must be small; any: a large one is fine.")] = "small",
     budget: Annotated[Optional[float], typer.Option("--budget", help="Total training budget C_total(N), in --cost units (e.g. 1e14).")] = None,
     cost: Annotated[str, typer.Option("--cost", help="Cost unit: flops or device_hours.")] = "flops",
-    out: Annotated[Optional[Path], typer.Option("--out", help="Picture (default: RUN/eval/plan.png).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="The plan's picture to write, a PNG (default: RUN/eval/plan.png).")] = None,
     name: Annotated[str, typer.Option("--name", help="Results file name under eval/ (as for `speclm grid`).")] = "results",
-    paper: Annotated[bool, typer.Option("--paper", help="The paper's Figure-1 advice for --domains / --inference (no run needed).")] = False,
-    run: RunOpt = None,
+    paper: Annotated[bool, typer.Option("--paper", help="The paper's Figure-1 advice for --n-domains / --inference (no run needed).")] = False,
+    run: ReadRunOpt = None,
+    old_domains: Annotated[Optional[int], typer.Option("--domains", hidden=True, help="Deprecated: --n-domains.")] = None,
 ) -> None:
     """Which recipe fits your budgets (the paper's Figure 1, from your own grid).
 
-    C_total(N) = C_generic + N x C_spec (docs/paper.md Eq. 1) per method at one size of the grid: prints the table and the recommendation, and draws RUN/eval/plan.png, each (N, budget) cell colored by the best admissible method. With eval/curves.jsonl, partly pretrained snapshots (method@share) are candidates too. With --paper: the paper's own advice (docs/paper.md §8)."""  # noqa: E501
+    C_total(N) = C_generic + N x C_spec (docs/paper.md Eq. 1) per method at one size of the grid: prints the table and the recommendation, and draws RUN/eval/plan.png, each (N, budget) cell colored by the best admissible method. With eval/curves.jsonl, partly pretrained snapshots (method@share) are candidates too. With --paper: the paper's own advice (docs/paper.md §8).
+
+    \b
+    Examples:
+      speclm plan --run runs/demo --n-domains 4 --budget 1e15
+      speclm plan --paper --n-domains 100"""  # noqa: E501
     from ..report.plan import COST_UNIT, check_inputs, default_size, format_cost, format_table, load_rows, paper_advice, recommend, resolve_size
     from ..report.curve_reading import load_curves
     from ..report.plan_picture import plan_picture
     from ..report.plots import run_title
 
+    if old_domains is not None:  # the old name of --n-domains (a count, unlike grid's --domains list)
+        domains = old_domains
     if paper:
         for line in paper_advice(domains, inference):
             typer.echo(line)
@@ -144,7 +156,14 @@ def run_cmd(
     budget: Annotated[Optional[str], typer.Option("--budget", help="Size the pretraining to a budget before training: FLOPs (3e15) or device-hours on a named device (2h@h100, 0.5h@cpu); sets methods.pretrain_steps.")] = None,
 ) -> None:
     """Run the whole pipeline on one run folder: corpus, tokens, clusters, then the method
-    grid (every method x domain x size, evaluated); finished stages and rows are skipped."""
+    grid (every method x domain x size, evaluated) and the report; finished stages and rows
+    are skipped.
+
+    \b
+    Examples:
+      speclm run --preset tiny --dry-run     every job with its estimated cost; writes nothing
+      speclm run --preset tiny               runs/tiny: every method on the shipped tiny corpus
+      speclm run --preset demo --set train.logger=tensorboard"""
     from .pipeline import STAGES, run_pipeline
 
     if until not in STAGES:  # before the run folder is touched: a refused command writes nothing
@@ -170,17 +189,23 @@ def run_cmd(
         check_run_config(r.config)
         plan_with_budget(r, echo=typer.echo)
         force = False  # the data stages were just (re)built
-    run_pipeline(r, force=force, echo=typer.echo, until=until, workers=workers, executor=executor)
+    summary = run_pipeline(r, force=force, echo=typer.echo, until=until, workers=workers, executor=executor)
     r.save_config()
     typer.echo(f"run folder: {r.path}")
+    if "report" in summary:  # the last line: the report, to open with a click
+        typer.echo(f"report: {Path(summary['report']).with_suffix('.html').resolve().as_uri()}")
 
 
 def report_cmd(
     name: Annotated[str, typer.Option("--name", help="Results file name under eval/ (as for `speclm grid`).")] = "results",
-    run: RunOpt = None,
+    run: ReadRunOpt = None,
 ) -> None:
     """The run's report: the paper's tables and figures from your grid, with intervals, and
-    the paper's findings checked (eval/report.md, report.html, report.json)."""
+    the paper's findings checked (eval/report.md, report.html, report.json).
+
+    \b
+    Example:
+      speclm report --run runs/demo"""
     from ..core.outputs import check_name
     from ..report.page import write_report
 
@@ -190,4 +215,4 @@ def report_cmd(
         raise SpeclmError(f"no run folder at {r.path} (no config.toml); give --run RUN")
     path = write_report(r, name)
     typer.echo(path.read_text(encoding="utf-8"))
-    typer.echo(f"report: {path} and {path.with_suffix('.html')}")
+    typer.echo(f"report: {path.with_suffix('.html').resolve().as_uri()} (also {path.name} and report.json)")

@@ -168,6 +168,9 @@ def run_grid(
     from ..train.budget import check_run_config
 
     check_run_config(run.config)
+    from ..train.logger import check_logger
+
+    check_logger(run.config.train.logger)
     run.save_config()
 
     chash = config_hash(run)

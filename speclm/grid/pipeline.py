@@ -30,6 +30,9 @@ def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters", w
     rank, world = env_rank_world()
     if world > 1 and until == "grid":
         raise SpeclmError(GRID_UNDER_TORCHRUN)
+    from ..train.logger import check_logger
+
+    check_logger(run.config.train.logger)  # before the first stage, not at the first training job
     from ..corpus.stage import build_corpus
     from ..corpus.store import format_summary
     from ..tokens.stage import build_tokens, format_tokens_summary
@@ -65,7 +68,7 @@ def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters", w
 
     report = write_report(run)
     summary["report"] = str(report)
-    echo(f"report: {report} and {report.with_suffix('.html')} (the paper's findings, checked)")
+    echo(f"report: {report.with_suffix('.html').resolve().as_uri()} (the paper's findings, checked; also {report.name})")
     first = report_first_line(report)
     if first:
         echo(f"report: {first}")
@@ -134,7 +137,7 @@ def run_summary(run, name: str = "results") -> list[str]:
         lines += recommendation_lines(doc, run.path)
     except SpeclmError as e:
         lines.append(f"recommended checkpoint: none ({e})")
-    lines.append(f"plan: {png}; for your budgets: speclm plan --run {run.path} --domains N --budget B")
+    lines.append(f"plan: {png}; for your budgets: speclm plan --run {run.path} --n-domains N --budget B")
     from ..report.regime import regime_lines, run_premises
 
     return lines + regime_lines(run_premises(run, name), 1)

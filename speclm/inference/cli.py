@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from ..core.options import CheckpointOpt, DeviceOpt, RunOpt
+from ..core.options import CheckpointOpt, CheckpointRunOpt, DeviceOpt, run_of_checkpoint
 from ..core.run import open_run
 
 
@@ -35,7 +35,7 @@ def _eval_target(out: Optional[Path], checkpoint: Path, split: str) -> Path:
 
 def eval_cmd(
     checkpoint: CheckpointOpt,
-    run: RunOpt = None,
+    run: CheckpointRunOpt = None,
     split: str = typer.Option("test", "--split", help="train, valid or test."),
     sets: Optional[list[str]] = typer.Option(None, "--on", help="Sets to evaluate (repeatable; default: every "
                                              "domain and generic)."),
@@ -43,14 +43,18 @@ def eval_cmd(
                                               "evenly spread (default: all)."),
     batch_size: int = typer.Option(8, "--batch-size", help="Windows per forward pass (does not change results)."),
     dtype: str = typer.Option("fp32", "--dtype", help="fp32 or bf16 (autocast)."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Result JSON (default: CHECKPOINT/eval-SPLIT.json)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The results JSON to write (default: CHECKPOINT/eval-SPLIT.json)."),
     expert: Optional[int] = typer.Option(None, "--expert", help="A projected network (slm-pn's pretraining): the "
                                          "expert every set is evaluated through (required for one)."),
     device: DeviceOpt = None,
 ) -> None:
     """Perplexity of a checkpoint on each domain's and the generic set's split, and the
     paper's macro-average over domains (exp of the mean per-domain NLL). Every checkpoint
-    the grid writes loads; a projected network needs --expert."""
+    the grid writes loads; a projected network needs --expert.
+
+    \b
+    Example:
+      speclm eval --checkpoint runs/tiny/specialize/slm-is/kjv/16k/final --on kjv"""
     from .evaluate import evaluate_checkpoint, write_results
     from ..tokens.shards import TokenShards
 
@@ -62,6 +66,9 @@ def eval_cmd(
     check_device(device)
     if split not in ("train", "valid", "test"):
         raise SpeclmError(f"--split must be train, valid or test, got {split!r}")
+    run = run_of_checkpoint(checkpoint, run)
+    if run is None:
+        raise SpeclmError(f"{checkpoint} is not inside a run folder; give --run RUN (the run whose token sets to evaluate on)")
     target = _eval_target(out, checkpoint, split)  # before any work: a refused --out writes nothing
     r = open_run(run, None, None, save=False)
     shards = TokenShards(r.tokens_dir)
@@ -79,7 +86,7 @@ def export_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="The transformers folder to write (with its model card README.md)."),
     checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", "-c", help="A checkpoint folder (model.safetensors "
                                               "+ model.json), or a training job folder (its best checkpoint)."),
-    run: RunOpt = None,
+    run: CheckpointRunOpt = None,
     recommended: bool = typer.Option(False, "--recommended", help="Export the run's recommended checkpoint (written "
                                      "by `speclm plan`, `speclm run` or `speclm build` to RUN/eval/recommended.json)."),
     domain: Optional[str] = typer.Option(None, "--domain", help="With --recommended and several domains: which one."),
@@ -88,7 +95,12 @@ def export_cmd(
     """Write a checkpoint as a Hugging Face transformers folder (LlamaForCausalLM config,
     safetensors, tokenizer, model card) that AutoModelForCausalLM.from_pretrained loads.
     --out must be a new or empty folder (or, with --force, a previous export of the same
-    checkpoint). Example: speclm export --run runs/tiny --recommended --out my-model"""
+    checkpoint).
+
+    \b
+    Example:
+      speclm export --run runs/tiny --recommended --out my-model
+      speclm export --checkpoint runs/tiny/specialize/slm-is/kjv/16k/final --out my-model"""
     from ..core.errors import SpeclmError
     from .export import export_checkpoint
 
@@ -101,6 +113,8 @@ def export_cmd(
         checkpoint, facts = recommended_checkpoint(Path(run), domain)
     elif checkpoint is None:
         raise SpeclmError("give --checkpoint CHECKPOINT (or a job folder), or --run RUN --recommended")
+    else:
+        run = run_of_checkpoint(checkpoint, run)
     path = export_checkpoint(checkpoint, out, _tokens_dir(run), force=force, facts=facts)
     typer.echo(f"transformers folder: {path} (model card: {path / 'README.md'})")
 
@@ -155,7 +169,7 @@ def _check_length(model, max_new_tokens: int, samples: int) -> None:
 def generate_cmd(
     checkpoint: CheckpointOpt,
     prompt: str = typer.Option("", "--prompt", help="Text to continue (empty: start a new document)."),
-    run: RunOpt = None,
+    run: CheckpointRunOpt = None,
     max_new_tokens: int = typer.Option(100, "--max-new-tokens", help="Tokens to sample."),
     temperature: float = typer.Option(0.8, "--temperature", help="0 = greedy."),
     top_k: int = typer.Option(50, "--top-k", help="Sample among the k most likely tokens (0 = all)."),
@@ -163,7 +177,11 @@ def generate_cmd(
     seed: int = typer.Option(0, "--seed", help="Random seed (sample i uses seed + i)."),
     device: DeviceOpt = None,
 ) -> None:
-    """Sample text from any checkpoint."""
+    """Sample text from any checkpoint.
+
+    \b
+    Example:
+      speclm generate --checkpoint runs/tiny/specialize/slm/kjv/16k/final --prompt 'And God said'"""
     from ..tokens.bpe import open_tokenizer
 
     from .export import find_tokenizer
@@ -181,7 +199,7 @@ def generate_cmd(
     if max_new_tokens < 0 or top_k < 0:
         raise SpeclmError(f"--max-new-tokens and --top-k must be >= 0, got {max_new_tokens} and {top_k}")
     check_device(device)
-    tok = open_tokenizer(find_tokenizer(checkpoint, _tokens_dir(run)),
+    tok = open_tokenizer(find_tokenizer(checkpoint, _tokens_dir(run_of_checkpoint(checkpoint, run))),
                          fix="restore it (a checkpoint's copy is the run's tokens/tokenizer.json)")
     model = ckpt.load_transformer(checkpoint, device=device or default_device())
     _check_length(model, max_new_tokens, samples)

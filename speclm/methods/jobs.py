@@ -28,7 +28,7 @@ def config_part(ctx: Context, methods_prefixes: tuple[str, ...] = ()) -> dict:
     return {
         "seed": cfg.seed,
         "model": dataclasses.asdict(cfg.model),
-        "train": dataclasses.asdict(cfg.train),
+        "train": cfg.train.result_fields(),
         "methods": meth,
     }
 

@@ -78,7 +78,7 @@ def check_inputs(n_domains: int, inference: str, budget: Optional[float], cost: 
     if cost not in COSTS:
         raise SpeclmError(f"unknown --cost {cost!r}; use one of: {', '.join(COSTS)}")
     if not isinstance(n_domains, int) or n_domains < 1:
-        raise SpeclmError(f"--domains must be a whole number >= 1, got {n_domains!r}")
+        raise SpeclmError(f"--n-domains must be a whole number >= 1, got {n_domains!r}")
     if budget is not None and not (budget > 0 and math.isfinite(budget)):
         raise SpeclmError(f"--budget must be a positive number, got {budget!r}")
 

@@ -9,8 +9,12 @@ from ..core.manifest import hash_obj
 
 def config_hash(run) -> str:
     """What makes a row stale: every config section except the preset's name."""
+    from ..core.sections import NOT_RESULTS
+
     d = to_dict(run.config)
     d.pop("name", None)
+    for k in NOT_RESULTS:  # where the curves go (train.logger) changes no row
+        d["train"].pop(k, None)
     for k in ("seeds", "bootstrap"):  # more seeds add rows; the bootstrap only reports: rows stay valid
         d["methods"].pop(k, None)
     for k in ("curve_fractions", "curve_methods"):  # unset, they leave the hash of older runs as it was

@@ -46,8 +46,10 @@ def train_cmd(
     shape: Optional[str] = typer.Option(None, "--shape", help="small / large (the run's model.small / "
                                         "model.large), or a named shape: tiny, tiny-large, cpu-small, cpu-large, "
                                         "paper-slm, paper-llm, dial:N. Default: the --init checkpoint's, else small."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: RUN/train/SET/SHAPE)."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint (fine-tuning)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The training folder to write: final/ (the model), "
+                                       "checkpoint/, metrics.jsonl, cost.json, train.json (default: RUN/train/SET/SHAPE)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint (fine-tuning); without "
+                                        "--run, the run is the one that holds it."),
     phase: Optional[str] = typer.Option(None, "--phase", help="pretrain or specialize (default: specialize with "
                                         "--init, else pretrain): where the costs go in cost.json."),
     early_stopping: bool = typer.Option(False, "--early-stopping", help="Stop after train.patience validations "
@@ -64,7 +66,10 @@ def train_cmd(
 
     Budgets: --set train.max_steps=N (or max_tokens, max_flops, max_device_hours;
     the first reached stops).
-    """
+
+    \b
+    Example:
+      speclm train --run runs/tiny --set-name kjv --shape small --set train.max_steps=200"""
     from .validate import make_valid_fn
     from ..model.transformer import Transformer, describe
     from ..tokens.shards import TokenShards
@@ -73,6 +78,10 @@ def train_cmd(
     from .data import WindowSampler
     from .loop import restarting, train
 
+    if run is None and init is not None:  # fine-tuning a checkpoint: the run folder that holds it
+        from ..core.options import run_of_checkpoint
+
+        run = run_of_checkpoint(init)
     r = open_run(run, preset, set_, save=False)
     cfg = r.config.train
     shards = TokenShards(r.tokens_dir)
