@@ -206,7 +206,7 @@ def validate(cfg: Config) -> None:
     positive_number("methods.finetune_max_epochs", m.finetune_max_epochs)
     need(_finite(m.per_domain_budget) and 0 < m.per_domain_budget <= 1,
          f"methods.per_domain_budget must be in (0, 1], got {m.per_domain_budget!r}")
-    for name in ("finetune_eval_every", "finetune_warmup_steps", "finetune_batch_size", "nopt_max_epochs", "nopt_lr",
+    for name in ("finetune_small_tokens", "finetune_eval_every", "finetune_warmup_steps", "finetune_batch_size", "nopt_max_epochs", "nopt_lr",
                  "eval_max_windows", "pretrain_steps", "is_smoothing"):
         at_least(f"methods.{name}", getattr(m, name), 0)
     for name in ("is_k", "mix_k", "pn_k"):

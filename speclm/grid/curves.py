@@ -11,8 +11,10 @@ A curve row is a results row plus ``pretrain_fraction`` (f) and ``pretrain_step`
 snapshot's step; an SLM-mix expert's). Its ``cost.generic`` is the snapshot's share of the
 whole pretraining: the finished pretraining's tokens, FLOPs, device-hours and wall seconds
 times ``pretrain_step / max_steps``, so it compares with the results rows (fraction 1.0).
-``pretrained_nll`` and ``generic_valid_nll`` are measured on the snapshot (its start
-checkpoint: for SLM-pn the expert materialized from the snapshot). The 1.0 points are the
+``pretrained_nll`` is measured on the snapshot's start checkpoint (for SLM-pn the expert
+materialized from the snapshot), ``generic_valid_nll`` on the snapshot's generic model (for
+SLM-mix every expert's snapshot on its own cluster's windows, for SLM-pn the snapshot's
+projected network routed; ``Method.routed_generic``). The 1.0 points are the
 seed-0 results rows of the curve methods, copied in with ``pretrain_fraction`` 1.0 and
 ``pretrain_step`` the pretraining's steps, so the curves file alone draws every curve.
 

@@ -6,7 +6,10 @@ evaluates the specialized small model on the domain's test split, and appends on
 ``eval/<name>.jsonl``:
 
     method, domain, size, seed, train_tokens, nll, nll_se, ppl, ppl_lo, ppl_hi, stop, best_step, epochs,
-    pretrained_nll, pretrained_nll_se, generic_valid_nll (the start checkpoint, before fine-tuning),
+    pretrained_nll, pretrained_nll_se (the start checkpoint, before fine-tuning, on the domain test split),
+    generic_valid_nll, generic_valid_nll_se (the generic model on the generic valid split: the start
+    checkpoint; for SLM-mix and SLM-pn every expert on its own cluster's windows, with
+    generic_valid_routed true and the start checkpoint's value as generic_valid_nll_expert),
     windows (the per-window NLLs kept on disk, speclm.report.stats),
     cost: {generic: {...}, specialization: {...}}   (tokens, flops, device_hours, wall_seconds)
     extra: what the method reports (expert choice, effective sample size, ...)
@@ -80,7 +83,7 @@ def grid_row(run: Run, obj, m: str, d: str, s: str, seed: int, chash: str, log: 
     return its row (not yet written)."""
     from ..methods import base
     from ..train.cost import read_cost
-    from .evaluation import evaluate_start
+    from .evaluation import evaluate_routed, evaluate_start, route_start
     from ..report.stats import WINDOWS_FILE, ppl_interval
 
     srun = run.with_seed(seed)
@@ -90,6 +93,8 @@ def grid_row(run: Run, obj, m: str, d: str, s: str, seed: int, chash: str, log: 
     keep = folder / WINDOWS_FILE
     ev = evaluate_model(srun, out, d, keep)
     start = evaluate_start(srun, obj.start_checkpoint(ctx, d, s, folder), d)
+    if "generic_valid_nll" in start:  # SLM-mix, SLM-pn: the generic model is every expert, routed
+        start = route_start(start, evaluate_routed(srun, obj.routed_generic(ctx)))
     lo, hi, _ = ppl_interval(ev["nll"], ev["nll_se"])
     rel = lambda p: str(p.relative_to(run.path)) if p.is_relative_to(run.path) else str(p)  # noqa: E731
     row = {
@@ -113,7 +118,7 @@ def grid_row(run: Run, obj, m: str, d: str, s: str, seed: int, chash: str, log: 
         "shared_pretraining": obj.shared_pretraining,
         "small_at_inference": obj.small_at_inference,
         "checkpoint": rel(out),
-        "extra": _extra(out),
+        "extra": {**_extra(out), **obj.row_extra(ctx, d, s)},
     }
     ft = row["extra"]  # how the fine-tune stopped (speclm.methods.finetune): early, cap or pretrained
     row.update(stop=ft.get("stop"), best_step=ft.get("best_step"), epochs=ft.get("epochs"))
