@@ -199,17 +199,31 @@ def run_cmd(
 def report_cmd(
     name: Annotated[str, typer.Option("--name", help="Results file name under eval/ (as for `speclm grid`).")] = "results",
     run: ReadRunOpt = None,
+    compare: Annotated[bool, typer.Option("--compare", help="Compare the run folders given as arguments (the scale ladder): compare.md/.html/.json and compare-ladder.png.")] = False,
+    runs: Annotated[Optional[list[Path]], typer.Argument(help="With --compare: two run folders or more.", show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="With --compare: the folder the page is written to (default: FIRST_RUN/eval/compare).")] = None,
 ) -> None:
     """The run's report: the paper's tables and figures from your grid, with intervals, and
-    the paper's findings checked (eval/report.md, report.html, report.json).
+    the paper's findings checked (eval/report.md, report.html, report.json). With --compare
+    RUN RUN ...: one page putting runs of different scale side by side.
 
     \b
     Example:
-      speclm report --run runs/demo"""
+      speclm report --run runs/demo
+      speclm report --compare runs/demo runs/cpu-full --out ladder"""
     from ..core.outputs import check_name
     from ..report.page import write_report
 
     check_name(name)
+    if compare or runs or out is not None:
+        if not compare:
+            raise SpeclmError("run folders as arguments and --out go with --compare: speclm report --compare RUN RUN ...")
+        from ..report.compare import write_compare
+
+        path = write_compare([*([run] if run else []), *(runs or [])], out, name)
+        typer.echo(path.read_text(encoding="utf-8"))
+        typer.echo(f"compare: {path}, {path.with_suffix('.html')}, {path.with_suffix('.json')}")
+        return
     r = open_run(run, None, [], save=False)
     if not (r.path / "config.toml").exists():
         raise SpeclmError(f"no run folder at {r.path} (no config.toml); give --run RUN")
