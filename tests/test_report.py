@@ -127,7 +127,7 @@ def test_before_fine_tuning_uses_its_own_interval():
     assert e.nll == pytest.approx(3.0) and e.se == pytest.approx(0.2)  # not the fine-tuned row's 0.01
 
 
-# The report in a real browser: headless Chromium (Debian's `chromium`; .ci/run installs it
+# The report in a real browser: headless Chromium (Debian's `chromium`; make test installs it
 # where it can) loads eval/report.html; a script run after the page's load event records what
 # the browser made of it, and --dump-dom hands that back.
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -166,7 +166,7 @@ def _browse(html_path, tmp_path) -> dict:
     return json.loads(htmllib.unescape(m.group(1)))
 
 
-@pytest.mark.skipif(_chromium() is None, reason="no chromium on this machine (apt-get install chromium; .ci/run "
+@pytest.mark.skipif(_chromium() is None, reason="no chromium on this machine (apt-get install chromium; make test "
                     "does where it can): the report was not opened in a browser")
 def test_report_html_in_a_real_browser(grid_run, cli, tmp_path):
     code, _, err = cli("report", "--run", str(grid_run.path))
