@@ -201,7 +201,7 @@ def report_cmd(
     run: ReadRunOpt = None,
     compare: Annotated[bool, typer.Option("--compare", help="Compare the run folders given as arguments (the scale ladder): compare.md/.html/.json and compare-ladder.png.")] = False,
     runs: Annotated[Optional[list[Path]], typer.Argument(help="With --compare: two run folders or more.", show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option("--out", help="With --compare: the folder the page is written to (default: FIRST_RUN/eval/compare).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", help="With --compare: the folder to write the page to (default: FIRST_RUN/eval/compare).")] = None,
 ) -> None:
     """The run's report: the paper's tables and figures from your grid, with intervals, and
     the paper's findings checked (eval/report.md, report.html, report.json). With --compare
