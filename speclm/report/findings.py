@@ -144,7 +144,7 @@ def distillation(g: Grid) -> Finding:
             continue
         tested.append((s, d, cost_d <= cost_s * 1.01, cost_d / cost_s))
     if not tested:
-        return _untestable(2, ["the teacher beats the student at no size: " + "; ".join(notes)])
+        return _untestable(2, gate(g.premises, ["large_beats_small"]) or ["the teacher (llm) beats the student (slm) at no size"])
     texts = [f"at {s}: {d.text()}; slm-d's generic cost (teacher charged) is {r:.2f}x slm's" for s, d, _, r in tested]
     little = [d.delta - t_quantile(0.95, d.df) * d.se > -MARGIN for _, d, _, _ in tested]
     # "little" is judged against the margin, so its opposite is a gain beyond the margin, not beyond zero

@@ -249,16 +249,20 @@ def render(facts: dict, figures: dict[str, str]) -> str:
 
 def first_line(facts: dict) -> str:
     """What the run can tell, from its premises: which findings can be judged, and the
-    premises that keep the others out of reach."""
+    premises (their report.json keys and values) that keep the others out of reach."""
     fs = facts["findings"]
-    judged = [f["title"] for f in fs if f["verdict"] != "not testable at this scale"]
-    failed = sorted({x.split(":")[0] for f in fs for x in f.get("failed_premises", [])})
-    if not failed and facts["premises"].get("slm_saturated"):
-        return ("This run is in the paper's regime: every premise its findings need is met, so each verdict below "
-                "stands on its own test.")
-    head = (f"This run can judge findings {', '.join(judged)}" if judged else "This run can judge none of the findings")
-    return (head + "; the others are not testable at this scale: " + "; ".join(failed) + " (see the premises table)."
-            if failed else head + ".")
+    untestable = [f for f in fs if f["verdict"] == "not testable at this scale"]
+    judged = [f["title"] for f in fs if f not in untestable]
+    if not untestable:
+        return ("This run is in the paper's regime for every finding: each verdict below stands on its own test "
+                "(held or did not hold only beyond the interval).")
+    nums = {str(f["n"]) for f in untestable}
+    failed = [p for p in facts["premises"]["table"]
+              if p["met"] is False and any(g.split(" ")[0] in nums for g in p["gates"])]
+    why = "; ".join(f"{p['key']} = {p['text'].split(';')[0].split(' (')[0]}" for p in failed)
+    head = f"This run can judge findings {', '.join(judged)}" if judged else "This run can judge none of the paper's findings"
+    return (f"{head}; findings {', '.join(f['title'] for f in untestable)} are not testable at this scale, for want of: "
+            f"{why or 'the grid rows they need'} (the premises table below says what each needs).")
 
 
 def _cluster_tables(facts: dict) -> list[str]:

@@ -136,7 +136,7 @@ def measure(groups: dict, curves: list[dict], config, clusters: dict, evidence, 
             texts.append(f"{s}: {d.delta:+.3f} ± {d.q * d.se:.3f}")
     decided = [v for v in lbs.values() if v is not None]
     beats = bool(decided) and all(decided)
-    out.append(Premise("large_beats_small", "llm better than slm after fine-tuning (NLL llm - slm, paired)",
+    out.append(Premise("large_beats_small", "llm better than slm after fine-tuning (macro NLL llm - slm)",
                        None, "; ".join(texts) or "n/a", "< 0 beyond the interval at every size", beats if decided else False,
                        "yes at every size (Table 4)", ["2", "3 (vs the large model)"]))
 
