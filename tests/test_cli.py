@@ -132,7 +132,7 @@ def test_plan_n_domains_and_its_old_name(cli):
 
 @pytest.mark.parametrize("args,words", [
     (["plan", "--bogus"], "--bogus"),
-    (["export"], "--checkpoint"),
+    (["export"], "--out"),
     (["plan", "--paper", "--n-domains", "many"], "--n-domains"),
     (["nosuchcommand"], "nosuchcommand"),
     (["grid", "--workers"], "--workers"),

@@ -224,7 +224,7 @@ def export_hf(model: Transformer, tokenizer_path: str | Path, out_dir: str | Pat
 EXPORT_MARKER = "speclm-export.json"
 # Every file an export writes: --force replaces a folder holding these and nothing else.
 EXPORT_FILES = frozenset({"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
-                          "tokenizer_config.json", EXPORT_MARKER})
+                          "tokenizer_config.json", "README.md", EXPORT_MARKER})  # README.md: the model card
 
 
 def check_export_target(checkpoint: str | Path, out_dir: str | Path, force: bool = False) -> dict:
