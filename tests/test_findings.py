@@ -553,3 +553,20 @@ def test_t_quantile_and_one_sided_p():
     assert t_quantile(0.975, None) == pytest.approx(1.95996, abs=1e-4)
     assert p_greater(1.0, 0.5, None) == pytest.approx(norm.sf(2.0))
     assert p_greater(1.0, 0.0, None) == 0.0 and p_greater(-1.0, 0.0, None) == 1.0
+
+
+def test_sizes_the_pretraining_does_not_dwarf_are_left_out():
+    """cpu-full's case: 512x at its smallest set, 32x at its largest. Findings that compare
+    across sizes read only the sizes at least 100x below the pretraining."""
+    rows = []
+    for s, gap in (("1k", -0.3), ("64k", +0.3)):  # slm-pn far better at 1k, far worse at 64k
+        rows += rows_of("slm", [2.5] * 3, size=s) + rows_of("slm-pn", [2.5 + gap] * 3, size=s)
+    pr = premises()
+    pr["pretrain_to_spec_by_size"] = {"1k": 512.0, "64k": 32.0}
+    g = grid(rows, sizes=("1k", "64k"), pr=pr)
+    assert g.judged_sizes == ["1k"]
+    f = next(x for x in asymmetric_beat_slm(g) if x.part == "slm-pn")
+    assert f.verdict == HELD and "64k" not in f.text
+    pr["pretrain_to_spec_by_size"] = {"1k": 512.0, "64k": 512.0}
+    f = next(x for x in asymmetric_beat_slm(grid(rows, sizes=("1k", "64k"), pr=pr)) if x.part == "slm-pn")
+    assert "64k" in f.text and "small sets\"): yes" in f.text  # both sizes read: the advantage shrinks with size

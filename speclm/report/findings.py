@@ -82,6 +82,15 @@ class Grid:
         self.small = small or (lambda m: True)
         self.routing_k = routing_k or {}
 
+    @property
+    def judged_sizes(self) -> list[str]:
+        """The sizes the shared pretraining dwarfs (at least 100x the set; all when unmeasured):
+        findings that compare across sizes read only these."""
+        from .premises import MIN_PRETRAIN_RATIO
+
+        by = self.premises.get("pretrain_to_spec_by_size") or {}
+        return [s for s in self.sizes if by.get(s) is None or by[s] >= MIN_PRETRAIN_RATIO]
+
     def has(self, method: str, size: Optional[str] = None) -> bool:
         sizes = [size] if size else self.sizes
         return any((method, d, s) in self.groups for d in self.domains for s in sizes)
@@ -134,7 +143,7 @@ def distillation(g: Grid) -> Finding:
         return Finding(2, UNTESTABLE, "slm-d, slm or the teacher (llm) is missing from the grid.")
     lbs = g.premises.get("large_beats_small_by_size") or {}
     tested, notes = [], []
-    for s in g.sizes:
+    for s in g.judged_sizes:
         if not lbs.get(s):
             notes.append(f"at {s} the teacher (llm) does not beat the student (slm) after fine-tuning")
             continue
@@ -144,7 +153,9 @@ def distillation(g: Grid) -> Finding:
             continue
         tested.append((s, d, cost_d <= cost_s * 1.01, cost_d / cost_s))
     if not tested:
-        return _untestable(2, gate(g.premises, ["large_beats_small"]) or ["the teacher (llm) beats the student (slm) at no size"])
+        keys = {p["key"] for p in g.premises.get("table", [])}
+        return _untestable(2, (gate(g.premises, ["large_beats_small"]) if "large_beats_small" in keys else [])
+                           or ["the teacher beats the student at no size: " + "; ".join(notes)])
     texts = [f"at {s}: {d.text()}; slm-d's generic cost (teacher charged) is {r:.2f}x slm's" for s, d, _, r in tested]
     little = [d.delta - t_quantile(0.95, d.df) * d.se > -MARGIN for _, d, _, _ in tested]
     # "little" is judged against the margin, so its opposite is a gain beyond the margin, not beyond zero
@@ -206,7 +217,7 @@ def asymmetric_beat_slm(g: Grid) -> list[Finding]:
         if failed := g.failed(f"4:{m}"):
             out.append(_untestable(4, failed, m))
             continue
-        ds = [(s, d) for s in g.sizes if (d := g.diff(m, "slm", s))]
+        ds = [(s, d) for s in g.judged_sizes if (d := g.diff(m, "slm", s))]
         if not ds:
             out.append(Finding(4, UNTESTABLE, f"{m} and slm share no complete size.", m))
             continue
@@ -221,7 +232,7 @@ def asymmetric_beat_slm(g: Grid) -> list[Finding]:
         s0 = g.sizes[0]
         d0 = ds.get(s0)
         lines = "; ".join(f"{s}: {d.text()}" for s, d in ds.items())
-        trend = _trend(ds, g.sizes)
+        trend = _trend(ds, g.judged_sizes)
         if d0 is not None and wins.get((f.part, s0)):
             f.verdict, f.text = HELD, f"At {s0} {f.part} beats slm beyond the interval (Holm). {lines}.{trend}"
         elif d0 is not None and d0.delta - t_quantile(0.95, d0.df) * d0.se > -MARGIN:
@@ -250,7 +261,7 @@ def pn_vs_mix(g: Grid) -> Finding:
         return _untestable(5, failed)
     if not (g.has("slm-pn") and g.has("slm-mix")):
         return Finding(5, UNTESTABLE, "slm-pn or slm-mix is missing from the grid.")
-    ds = [(s, d) for s in g.sizes if (d := g.diff("slm-pn", "slm-mix", s))]
+    ds = [(s, d) for s in g.judged_sizes if (d := g.diff("slm-pn", "slm-mix", s))]
     if not ds:
         return Finding(5, UNTESTABLE, "slm-pn and slm-mix share no complete size.")
     lines = "; ".join(f"{s}: {d.text()}" for s, d in ds)
