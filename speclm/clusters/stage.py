@@ -17,14 +17,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..core import atomic, manifest
+from ..core.progress import progress as progress_bar
 from ..core.errors import SpeclmError
 from ..core.atomic import read_required_json
 from ..core.run import Run
@@ -155,9 +154,8 @@ def embed_windows(run: Run, progress: bool | None = None, rank: int | None = Non
     # Pass 1: each rank fills its share of the missing shards.
     mine = [(j, sh) for i, (j, sh) in enumerate(work) if i % world == rank]
     todo = [(j, sh) for j, sh in mine if cache.load(*j, sh, plan[j][1], len(shard_rows(j, sh)), dim) is None]
-    show = sys.stderr.isatty() if progress is None else progress
-    with tqdm(total=sum(len(shard_rows(*w)) for w in todo), unit="win", desc=f"embed (rank {rank})" if world > 1 else "embed",
-              disable=not show or not todo, file=sys.stderr) as bar:
+    with progress_bar(sum(len(shard_rows(*w)) for w in todo), desc=f"embed (rank {rank})" if world > 1 else "embed",
+                      unit="win", show=None if progress is None and todo else bool(progress and todo)) as bar:
         for j, sh in todo:
             compute(j, sh, bar)
     _write_run_stats(run, rank, state, dtype, device)
@@ -166,7 +164,7 @@ def embed_windows(run: Run, progress: bool | None = None, rank: int | None = Non
     wait_all(world)
     # Pass 2: read everything back (a shard lost or corrupted since is recomputed here).
     out = {}
-    with tqdm(total=0, unit="win", desc="embed (repair)", disable=True) as bar:
+    with progress_bar(0, desc="embed (repair)", unit="win", show=False) as bar:
         for j, (rows, key) in plan.items():
             parts = []
             for sh in range(cache.n_shards(len(rows))):
@@ -202,7 +200,7 @@ def fit_and_assign(run: Run, emb: dict, progress: bool | None = None) -> dict:
     cfg = run.config.clusters
     ks = check_ks(cfg.ks, cfg.nested)
     shards = TokenShards(run.tokens_dir)
-    show = sys.stderr.isatty() if progress is None else progress
+    show = progress
     gen_rows, gen_emb = emb[(GENERIC, "train")]
     fit_idx = sample_rows(len(gen_rows), cfg.fit_sample, cfg.seed, "fit")
     x = normalize(gen_emb[fit_idx])
