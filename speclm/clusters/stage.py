@@ -381,6 +381,11 @@ def format_summary(summary: dict) -> str:
              f"fitted on {summary['fit_windows']:,} generic windows in {summary['fit_seconds']} s"]
     emb = [f"{name} {v['embedded']:,}/{v['windows']:,}" for name, v in summary.get("windows", {}).items()]
     lines.append("embedded (Sentence-BERT / all windows): " + ", ".join(emb))
+    runs = summary.get("embed", {}).get("last_run") or []
+    if runs:
+        n, secs = sum(r["windows"] for r in runs), sum(r["seconds"] for r in runs)
+        lines.append(f"embedding: backend {summary['embed'].get('backend', 'torch')}, {n:,} windows computed "
+                     f"in {secs:.0f} s ({n / max(secs, 1e-9):.1f} windows/s)")
     if summary.get("propagation_agreement"):
         lines.append("token-bag proxy agreement with Sentence-BERT clusters (held-out): " + ", ".join(
             f"k={k} {v:.0%}" for k, v in summary["propagation_agreement"].items()))
