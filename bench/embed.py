@@ -160,8 +160,9 @@ def cpu_bench(args, texts: list[str], where: str) -> None:
 
     from speclm.clusters.embed import Embedder, load_model
     from speclm.clusters.kmeans import assign_levels, fit_levels, normalize
-    from speclm.clusters.runtime import CPU_DEFAULT
+    from speclm.clusters.runtime import cpu_default
 
+    CPU_DEFAULT = cpu_default()  # openvino-int8 with VNNI/AMX, openvino under --isa avx2 or on AVX2 only
     model = load_model("cpu").float()
     peer_model = copy.deepcopy(model)
     peer_model.max_seq_length = args.pieces  # encode reads the same first 64 word pieces

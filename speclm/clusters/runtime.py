@@ -16,8 +16,8 @@ Backends (``clusters.backend``):
   switched off: the result is fp32 everywhere);
 * ``openvino-int8`` OpenVINO, int8 weights (NNCF weight compression of the fp32 export)
   with the CPU plugin's dynamic int8 quantization of the activations;
-* ``auto``          the CPU default chosen by measurement (``CPU_DEFAULT``; docs/clusters.md),
-  torch on a GPU.
+* ``auto``          the CPU default chosen by measurement (:func:`cpu_default`: openvino-int8
+  with VNNI/AMX, openvino on AVX2 only; docs/clusters.md), torch on a GPU.
 
 Why not sentence-transformers' own ``backend="onnx"``: it needs optimum-onnx, which pins
 transformers < 4.58 (this project runs 5.x), so the export here is done with torch itself.
@@ -34,20 +34,41 @@ import numpy as np
 from ..core.errors import SpeclmError
 
 BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
-CPU_DEFAULT = "openvino-int8"  # fastest with cluster agreement >= 0.95 (docs/clusters.md, measured)
+# The CPU defaults, measured (docs/clusters.md): openvino-int8 where the CPU has int8 dot
+# products (AVX512-VNNI, AVX-VNNI, AMX), openvino fp32 elsewhere (AVX2 only: OpenVINO's
+# dynamic int8 then falls back to a path slower than torch fp32).
+CPU_DEFAULT_INT8, CPU_DEFAULT_FP32 = "openvino-int8", "openvino"
+INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 EXPORT_VERSION = 1  # bump when the export below changes: a new cache folder
 OPSET = 17
 INSTALL_HINT = "install it with `pip install -e .` (or `make setup`)"
 
 
+def cpu_has_int8_dot() -> bool:
+    """Whether this CPU multiplies int8 fast (VNNI or AMX, from /proc/cpuinfo), and kernels
+    are not capped below it (``ONEDNN_MAX_CPU_ISA=AVX2`` or lower, as bench/embed.py --isa avx2 sets)."""
+    if os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ("SSE41", "AVX", "AVX2"):
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return any(flag in flags for flag in INT8_DOT_FLAGS)
+
+
+def cpu_default() -> str:
+    return CPU_DEFAULT_INT8 if cpu_has_int8_dot() else CPU_DEFAULT_FP32
+
+
 def resolve_backend(backend: str, device: str) -> str:
-    """The backend that runs: ``auto`` is torch on a GPU and ``CPU_DEFAULT`` on a CPU; the
-    runtimes are CPU-only."""
+    """The backend that runs: ``auto`` is torch on a GPU and :func:`cpu_default` on a CPU;
+    the runtimes are CPU-only."""
     if backend not in BACKENDS:
         raise SpeclmError(f"clusters.backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     on_cpu = str(device).split(":")[0] == "cpu"
     if backend == "auto":
-        return CPU_DEFAULT if on_cpu else "torch"
+        return cpu_default() if on_cpu else "torch"
     if backend != "torch" and not on_cpu:
         raise SpeclmError(f"clusters.backend={backend} runs on CPU only; use torch (or auto) with device={device}")
     return backend
