@@ -62,6 +62,9 @@ class ClustersConfig:
     batch_size: int = 64  # chunks per forward pass (sorted by length)
     dtype: str = "bf16"  # bf16 | fp16 (GPU) | fp32; bf16 falls back to fp32 on a CPU without native bf16
     device: str = "auto"  # auto (cuda if available) | cpu | cuda
+    # auto (torch on a GPU; on a CPU the fastest runtime that agrees with torch, docs/clusters.md)
+    # | torch | onnx | onnx-int8 | openvino | openvino-int8
+    backend: str = "auto"
     fit_sample: int = 0  # fit k-means on at most this many embedded generic train windows (0 = all)
     embed_sample: int = 0  # embed at most this many generic train windows (0 = all); the rest: token-bag proxy
     embed_sample_other: int = 0  # embed at most this many windows of every other set/split (0 = all)

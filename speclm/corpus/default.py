@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Callable
 
-from tqdm import tqdm
+from ..core.progress import progress
 
 from ..core import atomic
 from ..core.errors import SpeclmError
@@ -153,7 +153,7 @@ def _fetch(sources: list[Source], cfg: CorpusConfig, log: Callable[[str], None])
             + f" [{time.perf_counter() - start:.1f} s]")
         return source.name, kept
 
-    with ThreadPoolExecutor(max_workers=2) as pool, tqdm(total=len(sources), desc="corpus sources", unit="source") as bar:
+    with ThreadPoolExecutor(max_workers=2) as pool, progress(len(sources), desc="corpus sources", unit="source") as bar:
         for future in as_completed([pool.submit(run, source) for source in sources]):
             name, outcome = future.result()
             results[name] = outcome

@@ -134,9 +134,9 @@ def _progress(total: int):
     """One bar over every job of the grid: done / total, the jobs running, the time left
     from the measured rate (tqdm's estimate; pretrainings come first, so it is pessimistic
     early on)."""
-    from tqdm.auto import tqdm
+    from ..core.progress import progress
 
-    return tqdm(total=total, desc="grid jobs", unit="job", dynamic_ncols=True, leave=True)
+    return progress(total, desc="grid jobs", unit="job", leave=True)
 
 
 def _schedule(pool, job_fn, payload, deps, on_row, workers, retries, log) -> None:

@@ -13,6 +13,38 @@ from __future__ import annotations
 STAGES = ("corpus", "tokens", "clusters", "grid")
 
 
+class StageClock:
+    """Wall and CPU time of each stage (CPU: this process's threads plus its finished child
+    processes, e.g. the grid's workers), so a stage that leaves a core idle shows it."""
+
+    def __init__(self):
+        self.times: dict[str, dict[str, float]] = {}
+
+    @staticmethod
+    def _cpu() -> float:
+        import resource
+
+        me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+        return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+    def __call__(self, name: str, build):
+        import time
+
+        t0, c0 = time.perf_counter(), self._cpu()
+        out = build()
+        wall, cpu = time.perf_counter() - t0, self._cpu() - c0
+        self.times[name] = {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
+        return out
+
+    def line(self, name: str) -> str:
+        import os
+
+        t = self.times[name]
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        busy = t["cpu_s"] / t["wall_s"] if t["wall_s"] > 0 else 0.0
+        return f"time: {name} {t['wall_s']:.1f} s wall, {t['cpu_s']:.1f} s CPU ({busy:.2f} of {cores} cores busy)"
+
+
 def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters", workers: int = 0, executor: str = "") -> dict:
     """Run the stages in order up to ``until`` (one of STAGES) and return their summaries.
 
@@ -38,31 +70,38 @@ def run_pipeline(run, force: bool = False, echo=None, until: str = "clusters", w
     from ..tokens.stage import build_tokens, format_tokens_summary
 
     echo = (echo or (lambda text: None)) if rank == 0 else (lambda text: None)
-    summary = {"corpus": _rank0_first(lambda: build_corpus(run, force=force), rank, world)}
+    clock = StageClock()
+    summary = {"corpus": clock("corpus", lambda: _rank0_first(lambda: build_corpus(run, force=force), rank, world)),
+               "times": clock.times}
     echo(format_summary(summary["corpus"]))
+    echo(clock.line("corpus"))
     if last < 1:
         return summary
     from ..corpus.overlap import format_report
     from ..corpus.overlap_stage import apply_overlap
 
-    summary["overlap"] = _rank0_first(lambda: apply_overlap(run, force=force), rank, world)
+    summary["overlap"] = clock("overlap", lambda: _rank0_first(lambda: apply_overlap(run, force=force), rank, world))
     echo(format_report(summary["overlap"]))
-    summary["tokens"] = _rank0_first(lambda: build_tokens(run, force=force), rank, world)
+    echo(clock.line("overlap"))
+    summary["tokens"] = clock("tokens", lambda: _rank0_first(lambda: build_tokens(run, force=force), rank, world))
     echo(format_tokens_summary(summary["tokens"]))
+    echo(clock.line("tokens"))
     if last < 2:
         return summary
     from ..clusters.stage import build_clusters, format_summary as format_clusters_summary
 
-    summary["clusters"] = build_clusters(run, force=force)
+    summary["clusters"] = clock("clusters", lambda: build_clusters(run, force=force))
     echo(format_clusters_summary(summary["clusters"]))
+    echo(clock.line("clusters"))
     if last < 3:
         return summary
     from .experiment import run_grid
 
     warn_data(run)
-    table = run_grid(run, log=echo, workers=workers, executor=executor)
+    table = clock("grid", lambda: run_grid(run, log=echo, workers=workers, executor=executor))
     summary["grid"] = str(table)
     echo(table.read_text(encoding="utf-8"))
+    echo(clock.line("grid"))
     echo(f"results: {table} (one row per method, domain and size: {table.with_suffix('.jsonl')})")
     from ..report.page import write_report
 

@@ -33,6 +33,8 @@ from typing import Callable, Mapping, Optional
 import torch
 from tqdm.auto import tqdm
 
+from ..core.progress import progress as progress_bar
+
 from ..core import atomic
 from ..core.errors import SpeclmError
 from ..core.manifest import hash_obj
@@ -260,8 +262,8 @@ def _train(
         curves.log({"step": st["step"], "valid_loss": st["last_valid"], "best_valid": st["best_valid"]})
 
     horizon = schedule.total_steps or None
-    bar = tqdm(total=horizon, initial=st["step"], desc=f"train {out.name}", disable=not (progress and dist.is_main),
-               dynamic_ncols=True)
+    bar = progress_bar(horizon, desc=f"train {out.name}", unit="step", initial=st["step"],
+                       show=bool(progress and dist.is_main))
     stop = budget.reached(st["step"], st["tokens"], st["flops"], st["wall_seconds"] * dist.world_size / 3600)
     if st["step"] > 0 and valid_fn is not None and early_stopping and st["bad_evals"] >= cfg.patience:
         stop = "early_stopping"
