@@ -10,6 +10,8 @@ TORCH ?= torch==2.13.0
 # a CUDA build instead: make demo TORCH_INDEX=https://download.pytorch.org/whl/cu128
 TORCH_INDEX ?=
 PRESET ?= demo
+# pytest worker processes for `make test` (pytest-xdist; each test module runs in one worker)
+TEST_WORKERS ?= 2
 RUN ?= runs/$(PRESET)
 
 .PHONY: setup browser demo test bench clean
@@ -35,7 +37,7 @@ browser:
 	    >/tmp/speclm-chromium.log 2>&1 || echo "make: could not install chromium (see /tmp/speclm-chromium.log); the browser test will skip"; }; } || true
 
 test: setup browser
-	$(BIN)/python -m pytest tests
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadscope tests
 
 bench: setup
 	for b in bench/*.py; do $(BIN)/python $$b || exit 1; done

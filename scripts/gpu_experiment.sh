@@ -36,8 +36,10 @@ if [ "$DRY_RUN" = 1 ]; then
   size=4k
   limits=(60 60 120 240)  # corpus, tokens, clusters, grid (seconds)
   sets=(--preset tiny
-        --set clusters.device=cpu --set train.dtype=fp32 --set train.compile=false
-        --set methods.pretrain_steps=8 --set 'methods.sizes=["4k"]' --set 'methods.finetune_max_steps=[4]'
+        --set clusters.device=cpu --set clusters.embed_sample=48 --set clusters.embed_sample_other=4
+        --set clusters.chunk_pieces=16 --set clusters.niter=5
+        --set train.dtype=fp32 --set train.compile=false
+        --set methods.pretrain_steps=4 --set 'methods.sizes=["4k"]' --set 'methods.finetune_max_steps=[4]'
         --set methods.finetune_eval_every=2 --set methods.eval_max_windows=16)
 else
   domains=kjv,python_code

@@ -83,6 +83,47 @@ FAST_CLUSTERS = [
 ]
 
 
+# -- the tiny preset's data stages, built once for the whole suite -----------------------------
+# The grid and method tests start from the tiny corpus, its tokens and (for the methods that
+# read them) its clusters. Each module takes a copy (tiny_copy) with its own overrides; a
+# stage whose config the overrides change is rebuilt in the copy, as in any run folder.
+_JOBS = ("config.toml", "pretrain", "specialize", "eval", "train", "curves", "seed-*", ".*.lock")
+
+
+@pytest.fixture(scope="session")
+def tiny_tokens(tmp_path_factory) -> Path:
+    """A run folder of the tiny preset with its corpus and tokens built (never changed: copy it)."""
+    from speclm.core.run import open_run
+    from speclm.corpus.stage import build_corpus
+    from speclm.tokens.stage import build_tokens
+
+    run = open_run(tmp_path_factory.mktemp("tiny-tokens") / "run", "tiny", FAST_CLUSTERS)
+    build_corpus(run)
+    build_tokens(run)
+    return run.path
+
+
+@pytest.fixture(scope="session")
+def tiny_clusters(tmp_path_factory, tiny_tokens) -> Path:
+    """tiny_tokens plus its clusters (FAST_CLUSTERS: k=2 and 4; never changed: copy it)."""
+    from speclm.clusters.stage import build_clusters
+
+    run = tiny_copy(tiny_tokens, tmp_path_factory.mktemp("tiny-clusters") / "run", FAST_CLUSTERS)
+    build_clusters(run, progress=False)
+    return run.path
+
+
+def tiny_copy(base: Path, dest: Path, overrides: list[str]):
+    """A new run folder ``dest`` holding ``base``'s data stages (no jobs, no config), opened
+    with the tiny preset and ``overrides``; returns the Run."""
+    import shutil
+
+    from speclm.core.run import open_run
+
+    shutil.copytree(base, dest, ignore=shutil.ignore_patterns(*_JOBS))
+    return open_run(dest, "tiny", overrides)
+
+
 @pytest.fixture
 def cli(capsys):
     """Run ``speclm ARGS...`` in-process; returns (exit code, stdout, stderr)."""

@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import FAST_CLUSTERS, FAST_GRID_TRAIN, KillAt, Killed
+from conftest import FAST_CLUSTERS, FAST_GRID_TRAIN, KillAt, Killed, tiny_copy
 from safetensors.torch import load_file
 
 from speclm.core import atomic
@@ -137,16 +137,11 @@ FAST = [
 
 
 @pytest.fixture(scope="module")
-def curve_run(tmp_path_factory):
+def curve_run(tmp_path_factory, tiny_clusters):
     from speclm.clusters.stage import build_clusters
-    from speclm.core.run import open_run
-    from speclm.corpus.stage import build_corpus
-    from speclm.tokens.stage import build_tokens
 
-    run = open_run(tmp_path_factory.mktemp("curves") / "run", "tiny", [*FAST, *CURVES])
-    build_corpus(run)
-    build_tokens(run)
-    build_clusters(run, progress=False)
+    run = tiny_copy(tiny_clusters, tmp_path_factory.mktemp("curves") / "run", [*FAST, *CURVES])
+    build_clusters(run, progress=False)  # the shared clusters (FAST_CLUSTERS): nothing to do
     return run
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tiny_copy
 from speclm.core import atomic
 from speclm.core.errors import SpeclmError
 
@@ -79,16 +80,9 @@ def test_paired_difference_on_the_same_windows(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from speclm.core.run import open_run
-    from speclm.corpus.stage import build_corpus
-    from speclm.tokens.stage import build_tokens
-
+def run(tmp_path_factory, tiny_tokens):
     torch.set_num_threads(1)
-    r = open_run(tmp_path_factory.mktemp("bars") / "run", "tiny", FAST)
-    build_corpus(r)
-    build_tokens(r)
-    return r
+    return tiny_copy(tiny_tokens, tmp_path_factory.mktemp("bars") / "run", FAST)
 
 
 class FakeClusters:

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from speclm.core import atomic
-from conftest import FAST_GRID_TRAIN
+from conftest import FAST_GRID_TRAIN, tiny_copy
 
 FAST = [
     *FAST_GRID_TRAIN,
@@ -29,16 +29,9 @@ GRID = {"methods": ["slm", "slm-nopt"], "domains": ["kjv", "legal"], "sizes": ["
 
 
 @pytest.fixture(scope="module")
-def base_run(tmp_path_factory):
-    from speclm.core.run import open_run
-    from speclm.corpus.stage import build_corpus
-    from speclm.tokens.stage import build_tokens
-
+def base_run(tmp_path_factory, tiny_tokens):
     torch.set_num_threads(1)
-    run = open_run(tmp_path_factory.mktemp("exec") / "base", "tiny", FAST)
-    build_corpus(run)
-    build_tokens(run)
-    return run.path
+    return tiny_copy(tiny_tokens, tmp_path_factory.mktemp("exec") / "base", FAST).path
 
 
 def fresh(base: Path, name: str) -> Path:
@@ -96,12 +89,18 @@ def test_plan_shares_pretrainings_and_orders_reuse():
     assert not any(j.startswith("specialize:") for j in jobs)
 
 
-def test_one_and_two_workers_same_rows(base_run):
-    one = grid(fresh(base_run, "w1"), workers=1)
+@pytest.fixture(scope="module")
+def one_process_rows(base_run) -> dict:
+    """The rows of the grid run in this process (workers=1): the reference every executor
+    test compares with (computed once for the module)."""
+    return nlls(grid(fresh(base_run, "w1"), workers=1))
+
+
+def test_one_and_two_workers_same_rows(base_run, one_process_rows):
     t0 = time.perf_counter()
     two = grid(fresh(base_run, "w2"), workers=2)
     print(f"workers=2 grid: {time.perf_counter() - t0:.1f} s")
-    same(nlls(one), nlls(two))
+    same(one_process_rows, nlls(two))
     trained_once(two.parent.parent)
 
 
@@ -112,13 +111,12 @@ def _speclm(run: Path, *args: str) -> subprocess.Popen:
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-def test_two_grid_processes_share_one_run(base_run):
-    one = grid(fresh(base_run, "single"), workers=1)
+def test_two_grid_processes_share_one_run(base_run, one_process_rows):
     run = fresh(base_run, "shared")
     procs = [_speclm(run), _speclm(run)]
     outs = [p.communicate(timeout=600)[0] for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outs
-    same(nlls(one), nlls(run / "eval" / "results.jsonl"))
+    same(one_process_rows, nlls(run / "eval" / "results.jsonl"))
     trained_once(run)
 
 
@@ -146,11 +144,11 @@ def test_killed_worker_is_retried(base_run):
     assert len(atomic.read_jsonl(run / "eval" / "results.jsonl")) == 4
 
 
-def test_ray_local_two_workers_same_rows(base_run):
+def test_ray_local_two_workers_same_rows(base_run, request):
     pytest.importorskip("ray", reason="Ray is the optional `cluster` extra: pip install 'speclm[cluster]'")
-    one = grid(fresh(base_run, "r1"), workers=1)
+    one = request.getfixturevalue("one_process_rows")
     two = grid(fresh(base_run, "r2"), workers=2, executor="ray")
-    same(nlls(one), nlls(two))
+    same(one, nlls(two))
     trained_once(two.parent.parent)
     assert json.loads(two.read_text().splitlines()[0])["config"]
 

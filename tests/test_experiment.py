@@ -10,7 +10,7 @@ import torch
 
 from speclm.core import atomic
 from speclm.core.errors import SpeclmError
-from conftest import FAST_GRID_TRAIN
+from conftest import FAST_GRID_TRAIN, tiny_copy
 
 FAST = [
     *FAST_GRID_TRAIN,
@@ -21,16 +21,9 @@ FAST = [
 
 
 @pytest.fixture(scope="module")
-def grid_run(tmp_path_factory):
-    from speclm.corpus.stage import build_corpus
-    from speclm.core.run import open_run
-    from speclm.tokens.stage import build_tokens
-
+def grid_run(tmp_path_factory, tiny_tokens):
     torch.set_num_threads(1)
-    run = open_run(tmp_path_factory.mktemp("grid") / "run", "tiny", FAST)
-    build_corpus(run)
-    build_tokens(run)  # slm and slm-nopt need no clusters
-    return run
+    return tiny_copy(tiny_tokens, tmp_path_factory.mktemp("grid") / "run", FAST)  # slm and slm-nopt need no clusters
 
 
 def test_grid_rows_table_and_resume(grid_run):
@@ -63,6 +56,22 @@ def test_grid_rows_table_and_resume(grid_run):
     run_grid(grid_run, methods=["slm", "slm-nopt"], domains=domains, sizes=["2k"], log=lambda s: None)
     again = atomic.read_jsonl(path)
     assert len(again) == 4 and again[-1]["nll"] == pytest.approx(rows[-1]["nll"])
+
+
+def test_plots_are_redrawn_at_most_once_per_interval():
+    from speclm.grid.experiment import Every
+
+    now = [100.0]
+    every = Every(60.0, clock=lambda: now[0])
+    assert not every.due()  # not at once: the grid's end draws anyway
+    now[0] = 159.0
+    assert not every.due()
+    now[0] = 160.0
+    assert every.due() and not every.due()  # counted again from this drawing
+    now[0] = 219.5
+    assert not every.due()
+    now[0] = 221.0
+    assert every.due()
 
 
 def test_grid_refuses_bad_names_before_work(grid_run):

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import FAST_CLUSTERS, FAST_TRAIN
+from conftest import FAST_CLUSTERS, FAST_TRAIN, tiny_copy
 
 from speclm.core.errors import SpeclmError
 from speclm.methods import inputs
@@ -40,15 +40,13 @@ def build_tokens_only(run) -> None:
 
 
 @pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    """The tiny preset's corpus, tokens and clusters (k=2, 4), built once for this module."""
+def tiny_run(tmp_path_factory, tiny_clusters):
+    """The tiny preset's corpus, tokens and clusters (k=2, 4): a copy of the suite's shared ones."""
     from speclm.clusters.stage import build_clusters
-    from speclm.core.run import open_run
 
     torch.set_num_threads(1)
-    run = open_run(tmp_path_factory.mktemp("methods") / "run", "tiny", FAST)
-    build_tokens_only(run)
-    build_clusters(run, progress=False)
+    run = tiny_copy(tiny_clusters, tmp_path_factory.mktemp("methods") / "run", FAST)
+    build_clusters(run, progress=False)  # the shared clusters (FAST_CLUSTERS): nothing to do
     return run
 
 

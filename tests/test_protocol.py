@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from speclm.core.errors import SpeclmError
-from conftest import FAST_GRID_TRAIN
+from conftest import FAST_GRID_TRAIN, tiny_copy
 from speclm.core import manifest
 
 FAST = [
@@ -21,16 +21,9 @@ FAST = [
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    from speclm.core.run import open_run
-    from speclm.corpus.stage import build_corpus
-    from speclm.tokens.stage import build_tokens
-
+def run(tmp_path_factory, tiny_tokens):
     torch.set_num_threads(1)
-    r = open_run(tmp_path_factory.mktemp("protocol") / "run", "tiny", FAST)
-    build_corpus(r)
-    build_tokens(r)  # slm and slm-nopt need no clusters
-    return r
+    return tiny_copy(tiny_tokens, tmp_path_factory.mktemp("protocol") / "run", FAST)  # slm and slm-nopt need no clusters
 
 
 def _ctx(run, **methods):

@@ -13,6 +13,7 @@ import re
 import pytest
 import torch
 
+from conftest import tiny_copy
 from speclm.core import atomic
 from speclm.report.evidence import difference, group, macro
 from speclm.report.findings import Grid
@@ -58,16 +59,11 @@ def test_difference_is_the_macro_of_per_domain_differences():
 
 
 @pytest.fixture(scope="module")
-def grid_run(tmp_path_factory):
-    from speclm.core.run import open_run
-    from speclm.corpus.stage import build_corpus
+def grid_run(tmp_path_factory, tiny_tokens):
     from speclm.grid.experiment import run_grid
-    from speclm.tokens.stage import build_tokens
 
     torch.set_num_threads(1)
-    run = open_run(tmp_path_factory.mktemp("report") / "run", "tiny", FAST)
-    build_corpus(run)
-    build_tokens(run)
+    run = tiny_copy(tiny_tokens, tmp_path_factory.mktemp("report") / "run", FAST)
     run_grid(run, methods=["slm", "slm-nopt"], domains=["kjv", "legal"], sizes=["2k"], log=lambda s: None)
     return run
 

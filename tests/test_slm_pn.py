@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from conftest import FAST_TRAIN
+from conftest import FAST_CLUSTERS, FAST_TRAIN, tiny_copy
 
 from speclm.core.errors import SpeclmError
 from speclm.clusters.describe import entropy
@@ -93,11 +93,8 @@ FAST = [
     "methods.pn_k=2",
     "methods.pn_h=2",
     "methods.pn_m=2",
-    # Sentence-BERT on a sample only (the rest by the stage's token-bag propagation): the slow part
-    "clusters.ks=[2]",
-    "clusters.embed_sample=256",
-    "clusters.embed_sample_other=32",
-    "clusters.window_embedding='first'",
+    # the suite's shared clusters (k=2 and 4; Sentence-BERT on a sample, the rest propagated)
+    *FAST_CLUSTERS,
 ]
 
 
@@ -113,13 +110,12 @@ needs_clusters = pytest.mark.skipif(not _has_clusters_stage(), reason="the clust
 
 
 @pytest.fixture(scope="module")
-def pn_run(tmp_path_factory):
+def pn_run(tmp_path_factory, tiny_clusters):
     from speclm.grid.pipeline import run_pipeline
-    from speclm.core.run import open_run
 
     torch.set_num_threads(1)
-    run = open_run(tmp_path_factory.mktemp("pn") / "run", "tiny", FAST)
-    run_pipeline(run)
+    run = tiny_copy(tiny_clusters, tmp_path_factory.mktemp("pn") / "run", FAST)
+    run_pipeline(run)  # every stage is the shared copy's: nothing to do
     if not (run.clusters_dir / "manifest.json").exists():
         from speclm.clusters.stage import build_clusters
 

@@ -20,7 +20,9 @@ with ``train.seed + i`` in its own job folders (speclm.core.run.Run.with_seed).
 Rows carry a hash of the config; rows already present with the same hash are skipped, so
 a killed grid resumes where it stopped. After every row the markdown table
 ``eval/<name>.md`` is rewritten (:mod:`speclm.results`): per-domain perplexity and the macro average
-(exp of the mean per-domain NLL, docs/paper.md §3) for every method and size, with costs.
+(exp of the mean per-domain NLL, docs/paper.md §3) for every method and size, with costs. The
+plots (``eval/<name>.png``) take a second or two each to draw: they are redrawn after a row
+only when PLOT_EVERY seconds have passed since the last drawing, and always at the end.
 
 Cost split (docs/paper.md Eq. 1): a method with shared pretraining pays its pretraining once
 (C_generic); SLM-is/SLM-dsir pay theirs per domain, so it counts as specialization.
@@ -193,13 +195,16 @@ def run_grid(
         f"{len(todo)} rows to do" + (f", {len(curve_todo)} curve points" if curve_todo else ""))
     from .executor import run_graph
 
+    replot = Every(PLOT_EVERY)
+
     def on_row(row: dict) -> None:
         if curves.FRACTION in row and row["pretrain_fraction"] < 1:  # a curve point: eval/curves.jsonl
             log(f"grid: curve {row['method']} / {row['domain']} / {row['size']} at {row['pretrain_fraction']!r} "
                 f"(step {row['pretrain_step']}): ppl {row['ppl']:.2f} ({row['grid_seconds']:.0f} s)")
             return
         write_table(results, table, chash)
-        _plot(results, chash, log)
+        if replot.due():
+            _plot(results, chash, log)
         log(f"grid: {row['method']} / {row['domain']} / {row['size']}" + (f" / seed {row['seed']}" if n_seeds > 1 else "")
             + f": ppl {row['ppl']:.2f} [{row['ppl_lo']:.2f}, {row['ppl_hi']:.2f}]"
             + (f", no FT {row['pretrained_ppl']:.2f}" if "pretrained_ppl" in row else "") + f" ({row['grid_seconds']:.0f} s)")
@@ -283,10 +288,28 @@ def grid_job(job: dict, ctx=None) -> Optional[dict]:
         return row
 
 
+PLOT_EVERY = 60.0  # seconds between redrawings of the plots while the grid runs
+
+
+class Every:
+    """``due()`` is True at most once per ``seconds`` (counted from the creation)."""
+
+    def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.seconds, self.clock = seconds, clock
+        self.last = clock()
+
+    def due(self) -> bool:
+        now = self.clock()
+        if now - self.last < self.seconds:
+            return False
+        self.last = now
+        return True
+
+
 def _plot(results: Path, chash: str, log: Callable[[str], None]) -> None:
     """Redraw eval/<name>.png and <name>-domains.png (speclm/experiment_plots.py). The
-    pictures are derived from the rows and redrawn at the next row, so a failure to draw
-    is reported, not allowed to stop the grid."""
+    pictures are derived from the rows and redrawn at the next drawing (PLOT_EVERY, and the
+    grid's end), so a failure to draw is reported, not allowed to stop the grid."""
     from ..report.plots import plot_grid
 
     try:
