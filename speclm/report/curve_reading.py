@@ -178,30 +178,13 @@ def table8(curves: dict[str, list[Point]], sizes: list[str]) -> dict:
     return {"base": how, "rows": rows}
 
 
-def _ranks(v: list[float]) -> list[float]:
-    """Ranks from 1, ties sharing their mean rank."""
-    order = sorted(range(len(v)), key=lambda i: v[i])
-    r = [0.0] * len(v)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            r[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return r
-
-
 def spearman(xs: list[float], ys: list[float]) -> Optional[float]:
     """Spearman's rank correlation (ties at their mean rank); None under 3 points or without spread."""
-    if len(xs) < 3:
+    from .stats import ranks, spearman_rho
+
+    if len(xs) < 3 or len(set(ranks(xs))) < 2 or len(set(ranks(ys))) < 2:
         return None
-    rx, ry = _ranks(xs), _ranks(ys)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    var = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
-    return cov / var if var else None
+    return spearman_rho(xs, ys)
 
 
 def swaps(before: dict[str, float], after: dict[str, float]) -> tuple[list[tuple[str, str]], int]:
