@@ -12,7 +12,7 @@ TORCH_INDEX ?=
 PRESET ?= demo
 RUN ?= runs/$(PRESET)
 
-.PHONY: setup demo test bench clean
+.PHONY: setup browser demo test bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,7 +27,14 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/speclm run --preset $(PRESET) --run $(RUN)
 
-test: setup
+# Headless Chromium for the report's browser test (tests/test_report.py): Debian's package,
+# where this machine lets us install it (root with apt-get); elsewhere that test skips and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium; } \
+	    >/tmp/speclm-chromium.log 2>&1 || echo "make: could not install chromium (see /tmp/speclm-chromium.log); the browser test will skip"; }; } || true
+
+test: setup browser
 	$(BIN)/python -m pytest tests
 
 bench: setup

@@ -7,16 +7,27 @@ measurements alternate between the variants so machine load hits all alike. The 
 truncation at 256 word pieces). Prints windows/s (median of the repeats), the ratio
 ours / peer, and the cosine between each variant's embeddings and the peer's.
 
-Variants of ours:
-  stage      what the stage runs with the given settings (bf16 autocast only where the CPU
-             has native bf16, else fp32), first chunk of 256 pieces (= what encode reads)
-  bf16       bf16 autocast forced (on a CPU without native bf16 this is much slower)
-  first-128  the first 128 word pieces only (faster, but reads less text: lower cosine)
+On a CPU (the default) the variants are the clusters stage's backends (clusters.backend,
+docs/clusters.md) at the demo's read (the first ``--pieces`` 64 word pieces), each at 1 and
+2 threads: torch fp32, onnx (ONNX Runtime fp32), onnx-int8, openvino (fp32), openvino-int8;
+the peer is ``SentenceTransformer.encode`` fp32 reading the same 64 pieces. Each backend's
+cluster agreement with torch fp32: k-means (k=16, k=64) fitted on torch's embeddings of
+``--agree-n`` windows, every backend's embeddings assigned to those same centroids, the
+share of windows in the same cluster. The last line is
 
-    python bench/embed.py                         # windows of the shipped tiny corpus, 256 tokens
+    cpu embed ratio: R (agreement k=64: A)
+
+R: windows/s of the stage's CPU default (clusters.backend = auto) over the peer's, at the
+most threads measured; A its agreement at k=64.
+
+    python bench/embed.py                         # shipped tiny corpus, 128-token windows
+    python bench/embed.py --isa avx2              # torch/MKL/oneDNN (OpenVINO's too) capped to AVX2
     python bench/embed.py --run runs/demo --n 256 # windows of a built run
-    python bench/embed.py --run runs/demo --n 4096 --dump-texts texts.json  # save texts, no timing
-    python bench/embed.py --texts texts.json --device cuda  # GPU: peer fp32 vs stage bf16
+
+``--isa avx2`` sets ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2
+ONEDNN_MAX_CPU_ISA=AVX2 OV_CPU_MAX_ISA=AVX2 before anything loads. ONNX Runtime has no such
+knob (its MLAS kernels pick the ISA from cpuid), nor do the MLAS kernels OpenVINO uses for some
+fp32 layers: those rows stay native (marked).
 
 On a GPU the variants are the peer (encode, fp32, batch 32), the stage in bf16 at its
 default batch (64) and at batch 256; ``--full-windows`` converts the stage's rate into
@@ -34,6 +45,12 @@ import tempfile
 import time
 
 import numpy as np
+
+# --isa avx2: read by torch (ATen, MKL, oneDNN) and OpenVINO's oneDNN when they load, so set first
+ISA_AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
+            "OV_CPU_MAX_ISA": "AVX2"}
+if "--isa" in sys.argv and sys.argv[sys.argv.index("--isa") + 1:][:1] == ["avx2"]:
+    os.environ.update(ISA_AVX2)
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
@@ -65,9 +82,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default=None, help="a run folder with tokens (default: build the tiny corpus)")
     ap.add_argument("--n", type=int, default=64, help="windows to embed")
-    ap.add_argument("--window", type=int, default=256, help="tokens per window when building the tiny corpus")
+    ap.add_argument("--pieces", type=int, default=64, help="word pieces read per window on CPU (the demo's read)")
+    ap.add_argument("--agree-n", type=int, default=1024, help="CPU: windows for the cluster agreement")
+    ap.add_argument("--threads", default="1,2", help="CPU: thread counts to time")
+    ap.add_argument("--backends", default="onnx,onnx-int8,openvino,openvino-int8", help="CPU: runtime backends")
+    ap.add_argument("--isa", choices=["native", "avx2"], default="native", help="CPU: cap kernels to AVX2 (see above)")
+    ap.add_argument("--window", type=int, default=128, help="tokens per window when building the tiny corpus")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--bf16-n", type=int, default=16, help="windows for the forced-bf16 variant (slow without native bf16)")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--texts", default=None, help="a JSON list of texts to embed (instead of --run)")
     ap.add_argument("--dump-texts", default=None, help="write the selected texts to this JSON file and stop")
@@ -80,34 +101,28 @@ def main() -> None:
 
     if args.texts:
         with open(args.texts, encoding="utf-8") as f:
-            texts = json.load(f)[: args.n]
+            texts = json.load(f)[: max(args.n, args.agree_n)]
         where = args.texts
     else:
-        texts, where = windows_texts(args.run, args.n, args.window)
+        texts, where = windows_texts(args.run, max(args.n, args.agree_n if args.device == "cpu" else 0), args.window)
     if args.dump_texts:
         with open(args.dump_texts, "w", encoding="utf-8") as f:
             json.dump(texts, f)
         print(f"wrote {len(texts)} texts from {where} to {args.dump_texts}")
         return
+    if args.device == "cpu":
+        return cpu_bench(args, texts, where)
+    texts = texts[: args.n]
     dev = args.device
     model = load_model(dev).float()  # fp32 weights whatever the stored dtype: the peer runs fp32
     stage_dtype = effective_dtype(dev, "bf16")
-    if dev == "cpu":
-        variants = {
-            "peer": lambda t: model.encode(t, convert_to_numpy=True),
-            "stage": Embedder(model, mode="first", chunk_pieces=256, dtype=stage_dtype, device=dev).embed,
-            "bf16": Embedder(model, mode="first", chunk_pieces=256, dtype="bf16", device=dev).embed,
-            "first-128": Embedder(model, mode="first", chunk_pieces=128, dtype=stage_dtype, device=dev).embed,
-        }
-        subset = {"bf16": texts[: args.bf16_n]}
-    else:
-        variants = {
-            "peer": lambda t: model.encode(t, convert_to_numpy=True),
-            "stage": Embedder(model, mode="first", chunk_pieces=256, dtype=stage_dtype, device=dev).embed,
-            "stage-b256": Embedder(model, mode="first", chunk_pieces=256, dtype=stage_dtype, device=dev,
-                                   batch_size=256).embed,
-        }
-        subset = {}
+    variants = {
+        "peer": lambda t: model.encode(t, convert_to_numpy=True),
+        "stage": Embedder(model, mode="first", chunk_pieces=256, dtype=stage_dtype, device=dev).embed,
+        "stage-b256": Embedder(model, mode="first", chunk_pieces=256, dtype=stage_dtype, device=dev,
+                               batch_size=256).embed,
+    }
+    subset: dict[str, list[str]] = {}
     pieces = Embedder(model, mode="first", chunk_pieces=256, device=dev).chunk(texts).pieces
     print(f"windows: {len(texts)} from {where}; word pieces read per window (first chunk): mean {pieces.mean():.0f}")
     where_dev = torch.cuda.get_device_name() if dev.startswith("cuda") else \
@@ -136,6 +151,68 @@ def main() -> None:
     best = max(statistics.median(v) for k, v in rates.items() if k.startswith("stage"))
     print(f"at the stage's best rate, {args.full_windows:,} windows take {args.full_windows / best / 60:.1f} min "
           f"(peer: {args.full_windows / peer / 60:.1f} min)")
+
+
+def cpu_bench(args, texts: list[str], where: str) -> None:
+    import copy
+
+    import torch
+
+    from speclm.clusters.embed import Embedder, load_model
+    from speclm.clusters.kmeans import assign_levels, fit_levels, normalize
+    from speclm.clusters.runtime import cpu_default
+
+    CPU_DEFAULT = cpu_default()  # openvino-int8 with VNNI/AMX, openvino under --isa avx2 or on AVX2 only
+    model = load_model("cpu").float()
+    peer_model = copy.deepcopy(model)
+    peer_model.max_seq_length = args.pieces  # encode reads the same first 64 word pieces
+    threads = [int(t) for t in args.threads.split(",")]
+    backends = ["torch"] + [b for b in args.backends.split(",") if b]
+    native = {"onnx", "onnx-int8"} if args.isa == "avx2" else set()
+    timed = texts[: args.n]
+    print(f"windows: {len(timed)} timed, {len(texts)} for agreement, from {where}; first {args.pieces} word pieces")
+    print(f"torch {torch.__version__}; isa {args.isa}" + (f" ({' '.join(f'{k}={v}' for k, v in ISA_AVX2.items())})"
+                                                          if args.isa == "avx2" else ""))
+    variants: dict[tuple[str, int], object] = {}
+    for t in threads:
+        variants[("peer", t)] = lambda x: peer_model.encode(x, convert_to_numpy=True)
+        for b in backends:
+            variants[(b, t)] = Embedder(model, mode="first", chunk_pieces=args.pieces, dtype="fp32", device="cpu",
+                                        backend=b, threads=t).embed
+    for (name, t), fn in variants.items():  # warm-up (and the exports, on first use)
+        torch.set_num_threads(t)
+        fn(timed[:8])
+    rates: dict[tuple[str, int], list[float]] = {k: [] for k in variants}
+    for _ in range(args.repeats):  # alternate, so machine load hits every variant alike
+        for (name, t), fn in variants.items():
+            torch.set_num_threads(t)
+            t0 = time.perf_counter()
+            fn(timed)
+            rates[(name, t)].append(len(timed) / (time.perf_counter() - t0))
+    # agreement: every backend's embeddings of the same windows, on torch fp32's centroids
+    tmax = max(threads)
+    torch.set_num_threads(tmax)
+    emb = {b: variants[(b, tmax)](texts) for b in backends}
+    levels = fit_levels(normalize(emb["torch"]), [16, 64], nested=False, niter=25, seed=0)
+    ref = assign_levels(normalize(emb["torch"]), levels)
+    agree = {b: {k: float((assign_levels(normalize(emb[b]), levels)[k] == ref[k]).mean()) for k in (16, 64)}
+             for b in backends}
+    cos = {b: (emb[b] * emb["torch"]).sum(1) for b in backends}
+    peer = {t: statistics.median(rates[("peer", t)]) for t in threads}
+    print(f"\n| backend | threads | windows/s (median of {args.repeats}) | ratio vs encode fp32 | "
+          f"agreement k=16 / k=64 | cosine vs torch: min |")
+    print("|---|---|---|---|---|---|")
+    for t in threads:
+        print(f"| SentenceTransformer.encode fp32 (peer) | {t} | {peer[t]:.1f} | 1.00x | | |")
+        for b in backends:
+            r = statistics.median(rates[(b, t)])
+            mark = " (native ISA)" if b in native else ""
+            print(f"| {b}{' (default)' if b == CPU_DEFAULT else ''}{mark} | {t} | {r:.1f} | {r / peer[t]:.2f}x | "
+                  f"{agree[b][16]:.3f} / {agree[b][64]:.3f} | {cos[b].min():.4f} |")
+    best = CPU_DEFAULT if CPU_DEFAULT in backends else "torch"
+    r = statistics.median(rates[(best, tmax)])
+    print(f"\nCPU backend {best}: {r:.1f} windows/s at {tmax} threads (encode fp32: {peer[tmax]:.1f})")
+    print(f"cpu embed ratio: {r / peer[tmax]:.2f} (agreement k=64: {agree[best][64]:.3f})")
 
 
 if __name__ == "__main__":

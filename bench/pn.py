@@ -1,7 +1,7 @@
 """Step cost of the projected network (SLM-pn) against the plain SLM, same shape, same tokens.
 
 The paper's PN costs 1.64x the SLM per token (3.6 vs 2.2 A100-hours per 1B tokens,
-PAPER.md Table 2); our target is at most 1.3x. One training step = forward + backward +
+docs/paper.md Table 2); our target is at most 1.3x. One training step = forward + backward +
 AdamW step (the training loop's optimizer), on the same batch of windows. Configurations,
 timed in turn inside every repeat (so machine load hits them alike); medians over repeats:
 
@@ -11,7 +11,7 @@ timed in turn inside every repeat (so machine load hits them alike); medians ove
                batch 16 and k 16, about 10 experts per micro-batch
 
 Prints the medians, the ratios to the SLM and the parameter counts, including the paper's
-shape (k=32, h=23: ~1,422M, PAPER.md Table 7). Usage:
+shape (k=32, h=23: ~1,422M, docs/paper.md Table 7). Usage:
 
     .venv/bin/python bench/pn.py [--shape cpu-small --seq 128 --batch 16 --k 16 --h 12 --m 16 --repeats 5]
 
@@ -230,7 +230,7 @@ def main() -> None:
         print(f"{name:28s} {med:14.3f} {tokens / med:10.0f} {med / base:13.2f}x")
     paper = pn_param_counts(named_shape("paper-slm", 32768), 32, 23, 32)
     print(f"paper shape (k=32, h=23, m=32): {paper['total'] / 1e6:,.0f}M total, {paper['inference'] / 1e6:.0f}M per "
-          f"expert (PAPER.md Table 7: 1,422M / 126M); paper's PN/SLM step cost: 3.6/2.2 = 1.64x")
+          f"expert (docs/paper.md Table 7: 1,422M / 126M); paper's PN/SLM step cost: 3.6/2.2 = 1.64x")
 
 
 if __name__ == "__main__":

@@ -8,6 +8,12 @@ the stage's outputs with the reference's. It also checks that no temporary file
 (``.*.tmp``, ``.*.old``) is left anywhere in the run. A summary table goes to stdout; the
 exit code is 1 when any stage differs or leaves a temp file.
 
+Last, the grid's parent: `speclm grid --workers 2` is started, its parent process alone is
+SIGKILLed while its workers train, and the workers must be gone within 10 seconds (they
+watch their parent between training steps), with no traceback (no BrokenPipeError) on their
+stderr; the grid is then rerun to completion (their locks released, their jobs resumed) and
+its rows must match an uninterrupted grid's.
+
     python scripts/kill_resume.py [--kills-per-stage 5] [--seed 0] [--keep DIR]
 
 Shapes are tiny (the `tiny` preset, a few dozen training steps): a few minutes of CPU.
@@ -85,6 +91,8 @@ def main() -> int:
     ap.add_argument("--kills-per-stage", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep", type=Path, default=None, help="work in this folder and keep it")
+    ap.add_argument("--only", default="", help="comma-separated stages to run (corpus, tokens, clusters, pretrain, "
+                    "finetune, grid); default: all")
     a = ap.parse_args()
     rng = random.Random(a.seed)
     work = a.keep or Path(tempfile.mkdtemp(prefix="speclm-kill-"))
@@ -92,7 +100,10 @@ def main() -> int:
     ref = work / "reference"
     rows, ok, t_start = [], True, time.perf_counter()
     domain = None
+    only = {x.strip() for x in a.only.split(",") if x.strip()}
     for name, cmd, upstream, outputs in STAGES:
+        if only and name not in only:
+            continue
         if domain is None and (ref / "tokens").is_dir():
             domain = sorted(p.name for p in (ref / "tokens").iterdir() if p.is_dir() and p.name != "generic")[0]
         fill = lambda args, run: [s.format(domain=domain, ref=ref, run=run) for s in args]  # noqa: E731
@@ -131,7 +142,11 @@ def main() -> int:
         rows.append((name, kills, f"{seconds:.1f}", ", ".join(f"{d:.1f}" for d in delays), "yes" if same else "NO",
                      ", ".join(left) or "none", got[:12]))
         print(f"{name}: {kills} kills, identical={same}, leftovers={left or 'none'}", file=sys.stderr)
-    head = ("stage", "kills", "uninterrupted s", "kill delays s", "bit-identical", "temp files left", "sha256")
+    if not only or "grid" in only:
+        if not (ref / "tokens").is_dir():
+            finish(["run", "--until", "tokens", "--run", str(ref), *BASE])
+        ok &= grid_parent(work, ref, rows)
+    head = ("stage", "kills", "uninterrupted s", "kill delays s", "bit-identical", "temp files left", "sha256 / workers")
     print("| " + " | ".join(head) + " |")
     print("|" + "---|" * len(head))
     for r in rows:
@@ -141,6 +156,87 @@ def main() -> int:
     if a.keep is None:
         shutil.rmtree(work, ignore_errors=True)
     return 0 if ok else 1
+
+
+GRID = ["grid", "--methods", "slm,slm-nopt", "--domains", "{domain}", "--sizes", "4k", "--workers", "2",
+        "--set", "methods.finetune_max_steps=[20]", "--set", "methods.bootstrap=10"]
+WORKERS_GONE_S = 10.0
+
+
+def children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                if int((d / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    out.append(int(d.name))
+            except (OSError, IndexError, ValueError):
+                pass
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def grid_rows(run: Path) -> list[tuple]:
+    import json
+
+    rows = [json.loads(x) for x in (run / "eval" / "results.jsonl").read_text().splitlines() if x.strip()]
+    return sorted((r["method"], r["domain"], r["size"], round(r["nll"], 6)) for r in rows)
+
+
+def grid_parent(work: Path, ref: Path, rows: list) -> bool:
+    """Kill the grid's parent alone; its workers must stop within WORKERS_GONE_S, quietly."""
+    domain = sorted(p.name for p in (ref / "tokens").iterdir() if p.is_dir() and p.name != "generic")[0]
+    args = lambda run: [s.format(domain=domain) for s in GRID] + ["--run", str(run), *BASE, *TRAIN]  # noqa: E731
+    runs = {}
+    for name in ("grid-reference", "grid-killed"):
+        run = work / name
+        shutil.rmtree(run, ignore_errors=True)
+        run.mkdir()
+        shutil.copy(ref / "config.toml", run / "config.toml")
+        for up in ("corpus", "tokens"):
+            shutil.copytree(ref / up, run / up, symlinks=True)
+        runs[name] = run
+    seconds = finish(args(runs["grid-reference"]))
+    want = grid_rows(runs["grid-reference"])
+    run = runs["grid-killed"]
+    log = work / "grid-killed.stderr"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    with open(log, "wb") as err:
+        p = subprocess.Popen([sys.executable, "-m", "speclm.cli", *args(run)], env=env, stdout=subprocess.DEVNULL,
+                             stderr=err, start_new_session=True)
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < 0.9 * seconds and not list((run / "pretrain").rglob("checkpoint")):
+        time.sleep(0.2)  # until a worker is training (a checkpoint written), or most of a grid's time
+    workers = children(p.pid)
+    os.kill(p.pid, signal.SIGKILL)  # the parent alone: its workers are not signalled
+    p.wait()
+    t_kill = time.perf_counter()
+    while any(alive(w) for w in workers) and time.perf_counter() - t_kill < 30:
+        time.sleep(0.1)
+    gone_s = time.perf_counter() - t_kill
+    left = [w for w in workers if alive(w)]
+    for w in left:  # a worker that outlived the check: stop it, so the rerun is not blocked
+        os.kill(w, signal.SIGKILL)
+    text = log.read_text(errors="replace")
+    quiet = "Traceback" not in text and "BrokenPipeError" not in text
+    finish(args(run))
+    same = grid_rows(run) == want
+    leftover = leftovers(run)
+    ok = bool(workers) and not left and gone_s <= WORKERS_GONE_S and quiet and same and not leftover
+    rows.append(("grid parent", 1, f"{seconds:.1f}", f"{t_kill - t0:.1f}", "yes" if same else "NO",
+                 ", ".join(leftover) or "none", f"{len(workers)} workers gone in {gone_s:.1f} s"
+                 + ("" if quiet else "; TRACEBACK on stderr")))
+    print(f"grid parent: {len(workers)} workers gone in {gone_s:.1f} s (limit {WORKERS_GONE_S:g}), quiet={quiet}, "
+          f"rows identical={same}, leftovers={leftover or 'none'}", file=sys.stderr)
+    return ok
 
 
 if __name__ == "__main__":

@@ -4,16 +4,23 @@ Each entry is ``(name, "module:attribute")``. The attribute is a typer app (a co
 group such as ``speclm corpus ...``) or a plain function whose typer-annotated signature
 is the command's options. Modules keep their heavy imports (torch, faiss, pyarrow) inside
 the functions, so ``speclm --help`` stays fast.
+
+Every mistake on the command line, typer's own (an unknown or missing option, a value of
+the wrong type) as well as speclm's, is one line on stderr, ``speclm: error: ...``, and
+exit code 2. Help is plain text (no boxes, no ``<bool>`` after a flag).
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
 import typer
 
 from .core.errors import SpeclmError
+
+_ENVIRONMENT = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
 
 # In pipeline order; `speclm --help` lists them in this order.
 COMMANDS: list[tuple[str, str]] = [
@@ -32,23 +39,44 @@ COMMANDS: list[tuple[str, str]] = [
     ("run", "speclm.grid.cli:run_cmd"),
     ("plan", "speclm.grid.cli:plan_cmd"),
     ("report", "speclm.grid.cli:report_cmd"),
+    ("build", "speclm.build.cli:build_cmd"),
 ]
 
 app = typer.Typer(
-    name="speclm",
-    help=(
-        "Build small specialized language models from a large generic corpus plus a little "
-        "domain text, and learn which recipe fits your budgets (Grangier et al., 'Plan Early!')."
-    ),
+    name="speclm",  # its help is _root's docstring
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            v = version("speclm")
+        except PackageNotFoundError:  # a source tree that was never installed
+            v = "unknown (not installed)"
+        typer.echo(f"speclm {v}")
+        raise typer.Exit()
+
+
 @app.callback()
-def _root() -> None:
-    """speclm: small specialized language models (see `speclm COMMAND --help`)."""
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version,
+                                 help="Print speclm's version and exit."),
+) -> None:
+    """Build small specialized language models from a large generic corpus plus a little
+    domain text, and learn which recipe fits your budgets (Grangier et al., 'Plan Early!').
+
+    \b
+    Examples:
+      speclm run --preset tiny                   the whole pipeline on the shipped tiny corpus
+      speclm plan --run runs/tiny --n-domains 4  which recipe fits 4 domains
+      speclm COMMAND --help                      each command's options and an example
+    """
 
 
 def _resolve(target: str):
@@ -64,12 +92,59 @@ for _name, _target in COMMANDS:
         app.command(_name)(_obj)
 
 
+def _close_bars() -> None:
+    """End the progress bars an error interrupted, so the error is a line of its own."""
+    tqdm = sys.modules.get("tqdm")
+    for bar in list(getattr(getattr(tqdm, "tqdm", None), "_instances", None) or []):
+        try:
+            bar.close()
+        except Exception:  # noqa: BLE001 - a bar that cannot close: the error line matters more
+            pass
+
+
+def _usage_errors() -> tuple[type, ...]:
+    """The exception classes of typer's command-line parsing (its own copy of click's, and
+    click's where typer uses that)."""
+    out = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            out.append(importlib.import_module(module).ClickException)
+        except (ImportError, AttributeError):
+            pass
+    return tuple(out)
+
+
+def _error(message: str) -> None:
+    print(f"speclm: error: {' '.join(str(message).split())}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv: list[str] | None = None) -> None:
+    usage = _usage_errors()
     try:
-        app(args=argv, standalone_mode=True)
+        code = app(args=argv, prog_name="speclm", standalone_mode=False)
     except SpeclmError as e:
-        print(f"speclm: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _close_bars()
+        _error(str(e))
+    except OSError as e:  # the machine's doing, not a bug: a read-only folder, a full disk
+        if e.errno not in _ENVIRONMENT:
+            raise
+        _close_bars()
+        where = f" ({e.filename})" if e.filename else ""
+        _error(f"{e.strerror}{where}; check the folder's permissions and free space (or choose another "
+               "run folder), then rerun the same command: it resumes")
+    except usage as e:
+        if type(e).__name__ == "NoArgsIsHelpError":  # `speclm corpus` alone: its help, as before
+            e.show()
+            sys.exit(2)
+        ctx = getattr(e, "ctx", None)
+        hint = f" (see `{ctx.command_path} --help`)" if ctx is not None else ""
+        _error(e.format_message() + hint)
+    except typer.Abort:
+        print("speclm: aborted", file=sys.stderr)
+        sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

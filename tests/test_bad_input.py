@@ -164,7 +164,7 @@ def test_damaged_checkpoint_is_one_line(tmp_path, cli, damage, words):
 def test_torn_line_in_the_middle_of_results(tmp_path):
     from speclm.core.atomic import read_jsonl
     from speclm.core.errors import SpeclmError
-    from speclm.grid.results import grid_rows
+    from speclm.report.results import grid_rows
 
     res = tmp_path / "results.jsonl"
     row = {"method": "slm", "domain": "d", "size": "all", "config": "c"}
@@ -181,7 +181,7 @@ def test_torn_line_in_the_middle_of_results(tmp_path):
 def test_numbered_jsonl_keeps_line_numbers_and_refuses_a_bad_middle_line(tmp_path):
     from speclm.core.atomic import read_jsonl, read_jsonl_numbered
     from speclm.core.errors import SpeclmError
-    from speclm.grid.curve_reading import read_curves
+    from speclm.report.curve_reading import read_curves
 
     f = tmp_path / "curves.jsonl"
     assert read_jsonl_numbered(f) == []  # no file: no rows

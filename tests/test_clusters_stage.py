@@ -164,3 +164,23 @@ def test_two_torchrun_ranks_share_the_embedding(run, built):
     assert stats == ["last-run-rank0.json", "last-run-rank1.json"]  # both ranks embedded a share
     assert (run.clusters_dir / "manifest.json").exists()
     assert Clusters(run.clusters_dir).ks == [2, 4]
+
+
+def test_changing_the_backend_recomputes_the_embeddings(run, built):
+    """The backend that runs is in the stage's fingerprint and in every shard's cache key:
+    torch instead of the CPU default recomputes (same windows, embeddings within cosine 0.99)."""
+    from speclm.clusters.stage import STAGE, embed_backend, embed_windows, stage_config, stage_inputs
+    from speclm.clusters.store import EmbeddingCache
+    from speclm.core import manifest
+    from speclm.core.run import open_run
+
+    other = open_run(run.path, None, ["clusters.backend=torch"], save=False)
+    assert embed_backend(run) != "torch" == embed_backend(other)
+    assert stage_config(other) == stage_config(run) and stage_inputs(other) != stage_inputs(run)
+    assert not manifest.is_fresh(other.clusters_dir, STAGE, stage_config(other), stage_inputs(other))
+    _, side = EmbeddingCache(run.clusters_dir).paths("generic", "train", 0)
+    key_before = json.loads(side.read_text())["key"]
+    before = embed_windows(run, progress=False)[("generic", "train")][1]
+    after = embed_windows(other, progress=False)[("generic", "train")][1]
+    assert json.loads(side.read_text())["key"] != key_before
+    assert (before * after).sum(1).min() >= 0.99 and not np.allclose(before, after, atol=1e-6)

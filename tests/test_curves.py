@@ -132,6 +132,7 @@ FAST = [
     "methods.sizes=['2k']", "methods.finetune_max_steps=[2]", "methods.finetune_eval_every=2",
     "methods.pn_k=2", "methods.pn_h=2", "methods.pn_m=2", "methods.mix_k=2", "methods.eval_max_windows=8",
     "methods.bootstrap=20",
+    "train.logger='tensorboard'",  # live curves: every training job below writes its events
 ]
 
 
@@ -205,6 +206,11 @@ def test_curve_grid_rows_costs_and_resume(curve_run):
     assert (curve_run.path / "pretrain" / "slm-mix" / "expert-000" / "snapshots" / fraction_label(0.5)).is_dir()
     assert (point / "specialize" / "slm-pn" / "kjv" / "2k" / "expert" / "model.json").is_file()
     assert not (point / "pretrain").exists()  # the snapshot is read from the shared pretraining folder
+    # train.logger = "tensorboard": every training job (pretrainings, each slm-mix expert, the
+    # fine-tunes, curve points included) has TensorBoard events beside its metrics.jsonl
+    jobs = [p.parent for p in curve_run.path.rglob("metrics.jsonl")]
+    assert any("expert-001" in str(j) for j in jobs) and any("specialize" in str(j) for j in jobs)
+    assert all(list((j / "tensorboard").glob("events.out.tfevents.*")) for j in jobs), jobs
 
     # a rerun adds nothing; a 1.0 point lost to a kill (after its results row) comes back alone
     text = (ev / "curves.jsonl").read_text()
@@ -218,12 +224,65 @@ def test_curve_grid_rows_costs_and_resume(curve_run):
     assert len(atomic.read_jsonl(ev / "results.jsonl")) == 3
 
 
+def _routed_by_hand(run, method: str, f: float) -> float:
+    """The routed generic model's NLL, computed apart from the grid: each cluster's generic
+    valid windows through that cluster's expert (SLM-mix: the expert's own checkpoint;
+    SLM-pn: the expert materialized into a plain transformer), summed NLLs pooled."""
+    from speclm.core.run import fraction_label
+    from speclm.grid.evaluation import eval_windows
+    from speclm.methods import inputs
+    from speclm.methods.base import Context
+    from speclm.methods.slm_mix import expert_dir
+    from speclm.train.checkpoint import load_projected, load_transformer
+    from speclm.train.data import window_length
+    from speclm.train.validate import window_nll
+
+    w, idx = eval_windows(run, "generic", "valid")
+    assign = np.asarray(inputs.clusters(Context(run=run)).assign(2, "generic", "valid"))[idx]
+    assert sorted(set(assign.tolist())) == [0, 1]  # both experts have windows to route
+
+    def at(folder):
+        return folder / ("final" if f == 1.0 else f"snapshots/{fraction_label(f)}")
+
+    total = 0.0
+    for c in (0, 1):
+        if method == "slm-mix":
+            model = load_transformer(at(expert_dir(run.path / "pretrain" / "slm-mix", c)))
+        else:
+            pn = load_projected(at(run.path / "pretrain" / "slm-pn"))
+            model = pn.materialize(pn.expert_vector(c))
+        total += window_nll(model, w, idx[assign == c], batch_size=3).sum()
+    return total / (len(idx) * window_length(w))
+
+
+def test_routed_generic_perplexity_of_mixture_and_projected_network(curve_run):
+    """SLM-mix and SLM-pn rows (and curve points) carry the routed generic model's NLL, not
+    the start checkpoint's single expert on every window (issue 19 item 4b)."""
+    from speclm.grid.experiment import run_grid
+
+    run_grid(curve_run, methods=["slm", "slm-pn", "slm-mix"], domains=["kjv"], sizes=["2k"], log=lambda s: None)
+    ev = curve_run.path / "eval"
+    rows = {(r["method"], r["pretrain_fraction"]): r for r in atomic.read_jsonl(ev / "curves.jsonl")}
+    for (m, f), r in rows.items():
+        assert r["generic_valid_nll_se"] > 0  # every row: an interval on the generic validation
+        if m == "slm":
+            assert "generic_valid_routed" not in r and "generic_valid_nll_expert" not in r
+            continue
+        assert r["generic_valid_routed"] is True
+        assert r["generic_valid_nll"] == pytest.approx(_routed_by_hand(curve_run, m, f), rel=1e-5)
+        assert abs(r["generic_valid_nll"] - r["generic_valid_nll_expert"]) > 1e-4  # one expert is another model
+        assert math.isclose(r["generic_valid_ppl"], math.exp(r["generic_valid_nll"]))
+    # cached per pretraining checkpoint (or snapshot): one file per routed model, beside the start checkpoints'
+    cached = [json.loads(p.read_text()) for p in (ev / "pretrained").glob("*.json")]
+    assert sorted((len(c["routed"]), c["k"]) for c in cached if "routed" in c) == [(1, 2), (1, 2), (2, 2), (2, 2)]
+
+
 def test_report_and_plan_read_the_grid_curve_rows(curve_run):
     """End to end: the rows the grid writes are the ones the report's curve section and the
     plan read (Figures 3-4 drawn, Table 8 at the slm's own snapshot costs equal to its rows)."""
     from speclm.grid.experiment import run_grid
-    from speclm.grid.plan import load_rows
-    from speclm.grid.report import write_report
+    from speclm.report.plan import load_rows
+    from speclm.report.page import write_report
 
     run_grid(curve_run, methods=["slm", "slm-pn"], domains=["kjv"], sizes=["2k"], log=lambda s: None)
     md = write_report(curve_run).read_text()

@@ -17,8 +17,8 @@ import pytest  # noqa: E402
 from speclm.core import atomic  # noqa: E402
 from speclm.core.errors import SpeclmError  # noqa: E402
 from speclm.core.run import open_run  # noqa: E402
-from speclm.grid.curve_reading import HINT, interpolate, spearman, swaps  # noqa: E402
-from speclm.grid.experiment import config_hash  # noqa: E402
+from speclm.report.curve_reading import HINT, interpolate, spearman, swaps  # noqa: E402
+from speclm.report.rows import config_hash  # noqa: E402
 
 PNG = b"\x89PNG\r\n\x1a\n"
 DOMAINS = ("a", "b")
@@ -101,7 +101,7 @@ def test_spearman_with_ties_and_swaps():
 
 
 def test_table8_costs_without_slm_are_the_largest_cost_every_curve_reaches():
-    from speclm.grid.curve_reading import curve_points, target_costs
+    from speclm.report.curve_reading import curve_points, target_costs
 
     rows = [r for r in curve_rows("x") if r["method"] == "slm-pn"]
     rows += [{**r, "method": "llm", "cost": {**r["cost"], "generic": {"flops": r["cost"]["generic"]["flops"] * 2}}}
@@ -129,7 +129,7 @@ def _interp_ppl(m, what, target):
 
 
 def test_report_section_figures_and_table8_from_the_rows(tmp_path):
-    from speclm.grid.report import write_report
+    from speclm.report.page import write_report
 
     run = make_run(tmp_path)
     md = write_report(run).read_text()
@@ -170,7 +170,7 @@ def test_report_section_figures_and_table8_from_the_rows(tmp_path):
 
 
 def test_report_without_curves_is_one_hint_line(tmp_path):
-    from speclm.grid.report import write_report
+    from speclm.report.page import write_report
 
     run = make_run(tmp_path, curves=False)
     md = write_report(run).read_text()
@@ -189,7 +189,7 @@ def test_bad_curves_rows_are_one_line_naming_file_and_line(tmp_path, cli, bad, m
     run = make_run(tmp_path, extra_lines=[{**good, **bad}])
     n = len(atomic.read_jsonl(run.eval_dir / "curves.jsonl"))  # the bad row is the last line
     with pytest.raises(SpeclmError, match=f"curves.jsonl line {n}: " + match.replace("(", r"\(").replace(")", r"\)")):
-        from speclm.grid.report import write_report
+        from speclm.report.page import write_report
 
         write_report(run)
     code, _, err = cli("report", "--run", run.path)
@@ -209,7 +209,7 @@ def plan_grid(chash):
 
 
 def test_plan_picks_a_snapshot_when_the_full_pretraining_does_not_fit():
-    from speclm.grid.plan import recommend
+    from speclm.report.plan import recommend
 
     res, cur = plan_grid("x")
     rec = recommend(res, "1k", 2, budget=60.0, curves=cur)
@@ -222,8 +222,8 @@ def test_plan_picks_a_snapshot_when_the_full_pretraining_does_not_fit():
 
 
 def test_plan_region_map_with_snapshots_agrees_with_recommend():
-    from speclm.grid.plan import candidates, plan_rows, recommend
-    from speclm.grid.plan_picture import region_map
+    from speclm.report.plan import candidates, plan_rows, recommend
+    from speclm.report.plan_picture import region_map
 
     res, cur = plan_grid("x")
     cands = candidates(plan_rows(res, "1k", 1, curves=cur), "small")
@@ -243,12 +243,12 @@ def test_cli_plan_reads_the_curves(tmp_path, cli):
     res, cur = plan_grid(config_hash(run))
     for r in res:
         atomic.append_jsonl(run.eval_dir / "results.jsonl", r)
-    code, out, err = cli("plan", "--run", run.path, "--domains", "2", "--budget", "60")
+    code, out, err = cli("plan", "--run", run.path, "--n-domains", "2", "--budget", "60")
     assert code == 0, err
     assert "pretraining share" not in out and "recommended: slm-is" in out  # no curves yet: as before
     for r in cur:
         atomic.append_jsonl(run.eval_dir / "curves.jsonl", r)
-    code, out, err = cli("plan", "--run", run.path, "--domains", "2", "--budget", "60")
+    code, out, err = cli("plan", "--run", run.path, "--n-domains", "2", "--budget", "60")
     assert code == 0, err
     assert "recommended: slm@0.5 (macro ppl 9.03, pretraining share 0.5)" in out
     head = out.splitlines()[1]
@@ -258,8 +258,8 @@ def test_cli_plan_reads_the_curves(tmp_path, cli):
     # the snapshot's region shows in a lighter shade of slm's color
     import matplotlib.image as mpimg
 
-    from speclm.grid.plan_picture import shade
-    from speclm.grid.plots import method_styles
+    from speclm.report.plan_picture import shade
+    from speclm.report.plots import method_styles
 
     img = mpimg.imread(run.eval_dir / "plan.png")[..., :3]
     color = shade(method_styles(["slm"])["slm"]["color"], 0.5)
@@ -267,7 +267,7 @@ def test_cli_plan_reads_the_curves(tmp_path, cli):
 
 
 def test_prediction_words_follow_the_share_of_swapped_pairs():
-    from speclm.grid.curves_report import _prediction
+    from speclm.report.curves_report import _prediction
 
     assert _prediction(0, 6) == "predicts the order after it here."
     assert "most of the order" in _prediction(1, 6)

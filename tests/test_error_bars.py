@@ -31,7 +31,7 @@ FAST = [
 
 
 def test_bootstrap_resamples_documents_not_windows():
-    from speclm.grid import stats
+    from speclm.report import stats
 
     # windows 0 and 1 share document 7: one unit of the bootstrap, not two
     docs = np.array([7, 7, 3, 5])
@@ -51,7 +51,7 @@ def test_bootstrap_resamples_documents_not_windows():
 
 
 def test_bootstrap_refuses_one_document_and_maps_the_interval():
-    from speclm.grid import stats
+    from speclm.report import stats
 
     with pytest.raises(SpeclmError, match="notes: the test split has 1 document"):
         stats.bootstrap_se(np.array([0, 0]), np.array([1.0, 2.0]), np.array([4, 4]), 100, "notes")
@@ -62,7 +62,7 @@ def test_bootstrap_refuses_one_document_and_maps_the_interval():
 
 
 def test_paired_difference_on_the_same_windows(tmp_path):
-    from speclm.grid import stats
+    from speclm.report import stats
 
     docs, tok = np.array([0, 0, 1, 2, 3]), np.full(5, 8)
     a, b = np.array([8.0, 9, 10, 7, 12]), np.array([7.0, 9, 9, 7, 11])
@@ -130,8 +130,8 @@ def test_is_histogram_comes_from_the_size_slice(run):
 
 def test_grid_seeds_error_bars_and_no_ft(run):
     from speclm.grid.experiment import run_grid
-    from speclm.grid.results import grid_rows
-    from speclm.grid.stats import load_windows
+    from speclm.report.results import grid_rows
+    from speclm.report.stats import load_windows
 
     results = run.path / "eval" / "results.jsonl"
     with pytest.raises(SpeclmError, match="seed count must be at least 1"):
@@ -195,8 +195,8 @@ def test_eval_projected_network_needs_an_expert(run, cli, tmp_path):
 
 
 def test_macro_se_averages_the_same_replicate_over_domains(tmp_path):
-    from speclm.grid import stats
-    from speclm.grid.results import macro_rows
+    from speclm.report import stats
+    from speclm.report.results import macro_rows
 
     rows = []
     for j, d in enumerate(["a", "b"]):
@@ -219,7 +219,7 @@ def test_grid_cli_refuses_zero_seeds(run, cli):
 
 
 def test_table_shows_the_sets_total_variation(tmp_path):
-    from speclm.grid.results import write_table
+    from speclm.report.results import write_table
 
     cost = {k: {"tokens": 0, "flops": 1.0, "device_hours": 0.0, "wall_seconds": 0} for k in ("generic", "specialization")}
     rows = [{"method": "slm-is", "domain": "a", "size": "2k", "config": "c", "nll": 2.0, "ppl": math.exp(2.0),

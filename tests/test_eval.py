@@ -80,7 +80,7 @@ def test_cli_train_eval_export_generate(tmp_path, imported_run, cli):
     assert cost["pretrain"]["steps"] == 3
 
     # fine-tune on a domain from that checkpoint: specialization costs kept apart
-    code, out, err = cli("train", "--run", run, *ov, "--set-name", "code", "--init", final, "--early-stopping")
+    code, out, err = cli("train", *ov, "--set-name", "code", "--init", final, "--early-stopping")  # run: the one holding it
     assert code == 0, err
     cost = json.loads((run / "train" / "code" / "tiny" / "cost.json").read_text())
     assert cost["phase"] == "specialize" and cost["pretrain"]["steps"] == 3 and cost["specialize"]["steps"] >= 2
@@ -90,7 +90,9 @@ def test_cli_train_eval_export_generate(tmp_path, imported_run, cli):
     res = json.loads((final / "eval-test.json").read_text())
     assert set(res["sets"]) == {"generic", "notes", "code"}
     assert res["macro_ppl"] == pytest.approx(math.exp((res["sets"]["notes"]["nll"] + res["sets"]["code"]["nll"]) / 2))
-    code, out, err = cli("eval", "--run", run, "--checkpoint", final, "--batch-size", "5", "--out", tmp_path / "e.json")
+    # without --run: the run folder that holds the checkpoint
+    code, out, err = cli("eval", "--checkpoint", final, "--batch-size", "5", "--out", tmp_path / "e.json")
+    assert code == 0, err
     assert json.loads((tmp_path / "e.json").read_text())["macro_ppl"] == pytest.approx(res["macro_ppl"], rel=1e-6)
 
     code, out, err = cli("export", "--checkpoint", final, "--out", tmp_path / "hf")
@@ -110,6 +112,8 @@ def test_cli_train_eval_export_generate(tmp_path, imported_run, cli):
     (other / "model.json").write_text(json.dumps(meta))
     code, out, err = cli("eval", "--run", run, "--checkpoint", other)
     assert code == 2 and "another tokenizer" in err and len(err.strip().splitlines()) == 1
+    code, out, err = cli("eval", "--checkpoint", other)  # outside every run folder, and no --run
+    assert code == 2 and "not inside a run folder" in err and len(err.strip().splitlines()) == 1
     code, out, err = cli("train", "--run", run, *ov, "--shape", "tiny-large", "--init", final, "--out", tmp_path / "x")
     assert code == 2 and "another model shape" in err
     code, out, err = cli("train", "--run", run, "--set", "train.max_steps=0", "--out", tmp_path / "y")

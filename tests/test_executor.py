@@ -189,8 +189,10 @@ def _quiet_job(job, ctx=None):
     return None
 
 
-def test_one_progress_bar_over_every_job(capsys):
+def test_one_progress_bar_over_every_job(capsys, monkeypatch):
     from speclm.grid.executor import run_graph
+
+    monkeypatch.setenv("SPECLM_PROGRESS_EVERY", "0")  # stderr is not a terminal here: plain lines
 
     todo = [("slm", "kjv", "2k"), ("slm", "legal", "2k"), ("slm-nopt", "kjv", "2k")]
     run_graph(None, todo, {}, _quiet_job, lambda row: None, workers=1, engine="local", log=lambda s: None)

@@ -12,8 +12,8 @@ import matplotlib.image as mpimg  # noqa: E402
 import pytest  # noqa: E402
 
 from speclm.core import atomic
-from speclm.grid.results import write_table
-from speclm.grid.plots import DPI, cost_size, method_styles, plot_grid, size_positions
+from speclm.report.results import write_table
+from speclm.report.plots import DPI, cost_size, method_styles, plot_grid, size_positions
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 CHASH = "0123456789abcdef"
@@ -144,7 +144,7 @@ def test_styles_stable_and_all_position():
 def test_a_row_computed_twice_counts_once(tmp_path):
     """Two grid processes over the same method can both append a row: the table's macro
     uses one row per (method, domain, size), the last written."""
-    from speclm.grid.results import grid_rows as rows_of
+    from speclm.report.results import grid_rows as rows_of
 
     rows = [row("slm", "kjv", "4k", 3.0), row("slm", "legal", "4k", 6.0), row("slm", "kjv", "4k", 4.0)]
     results = write_rows(tmp_path, rows)

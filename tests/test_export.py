@@ -97,3 +97,72 @@ def test_mismatched_tokenizer_is_a_clear_error(tmp_path, tokenizer_file):
     save_checkpoint(tmp_path / "ckpt", ok, meta={"tokenizer_sha256": "0" * 64}, files={"tokenizer.json": tokenizer_file})
     with pytest.raises(SpeclmError, match="not the one"):
         export_checkpoint(tmp_path / "ckpt", tmp_path / "hf")
+
+
+def _front_matter(text: str) -> dict:
+    import yaml
+
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n")[1])
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_export_loads_and_generates_without_a_warning_and_has_a_card(tmp_path, tokenizer_file, monkeypatch, native):
+    import logging
+    import warnings
+
+    from speclm.inference import export as export_mod
+
+    if not native:  # the hand-written folder (no transformers at export time) must load the same way
+        monkeypatch.setattr(export_mod, "_save_with_transformers", lambda *a: False)
+    torch.manual_seed(0)
+    model = Transformer(named_shape("tiny", vocab(tokenizer_file), max_seq_len=32))
+    save_checkpoint(tmp_path / "ckpt", model, files={"tokenizer.json": tokenizer_file}, meta={"domain": "cooking"})
+    out = export_checkpoint(tmp_path / "ckpt", tmp_path / "hf")
+    gen = json.loads((out / "generation_config.json").read_text())
+    assert "max_length" not in gen and gen["eos_token_id"] == gen["pad_token_id"] == 0
+    card = (out / "README.md").read_text()
+    meta = _front_matter(card)
+    assert meta["library_name"] == "transformers" and "speclm" in meta["tags"]
+    assert meta["datasets"] == ["cooking"] and meta["metrics"] == ["perplexity"]
+
+    seen = []
+
+    class Catch(logging.Handler):
+        def emit(self, record):
+            if record.levelno >= logging.WARNING:
+                seen.append(record.getMessage())
+
+    handler = Catch()
+    logging.getLogger("transformers").addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            hf = transformers.AutoModelForCausalLM.from_pretrained(str(out))
+            tok = transformers.AutoTokenizer.from_pretrained(str(out))
+            ids = tok("the quick", return_tensors="pt")
+            new = hf.generate(**ids, max_new_tokens=12, do_sample=True, top_k=20)
+    finally:
+        logging.getLogger("transformers").removeHandler(handler)
+    assert new.shape[1] > ids["input_ids"].shape[1]
+    assert not seen, seen
+    assert not [str(w.message) for w in caught if "speclm" not in str(w.filename)], [str(w.message) for w in caught]
+
+
+def test_a_job_folder_exports_its_best_checkpoint(tmp_path, tokenizer_file):
+    from speclm.inference.export import resolve_checkpoint
+
+    torch.manual_seed(0)
+    model = Transformer(named_shape("tiny", vocab(tokenizer_file), max_seq_len=32))
+    job = tmp_path / "specialize" / "slm" / "cooking" / "all"
+    for name in ("best", "final", "checkpoint"):
+        save_checkpoint(job / name, model, files={"tokenizer.json": tokenizer_file})
+    (job / "cost.json").write_text(json.dumps({"phase": "specialize"}))
+    assert resolve_checkpoint(job) == job / "final"  # a fine-tune's final/ holds its best validated weights
+    (job / "cost.json").write_text(json.dumps({"phase": "pretrain"}))
+    assert resolve_checkpoint(job) == job / "best"
+    assert resolve_checkpoint(job / "final") == job / "final"
+    out = export_checkpoint(job, tmp_path / "hf")
+    assert json.loads((out / "speclm-export.json").read_text())["checkpoint"] == str((job / "best").resolve())
+    with pytest.raises(SpeclmError, match="neither a checkpoint folder"):
+        resolve_checkpoint(tmp_path / "specialize")

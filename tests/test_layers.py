@@ -16,7 +16,7 @@ import speclm
 ROOT = Path(speclm.__file__).resolve().parent
 
 # Bottom to top. A top-level module that is not a package belongs to the layer named here.
-LAYERS = ["core", "corpus", "tokens", "model", "train", "inference", "clusters", "methods", "grid", "cli"]
+LAYERS = ["core", "corpus", "tokens", "model", "train", "inference", "clusters", "methods", "report", "grid", "build", "cli"]
 TOP_LEVEL = {"speclm": "core", "speclm.cli": "cli"}
 
 

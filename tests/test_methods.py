@@ -22,6 +22,7 @@ FAST = [
     "methods.sizes=['2k', '8k', 'all']",
     "methods.finetune_max_steps=[3, 4, 5]",
     "methods.finetune_eval_every=2",
+    "methods.finetune_small_tokens=2000",  # 2k at lr/3, 8k at the base rate
     "methods.is_k=2",
     "methods.mix_k=2",
     "methods.lora_rank=4",
@@ -197,6 +198,14 @@ def test_slm_is_follows_the_domain_histogram(ctx):
     whole = np.asarray(inputs.clusters(ctx).histogram(2, d, "train"))
     assert spec_set["tv_to_split"] == pytest.approx(0.5 * np.abs(hist - whole).sum())
     assert rep["repeat_factor"] >= 1 and 0 < rep["kish_ess_fraction"] <= 1
+    # passes over the drawn windows, from the drawn stream itself
+    idx, _ = get("slm-is").pretrain_indices(ctx, d, get("slm-is").pretrain_target(ctx, d, "2k"))
+    counts = np.bincount(idx)
+    assert rep["max_passes"] == counts.max() >= 1 and rep["mean_passes"] == pytest.approx(len(idx) / (counts > 0).sum())
+    # what a grid row carries under extra.importance (recomputed, so older pretrainings have it too)
+    row = get("slm-is").row_extra(ctx, d, "2k")["importance"]
+    assert row == {k: rep[k] for k in ("kish_ess", "kish_ess_fraction", "max_passes", "mean_passes", "draws",
+                                       "drawn_unique", "generic_windows")}
     # its pretraining is paid per domain: the grid counts it as specialization cost
     from speclm.grid.experiment import split_costs
 

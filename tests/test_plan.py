@@ -14,9 +14,9 @@ import pytest  # noqa: E402
 
 from speclm.core import atomic
 from speclm.core.errors import SpeclmError
-from speclm.grid.experiment import config_hash
-from speclm.grid.plan import candidates as _candidates, paper_advice, paper_crossover, plan_rows, recommend
-from speclm.grid.plan_picture import plan_picture, region_map
+from speclm.report.rows import config_hash
+from speclm.report.plan import candidates as _candidates, paper_advice, paper_crossover, plan_rows, recommend
+from speclm.report.plan_picture import plan_picture, region_map
 from speclm.core.run import open_run
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -134,7 +134,7 @@ def test_only_incomplete_or_large_methods_is_an_error():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"n_domains": 0}, "--domains"), ({"budget": 0.0}, "--budget"), ({"budget": -1.0}, "--budget"),
+    ({"n_domains": 0}, "--n-domains"), ({"budget": 0.0}, "--budget"), ({"budget": -1.0}, "--budget"),
     ({"inference": "tiny"}, "--inference"), ({"cost": "dollars"}, "--cost"),
 ])
 def test_bad_arguments(kwargs, match):
@@ -158,7 +158,7 @@ def test_region_map_agrees_with_recommend():
 
 
 def test_picture_is_a_png_with_the_methods_colors(tmp_path):
-    from speclm.grid.plots import method_styles
+    from speclm.report.plots import method_styles
 
     out = plan_picture(grid(), "64k", tmp_path / "plan.png", point=(3, 80.0))
     assert out.read_bytes()[:8] == PNG_MAGIC
@@ -191,15 +191,18 @@ def run_with_grid(tmp_path):
 
 
 def test_cli_prints_the_recommendation_and_writes_the_picture(cli, run_with_grid):
-    code, out, err = cli("plan", "--run", run_with_grid, "--domains", "1", "--size", "64k", "--budget", "80")
+    code, out, err = cli("plan", "--run", run_with_grid, "--n-domains", "1", "--size", "64k", "--budget", "80")
     assert code == 0, err
     assert "recommended: slm-is" in out
     assert "crossover: beyond N≈6.25 domains, slm-pn becomes cheaper than slm-is" in out
     assert "no: large at inference" in out and "no: incomplete (1/2 domains)" in out
+    # these hand-made rows have no large model or curves: out of the paper's regime, said in one
+    # sentence with the paper's own advice beside the run's
+    assert "regime: this run is outside the paper's regime" in out and "Figure 1 of the paper" in out
     png = run_with_grid / "eval" / "plan.png"
     assert png.read_bytes()[:8] == PNG_MAGIC
     assert f"picture: {png}" in out
-    code, out, err = cli("plan", "--run", run_with_grid, "--domains", "20", "--size", "64k", "--budget", "80",
+    code, out, err = cli("plan", "--run", run_with_grid, "--n-domains", "20", "--size", "64k", "--budget", "80",
                          "--out", run_with_grid / "other.png")
     assert code == 0, err
     assert "recommended: slm " in out
@@ -207,18 +210,18 @@ def test_cli_prints_the_recommendation_and_writes_the_picture(cli, run_with_grid
 
 
 def test_cli_paper_needs_no_run(cli):
-    code, out, err = cli("plan", "--paper", "--domains", "50")
+    code, out, err = cli("plan", "--paper", "--n-domains", "50")
     assert code == 0, err
-    assert "PAPER.md §8" in out and "slm-pn" in out
+    assert "docs/paper.md §8" in out and "slm-pn" in out
 
 
 @pytest.mark.parametrize("args,match", [
-    (["--domains", "0", "--size", "64k"], "--domains"),
+    (["--n-domains", "0", "--size", "64k"], "--n-domains"),
     (["--size", "8k"], "sizes present: 16k, 64k"),
     (["--size", "64k", "--budget", "0"], "--budget"),
     (["--size", "64k", "--inference", "tiny"], "--inference"),
     (["--size", "64k", "--cost", "dollars"], "--cost"),
-    (["--size", "64k", "--domains", "41", "--budget", "80"], "nothing fits"),
+    (["--size", "64k", "--n-domains", "41", "--budget", "80"], "nothing fits"),
 ])
 def test_cli_bad_input_one_line_exit_2_nothing_written(cli, run_with_grid, args, match):
     code, out, err = cli("plan", "--run", run_with_grid, *args)
@@ -249,3 +252,18 @@ def test_run_summary_after_the_grid(run_with_grid):
     assert any("cheaper" in x for x in lines[1:]), lines
     assert (run_with_grid / "eval" / "plan.png").read_bytes()[:8] == PNG_MAGIC
     assert "speclm plan --run" in lines[-1]
+
+
+def test_regime_caveat_only_out_of_the_regime():
+    from speclm.report.regime import regime_lines
+
+    def premises(sat: bool, ratio: bool) -> dict:
+        return {"table": [
+            {"key": "slm_saturated", "label": "slm capacity-bound", "text": "llm 20 vs slm 22", "threshold": "< 0", "met": sat},
+            {"key": "pretrain_to_spec", "label": "pretraining / set", "text": "128x", "threshold": ">= 100x", "met": ratio}]}
+
+    assert regime_lines(premises(True, True), 10) == []  # in the regime: the run's own plan stands alone
+    out = regime_lines(premises(False, True), 10)
+    assert "slm capacity-bound: llm 20 vs slm 22 (want < 0)" in out[0] and "pretraining / set" not in out[0]
+    assert any("projected network or hard mixture" in line for line in out)  # the paper's advice at N=10
+    assert regime_lines(None, 1) == []

@@ -152,7 +152,7 @@ def test_param_count_matches_the_formula(mlp):
 
 
 def test_paper_shape_gives_the_papers_totals():
-    """Table 7: 16 / 32 / 64 experts -> 756M / 1,422M / 2,770M, with h ~ 0.72 k (PAPER.md)."""
+    """Table 7: 16 / 32 / 64 experts -> 756M / 1,422M / 2,770M, with h ~ 0.72 k (docs/paper.md)."""
     slm = named_shape("paper-slm", 32768)
     with torch.device("meta"):  # count the real module without allocating 5.7 GB
         pn = ProjectedNetwork(slm, k=32, h=23, m=32)

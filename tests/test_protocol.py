@@ -48,6 +48,36 @@ def test_caps_and_validation_interval_follow_the_size(run):
         plan(_ctx(run, finetune_max_epochs=0.0), "kjv", "all")
 
 
+def test_fine_tuning_rate_of_a_set_does_not_depend_on_the_other_sizes(run):
+    from speclm.methods.finetune import plan, rate_key, small_set
+
+    base = 1e-3
+    rates = {tuple(sizes): plan(_ctx(run, sizes=sizes, finetune_lr=base, finetune_small_lr_factor=0.25), "kjv", "16k").lr
+             for sizes in (["16k"], ["4k", "16k", "64k"], ["16k", "all"])}
+    assert set(rates.values()) == {base * 0.25}  # 16k <= finetune_small_tokens (32k) in every grid
+    wide = _ctx(run, sizes=["4k", "16k", "64k"], finetune_lr=base, finetune_small_lr_factor=0.25)
+    assert not small_set(wide, "64k") and small_set(wide, "32k") and not small_set(wide, "33k")  # default 32k
+    assert plan(wide, "kjv", "all").lr == base and plan(wide, "kjv", "4k").lr == base * 0.25
+    # kjv's tiny train split holds about 25k tokens: a 20k set stands for the 64k above a lower threshold
+    low = [_ctx(run, sizes=sizes, finetune_lr=base, finetune_small_lr_factor=0.25, finetune_small_tokens=16000)
+           for sizes in (["16k", "20k"], ["20k"], ["4k", "20k", "all"])]
+    assert {plan(c, "kjv", "20k").lr for c in low} == {base}  # the largest or the only size: the base rate
+    assert {plan(c, "kjv", "16k").lr for c in low} == {base * 0.25}
+    none = _ctx(run, sizes=["4k"], finetune_lr=base, finetune_small_lr_factor=0.25, finetune_small_tokens=0)
+    assert plan(none, "kjv", "4k").lr == base
+    # job keys: unchanged where the old rule (smallest configured size) gave the same rate
+    assert rate_key(_ctx(run, sizes=["16k"]), "16k") == {}  # the demo's 16k: lr/3 before and after
+    assert rate_key(wide, "4k") == {} and rate_key(wide, "64k") == {}
+    assert rate_key(wide, "16k") == {"finetune_small_rate": True}  # cpu-full's 16k: was the full rate
+
+
+def test_the_rate_threshold_must_be_a_token_count(tmp_path, capsys):
+    from speclm.core.run import open_run
+
+    with pytest.raises(SpeclmError, match="finetune_small_tokens"):
+        open_run(tmp_path / "bad", "tiny", ["methods.finetune_small_tokens=-1"])
+
+
 def test_nopt_has_the_fine_tuning_schedule_not_the_pretraining_budget(run):
     from speclm.methods.base import get
     from speclm.methods.finetune import plan

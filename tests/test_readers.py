@@ -110,9 +110,9 @@ def test_empty_folder_and_missing_path(tmp_path):
         read_all(tmp_path / "empty", "x")
     with pytest.raises(SpeclmError, match="path not found"):
         read_all(tmp_path / "nope" / "x.jsonl", "x")
-    with pytest.raises(SpeclmError, match="unknown file type .csv"):
-        (tmp_path / "a.csv").write_text("text\nhi\n")
-        read_all(tmp_path / "a.csv", "x")
+    with pytest.raises(SpeclmError, match="unknown file type .docx"):
+        (tmp_path / "a.docx").write_text("text\nhi\n")
+        read_all(tmp_path / "a.docx", "x")
 
 
 def test_document_over_the_size_limit(tmp_path):
@@ -171,3 +171,69 @@ def test_read_docs_is_lazy_and_dispatches(tmp_path):
     p = tmp_path / "one.txt"
     p.write_text("a single document", encoding="utf-8")
     assert [d.text for d in read_docs(p)] == ["a single document"]
+
+
+def _gz(path, data: bytes):
+    import gzip
+
+    with gzip.open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def test_gzipped_json_array_csv_and_parquet_give_the_same_documents(tmp_path):
+    import io
+
+    texts = stdlib_texts(4, 10, 300)
+    jsonl = "".join(json.dumps({"text": t}) + "\n" for t in texts).encode()
+    files = {
+        "a.jsonl.gz": _gz(tmp_path / "a.jsonl.gz", jsonl),
+        "b.json": tmp_path / "b.json",
+        "c.json.gz": _gz(tmp_path / "c.json.gz", json.dumps(texts).encode()),
+        "d.csv.gz": tmp_path / "d.csv.gz",
+        "e.parquet.gz": tmp_path / "e.parquet.gz",
+    }
+    files["b.json"].write_text(json.dumps([{"text": t, "n": i} for i, t in enumerate(texts)]), encoding="utf-8")
+    import csv
+
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["id", "text"])
+    for i, t in enumerate(texts):
+        w.writerow([i, t])  # texts hold newlines, commas and quotes: CSV quoting keeps them
+    _gz(files["d.csv.gz"], buf.getvalue().encode())
+    pbuf = io.BytesIO()
+    pq.write_table(pa.table({"text": texts}), pbuf)
+    _gz(files["e.parquet.gz"], pbuf.getvalue())
+    for name, path in files.items():
+        docs = read_all(path, name)
+        assert [d.text for d in docs] == texts, name
+        assert docs[0].source == name
+
+
+def test_folder_of_data_files_and_txt_gz(tmp_path):
+    texts = stdlib_texts(3, 20, 200)
+    root = tmp_path / "repo"
+    (root / "data").mkdir(parents=True)
+    (root / "data" / "train.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[:2]), encoding="utf-8")
+    _gz(root / "notes.txt.gz", texts[2].encode())
+    (root / ".git").mkdir()
+    (root / ".git" / "x.txt").write_text("not a document", encoding="utf-8")
+    docs = read_all(root, "repo")
+    assert sorted(d.text for d in docs) == sorted(texts)
+    assert {d.id for d in docs} == {"data/train.jsonl:1", "data/train.jsonl:2", "notes.txt.gz"}
+
+
+def test_bad_csv_json_and_gzip_are_one_line_errors(tmp_path):
+    (tmp_path / "a.csv").write_text("title,body\nx,y\n", encoding="utf-8")
+    with pytest.raises(SpeclmError) as e:
+        read_all(tmp_path / "a.csv", "a")
+    assert "no column 'text'" in _one_line(e) and "title, body" in str(e.value)
+    (tmp_path / "b.json").write_text('[{"text": "a"}, 3]', encoding="utf-8")
+    with pytest.raises(SpeclmError) as e:
+        read_all(tmp_path / "b.json", "b")
+    assert "item 1" in _one_line(e)
+    (tmp_path / "c.jsonl.gz").write_bytes(b"not gzip at all")
+    with pytest.raises(SpeclmError) as e:
+        read_all(tmp_path / "c.jsonl.gz", "c")
+    assert "c.jsonl.gz" in _one_line(e)

@@ -29,7 +29,7 @@ def test_param_count_matches_breakdown(mlp, tie):
 def test_paper_shapes_match_the_paper_counts():
     slm = param_breakdown(named_shape("paper-slm", 32768))
     llm = param_breakdown(named_shape("paper-llm", 32768))
-    assert slm["mlp"] == 7 * 2 * 1024 * 4096  # 58.7M, PAPER.md
+    assert slm["mlp"] == 7 * 2 * 1024 * 4096  # 58.7M, docs/paper.md
     assert abs(slm["total"] - 126e6) / 126e6 < 0.05
     assert abs(llm["total"] - 771e6) / 771e6 < 0.03
 

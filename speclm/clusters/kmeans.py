@@ -112,14 +112,14 @@ def _split_level(x: np.ndarray, k: int, parent: Level, parent_assign: np.ndarray
 def fit_levels(x: np.ndarray, ks: list[int], nested: bool = False, niter: int = 25, seed: int = 0,
                progress: bool = False) -> list[Level]:
     """Fit every k of ``ks`` on the rows of ``x`` (see the module docstring)."""
-    from tqdm.auto import tqdm
+    from ..core.progress import track
 
     ks = check_ks(ks, nested)
     x = normalize(x)
     if ks[-1] > len(x):
         raise SpeclmError(f"k={ks[-1]} is larger than the number of windows to fit on ({len(x)}): lower clusters.ks or give more data")
     levels: list[Level] = []
-    for k in tqdm(ks, desc="k-means", unit="k", disable=not progress):
+    for k in track(ks, desc="k-means", unit="k", show=progress):
         if not nested or not levels:
             levels.append(Level(k, fit_kmeans(x, k, niter, seed)))
         else:

@@ -17,14 +17,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from ..core import atomic, manifest
+from ..core.progress import progress as progress_bar
 from ..core.errors import SpeclmError
 from ..core.atomic import read_required_json
 from ..core.run import Run
@@ -32,6 +31,7 @@ from ..corpus.store import GENERIC
 from ..core.ranks import env_local_rank, env_rank_world, wait_all
 from . import describe as desc
 from .embed import EMBED_DIM, MODEL_PACKAGE, Embedder, effective_dtype, model_version, resolve_device
+from .runtime import resolve_backend
 from .kmeans import assign_levels, check_ks, cluster_sizes, fit_levels, normalize
 from .store import Clusters, EmbeddingCache, k_dir
 
@@ -47,16 +47,26 @@ PROXY_BATCH = 20_000  # windows per proxy prediction batch
 
 def stage_config(run: Run) -> dict:
     cfg = dataclasses.asdict(run.config.clusters)
-    for key in ("device", "batch_size"):  # where and in what batches: same embeddings
-        cfg.pop(key, None)
+    for key in ("device", "batch_size", "backend"):  # where and in what batches: same embeddings
+        cfg.pop(key, None)  # (the backend that runs is an input, below: "auto" differs by device)
     return cfg
 
 
+def embed_backend(run: Run) -> str:
+    """The backend that embeds this run's windows (``clusters.backend`` resolved for its device)."""
+    cfg = run.config.clusters
+    return resolve_backend(cfg.backend, resolve_device(cfg.device))
+
+
 def stage_inputs(run: Run) -> dict[str, str]:
-    return {
+    inputs = {
         "tokens": manifest.require_fingerprint(run.tokens_dir, "tokens"),
         "model": f"{MODEL_PACKAGE}=={model_version()}",
     }
+    backend = embed_backend(run)
+    if backend != "torch":  # (torch runs keep the fingerprint they had before runtimes existed)
+        inputs["backend"] = backend
+    return inputs
 
 
 def sample_rows(n: int, cap: int, seed: int, salt: str) -> np.ndarray:
@@ -108,6 +118,7 @@ def embed_windows(run: Run, progress: bool | None = None, rank: int | None = Non
     if device == "cuda" and world > 1:
         device = f"cuda:{env_local_rank(rank)}"
     dtype = effective_dtype(device.split(":")[0], cfg.dtype)
+    backend = resolve_backend(cfg.backend, device)
     cache = EmbeddingCache(run.clusters_dir)
     dim = EMBED_DIM
     plan = {}
@@ -130,7 +141,7 @@ def embed_windows(run: Run, progress: bool | None = None, rank: int | None = Non
     def compute(j, sh, bar):
         if state["embedder"] is None:
             state["embedder"] = Embedder(mode=cfg.window_embedding, chunk_pieces=cfg.chunk_pieces, dtype=dtype,
-                                         batch_size=cfg.batch_size, device=device)
+                                         batch_size=cfg.batch_size, device=device, backend=backend)
         rows = shard_rows(j, sh)
         t0 = time.perf_counter()
         emb = state["embedder"].embed(window_texts(shards, shards.windows(*j), rows))
@@ -143,9 +154,8 @@ def embed_windows(run: Run, progress: bool | None = None, rank: int | None = Non
     # Pass 1: each rank fills its share of the missing shards.
     mine = [(j, sh) for i, (j, sh) in enumerate(work) if i % world == rank]
     todo = [(j, sh) for j, sh in mine if cache.load(*j, sh, plan[j][1], len(shard_rows(j, sh)), dim) is None]
-    show = sys.stderr.isatty() if progress is None else progress
-    with tqdm(total=sum(len(shard_rows(*w)) for w in todo), unit="win", desc=f"embed (rank {rank})" if world > 1 else "embed",
-              disable=not show or not todo, file=sys.stderr) as bar:
+    with progress_bar(sum(len(shard_rows(*w)) for w in todo), desc=f"embed (rank {rank})" if world > 1 else "embed",
+                      unit="win", show=None if progress is None and todo else bool(progress and todo)) as bar:
         for j, sh in todo:
             compute(j, sh, bar)
     _write_run_stats(run, rank, state, dtype, device)
@@ -154,7 +164,7 @@ def embed_windows(run: Run, progress: bool | None = None, rank: int | None = Non
     wait_all(world)
     # Pass 2: read everything back (a shard lost or corrupted since is recomputed here).
     out = {}
-    with tqdm(total=0, unit="win", desc="embed (repair)", disable=True) as bar:
+    with progress_bar(0, desc="embed (repair)", unit="win", show=False) as bar:
         for j, (rows, key) in plan.items():
             parts = []
             for sh in range(cache.n_shards(len(rows))):
@@ -173,7 +183,7 @@ def _write_run_stats(run: Run, rank: int, state: dict, dtype: str, device: str) 
     atomic.write_json(run.clusters_dir / "embeddings" / f"last-run-rank{rank}.json", {
         "windows": state["computed"], "seconds": round(state["seconds"], 2),
         "windows_per_s": round(state["computed"] / max(state["seconds"], 1e-9), 2),
-        "dtype": dtype, "device": device, "mode": cfg.window_embedding, "chunk_pieces": cfg.chunk_pieces,
+        "dtype": dtype, "device": device, "backend": embed_backend(run), "mode": cfg.window_embedding, "chunk_pieces": cfg.chunk_pieces,
     })
     state["computed"], state["seconds"] = 0, 0.0
 
@@ -190,7 +200,7 @@ def fit_and_assign(run: Run, emb: dict, progress: bool | None = None) -> dict:
     cfg = run.config.clusters
     ks = check_ks(cfg.ks, cfg.nested)
     shards = TokenShards(run.tokens_dir)
-    show = sys.stderr.isatty() if progress is None else progress
+    show = progress
     gen_rows, gen_emb = emb[(GENERIC, "train")]
     fit_idx = sample_rows(len(gen_rows), cfg.fit_sample, cfg.seed, "fit")
     x = normalize(gen_emb[fit_idx])
@@ -348,6 +358,7 @@ def _build_clusters(run: Run, force: bool = False, progress: bool | None = None)
         stats = [json.loads(p.read_text()) for p in (cdir / "embeddings").glob("last-run-rank*.json")]
         summary["embed"] = {"mode": run.config.clusters.window_embedding, "chunk_pieces": run.config.clusters.chunk_pieces,
                             "dtype": effective_dtype(resolve_device(run.config.clusters.device), run.config.clusters.dtype),
+                            "backend": embed_backend(run),
                             "last_run": stats}
         summary["seconds"] = round(time.perf_counter() - t0, 2)
         atomic.write_json(cdir / SUMMARY, summary)
@@ -361,7 +372,8 @@ def _build_clusters(run: Run, force: bool = False, progress: bool | None = None)
 
 
 def read_summary(clusters_dir: str | Path) -> dict:
-    return read_required_json(Path(clusters_dir) / SUMMARY, f"no clusters summary in {clusters_dir}: run `speclm clusters` first")
+    return read_required_json(Path(clusters_dir) / SUMMARY, f"no clusters summary in {clusters_dir}: run `speclm clusters` first",
+                              fix="rebuild the clusters with `speclm clusters --force`")
 
 
 def format_summary(summary: dict) -> str:
@@ -370,6 +382,11 @@ def format_summary(summary: dict) -> str:
              f"fitted on {summary['fit_windows']:,} generic windows in {summary['fit_seconds']} s"]
     emb = [f"{name} {v['embedded']:,}/{v['windows']:,}" for name, v in summary.get("windows", {}).items()]
     lines.append("embedded (Sentence-BERT / all windows): " + ", ".join(emb))
+    runs = summary.get("embed", {}).get("last_run") or []
+    if runs:
+        n, secs = sum(r["windows"] for r in runs), sum(r["seconds"] for r in runs)
+        lines.append(f"embedding: backend {summary['embed'].get('backend', 'torch')}, {n:,} windows computed "
+                     f"in {secs:.0f} s ({n / max(secs, 1e-9):.1f} windows/s)")
     if summary.get("propagation_agreement"):
         lines.append("token-bag proxy agreement with Sentence-BERT clusters (held-out): " + ", ".join(
             f"k={k} {v:.0%}" for k, v in summary["propagation_agreement"].items()))

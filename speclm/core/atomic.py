@@ -59,7 +59,7 @@ def _write_error(e: OSError, path: Path, nbytes: int | None = None):
         size = f" while writing {nbytes:,} bytes" if nbytes else ""
         return SpeclmError(f"no space left on the device holding {path}{size}; free some space (or move the run "
                            f"folder) and rerun the same command: it resumes")
-    if e.filename and not str(e.filename).startswith(str(path.parent)):
+    if e.filename and not os.path.abspath(str(e.filename)).startswith(os.path.abspath(path.parent)):
         return None  # e.g. an input file that could not be read: not ours to explain
     if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return SpeclmError(f"cannot write {path}: {e.strerror}; make {path.parent} writable or choose another run folder")
@@ -139,6 +139,8 @@ def load_npy(path: str | os.PathLike, mmap_mode: str | None = None):
     except (ValueError, EOFError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise SpeclmError(f"{path} is not a plain numeric .npy array ({first}); rebuild the stage that wrote it with --force") from None
+    except OSError as e:
+        raise SpeclmError(f"{path} cannot be read ({e.strerror or e}); rebuild the stage that wrote it with --force") from None
 
 
 def _artifact_modes(folder: Path) -> None:
@@ -265,15 +267,46 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return [row for _, row in read_jsonl_numbered(path)]
 
 
-def read_required_json(path: str | Path, missing: str) -> Any:
-    """The parsed JSON at ``path``; ``SpeclmError(missing)`` when the file is not there.
+def read_json_file(path: str | Path, fix: str, want: type = dict) -> Any:
+    """The JSON of a file speclm wrote, as a ``want`` (a dict by default); an empty, torn,
+    unreadable or wrong-shaped file is one line naming the file and ``fix`` (what to do:
+    a command with ``--force`` or ``--restart``, or delete the file)."""
+    from .errors import SpeclmError
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpeclmError(f"{p} is damaged (not text); {fix}") from None
+    except IsADirectoryError:
+        raise SpeclmError(f"{p} is a folder, not a JSON file; {fix}") from None
+    except OSError as e:
+        raise SpeclmError(f"{p} cannot be read ({e.strerror or e}); {fix}") from None
+    if not text.strip():
+        raise SpeclmError(f"{p} is empty; {fix}")
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise SpeclmError(f"{p} is damaged (not valid JSON); {fix}") from None
+    if not isinstance(obj, want):
+        raise SpeclmError(f"{p} is damaged (a JSON {type(obj).__name__}, not {_kind(want)}); {fix}")
+    return obj
+
+
+def _kind(want: type) -> str:
+    return {dict: "an object", list: "a list"}.get(want, want.__name__)
+
+
+def read_required_json(path: str | Path, missing: str, fix: str = "") -> Any:
+    """The parsed JSON object at ``path``; ``SpeclmError(missing)`` when the file is not there.
 
     ``missing`` is the one-line message the user sees, best naming the command that writes it
-    (a stage summary, a job's record).
+    (a stage summary, a job's record); ``fix`` what to do when the file is damaged (default:
+    the same advice as ``missing``).
     """
     from .errors import SpeclmError
 
     p = Path(path)
     if not p.exists():
         raise SpeclmError(missing)
-    return json.loads(p.read_text(encoding="utf-8"))
+    return read_json_file(p, fix or f"rebuild it ({missing.split(': ', 1)[-1]})")

@@ -124,25 +124,102 @@ def read_toml(path: str | Path) -> dict:
         raise SpeclmError(f"config file {path} cannot be read: {e.strerror or e}")
 
 
+# The table of ``config.toml`` that records what the user set with ``--set`` (and only that):
+# a later command with another preset re-resolves defaults < preset < these values.
+EXPLICIT = "explicit"
+
+
+def preset_data(preset: str) -> dict:
+    """The values of a preset (a name of :func:`presets` or a path to a TOML file)."""
+    p = Path(preset)
+    if p.suffix == ".toml" or p.exists():
+        data = read_toml(p)
+    elif (PRESET_DIR / f"{preset}.toml").exists():
+        data = read_toml(PRESET_DIR / f"{preset}.toml")
+    else:
+        raise SpeclmError(f"unknown preset {preset!r}; known: {', '.join(presets())}, or a path to a .toml file")
+    data.pop(EXPLICIT, None)  # a run's config.toml used as a preset: its values, not its record
+    return data
+
+
+def overrides_data(overrides: list[str] | None) -> dict:
+    """``--set`` items as one nested dict (a later item for the same key wins)."""
+    data: dict = {}
+    for item in overrides or []:
+        data = _merge(data, _parse_override(item))
+    return data
+
+
+def diff(a: dict, b: dict) -> dict:
+    """The leaves of ``a`` whose value differs from (or is missing in) ``b``, nested."""
+    out: dict = {}
+    for k, v in a.items():
+        w = b.get(k) if isinstance(b, dict) else None
+        if isinstance(v, dict) and isinstance(w, dict):
+            sub = diff(v, w)
+            if sub:
+                out[k] = sub
+        elif k not in (b if isinstance(b, dict) else {}) or v != w:
+            out[k] = v
+    return out
+
+
+def leaves(d: dict, prefix: str = "") -> list[str]:
+    """The dotted names of a nested dict's leaves: ``tokens.vocab_size``."""
+    out = []
+    for k, v in d.items():
+        out += leaves(v, f"{prefix}{k}.") if isinstance(v, dict) and v else [f"{prefix}{k}"]
+    return out
+
+
 def load(preset: str | None = None, overrides: list[str] | None = None, base: dict | None = None) -> Config:
     """Resolve a config: defaults < ``base`` (e.g. a run's saved config) < preset < overrides.
 
     ``preset`` is a preset name (see :func:`presets`) or a path to a TOML file.
     """
     data: dict = dict(base or {})
+    data.pop(EXPLICIT, None)
     if preset:
-        p = Path(preset)
-        if p.suffix == ".toml" or p.exists():
-            data = _merge(data, read_toml(p))
-        elif (PRESET_DIR / f"{preset}.toml").exists():
-            data = _merge(data, read_toml(PRESET_DIR / f"{preset}.toml"))
-        else:
-            raise SpeclmError(f"unknown preset {preset!r}; known: {', '.join(presets())}, or a path to a .toml file")
-    for item in overrides or []:
-        data = _merge(data, _parse_override(item))
+        data = _merge(data, preset_data(preset))
+    data = _merge(data, overrides_data(overrides))
     cfg = from_dict(Config, data)
     validate(cfg)
     return cfg
+
+
+def resolve(preset: str | None, overrides: list[str] | None, saved: dict | None) -> tuple[Config, dict]:
+    """The config of a run folder and the values the user set explicitly (kept in config.toml).
+
+    - no saved config: defaults < preset (``tiny`` when none) < ``--set``;
+    - a saved config and no preset: the saved config < ``--set``;
+    - a saved config and a preset: defaults < preset < the saved explicit values < ``--set``:
+      a preset means the same config in every folder, whatever an earlier command wrote.
+      A config.toml written before the record existed: its values that differ from its own
+      preset (its ``name``) count as explicit.
+    """
+    new = overrides_data(overrides)
+    if saved is None:
+        return load(preset or "tiny", overrides), new
+    saved = dict(saved)
+    explicit = saved.pop(EXPLICIT, None)
+    if explicit is None:  # written before the record: what differs from its preset was set by hand
+        name = saved.get("name")
+        try:
+            ref = to_dict(load(name if name in presets() else None))
+        except SpeclmError:
+            ref = to_dict(Config())
+        explicit = diff(saved, ref)
+        explicit.pop("name", None)
+    elif not isinstance(explicit, dict):
+        raise SpeclmError(f"config.toml: [{EXPLICIT}] must be a table of the values you set, got {explicit!r}")
+    explicit = _merge(explicit, new)
+    if preset:
+        data = _merge(preset_data(preset), explicit)
+    else:
+        data = _merge(saved, new)
+    cfg = from_dict(Config, data)
+    validate(cfg)
+    return cfg, explicit
 
 
 def _finite(x: float) -> bool:
@@ -190,6 +267,9 @@ def validate(cfg: Config) -> None:
     for name in ("fit_sample", "embed_sample", "embed_sample_other", "describe_budget_tokens"):
         at_least(f"clusters.{name}", getattr(k, name), 0)
     tr = cfg.train
+    for name in ("max_steps", "max_tokens"):
+        v = getattr(tr, name)
+        need(not isinstance(v, int) or v < 2**63, f"train.{name} = {v} is beyond any training (over 2^63); lower it")
     positive_number("train.lr", tr.lr)
     for name in ("batch_size", "grad_accum", "patience"):
         at_least(f"train.{name}", getattr(tr, name), 1)
@@ -198,6 +278,8 @@ def validate(cfg: Config) -> None:
         at_least(f"train.{name}", getattr(tr, name), 0)
     need(_finite(tr.min_lr_ratio) and 0 <= tr.min_lr_ratio <= 1, f"train.min_lr_ratio must be in [0, 1], got {tr.min_lr_ratio!r}")
     m = cfg.methods
+    need(bool(m.sizes) and all(isinstance(x, str) and x.strip() for x in m.sizes),
+         f"methods.sizes must name at least one size (e.g. [\"16k\", \"all\"]), got {m.sizes!r}")
     at_least("methods.finetune_lr", m.finetune_lr, 0)
     positive_number("methods.finetune_small_lr_factor", m.finetune_small_lr_factor)
     need(all(isinstance(x, int) and x >= 0 for x in m.finetune_max_steps),
@@ -206,7 +288,7 @@ def validate(cfg: Config) -> None:
     positive_number("methods.finetune_max_epochs", m.finetune_max_epochs)
     need(_finite(m.per_domain_budget) and 0 < m.per_domain_budget <= 1,
          f"methods.per_domain_budget must be in (0, 1], got {m.per_domain_budget!r}")
-    for name in ("finetune_eval_every", "finetune_warmup_steps", "finetune_batch_size", "nopt_max_epochs", "nopt_lr",
+    for name in ("finetune_small_tokens", "finetune_eval_every", "finetune_warmup_steps", "finetune_batch_size", "nopt_max_epochs", "nopt_lr",
                  "eval_max_windows", "pretrain_steps", "is_smoothing"):
         at_least(f"methods.{name}", getattr(m, name), 0)
     for name in ("is_k", "mix_k", "pn_k"):
@@ -239,5 +321,8 @@ def to_dict(cfg: Config) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def to_toml(cfg: Config) -> str:
-    return tomli_w.dumps(to_dict(cfg))
+def to_toml(cfg: Config, explicit: dict | None = None) -> str:
+    d = to_dict(cfg)
+    if explicit:
+        d[EXPLICIT] = explicit
+    return tomli_w.dumps(d)

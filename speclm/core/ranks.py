@@ -123,3 +123,56 @@ def mean(value: float, dist: Dist) -> float:
 def barrier(dist: Dist) -> None:
     if dist.enabled:
         td.barrier()
+
+
+# ---- a worker's parent: a grid worker stops when the grid process that started it dies ----
+
+PARENT_GONE_EXIT = 3
+_PARENT = {"gone": False}
+
+
+class ParentGone(SystemExit):
+    """Raised between training steps in a worker whose parent died: the job stops where a
+    kill would have stopped it (resumable from its last checkpoint), its locks released."""
+
+
+def watch_parent(grace: float = 5.0, interval: float = 0.5) -> None:
+    """Watch this process's parent from a daemon thread. When it dies (this process is
+    re-parented), :func:`check_parent` raises at the next training step; a job that reaches no
+    step within ``grace`` seconds (data, evaluation) is ended by the thread itself. Either way
+    the OS releases the file locks, and the job resumes like any killed one."""
+    import threading
+    import time
+
+    ppid = os.getppid()
+
+    def run() -> None:
+        while os.getppid() == ppid:
+            time.sleep(interval)
+        _PARENT["gone"] = True
+        time.sleep(grace)
+        quiet_exit(PARENT_GONE_EXIT)
+
+    threading.Thread(target=run, name="speclm-parent-watch", daemon=True).start()
+
+
+def parent_gone() -> bool:
+    return _PARENT["gone"]
+
+
+def check_parent() -> None:
+    """Between training steps: stop this worker when its parent died (see :func:`watch_parent`)."""
+    if _PARENT["gone"]:
+        raise ParentGone(PARENT_GONE_EXIT)
+
+
+def quiet_exit(code: int) -> None:
+    """End the process now, without flushing into a pipe nobody reads (no BrokenPipeError)."""
+    import sys
+
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:  # noqa: BLE001 - the reader is gone: nothing to say, nowhere to say it
+            pass
+    os._exit(code)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import atomic
-from .config import Config, load, read_toml, to_toml
+from .config import Config, diff, leaves, read_toml, resolve, to_dict, to_toml
 
 
 @dataclass
@@ -19,6 +19,8 @@ class Run:
     # A point of an operating curve (methods.curve_fractions): specializations start from the
     # pretraining's snapshot at this fraction and live under ``curves/f-<f>/``; see with_curve.
     curve: float | None = None
+    # The values the user set with ``--set`` (nested), kept in config.toml's [explicit] table.
+    explicit: dict | None = None
 
     @property
     def jobs_path(self) -> Path:
@@ -90,7 +92,7 @@ class Run:
         if self.seed_offset or self.curve is not None:
             return
         saved = self.path / "config.toml"
-        text = to_toml(self.config)
+        text = f"{HEAD}\n{to_toml(self.config, self.explicit)}{TAIL}\n"
         if not saved.exists() or saved.read_text(encoding="utf-8") != text:
             atomic.write_text(saved, text)
 
@@ -120,14 +122,91 @@ def open_run(
 
         raise SpeclmError(f"--run {path} is a file; a run folder is a folder (give a new or existing folder)")
     saved = path / "config.toml"
-    base = read_toml(saved) if saved.exists() else None
-    if base is None and preset is None:
-        preset = "tiny"
-    r = Run(path=path, config=load(preset, overrides, base))
+    base = read_saved(saved)
+    cfg, explicit = resolve(preset, overrides, base)
+    r = Run(path=path, config=cfg, explicit=explicit)
     _keep_import(r, base, overrides)
+    if base is not None and preset:
+        _note_changes(r, base)
     if save:
         r.save_config()
     return r
+
+
+# The first and last lines of a config.toml speclm writes: a file that has the first and not
+# the last was cut short (a file without either was written by an older speclm).
+HEAD = "# speclm: this run folder's config. [explicit] holds the values you set with --set (kept when the preset changes)."
+TAIL = "# end of config.toml"
+
+
+def read_saved(saved: Path) -> dict | None:
+    """A run's config.toml, or None when there is none; an empty, cut-short or damaged one is
+    refused in one line naming it and the way out (never silent defaults)."""
+    if not saved.exists():
+        return None
+    from .config import EXPLICIT, from_dict
+    from .errors import SpeclmError
+
+    fix = "restore it, or delete it to start this run folder's config over from a preset (--preset NAME)"
+    try:
+        text = saved.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpeclmError(f"{saved} is damaged (not text); {fix}") from None
+    except OSError as e:
+        raise SpeclmError(f"{saved} cannot be read ({e.strerror or e}); {fix}") from None
+    if not text.strip():
+        raise SpeclmError(f"{saved} is empty; {fix}")
+    if text.startswith(HEAD) and text.rstrip().splitlines()[-1] != TAIL:
+        raise SpeclmError(f"{saved} is cut short (its last line is missing); {fix}")
+    try:
+        data = read_toml(saved)
+        from_dict(Config, {k: v for k, v in data.items() if k != EXPLICIT})
+    except SpeclmError as e:
+        raise SpeclmError(f"{saved} is damaged ({str(e).removeprefix(f'config file {saved} is ')}); {fix}") from None
+    return data
+
+
+# What a change in each config section makes stale (the folders that hold finished work).
+_STALE = {"corpus": ("corpus", "tokens", "clusters", "pretrain", "specialize", "eval"),
+          "tokens": ("tokens", "clusters", "pretrain", "specialize", "eval"),
+          "clusters": ("clusters", "pretrain", "specialize", "eval"),
+          "model": ("pretrain", "specialize", "eval"), "train": ("pretrain", "specialize", "eval"),
+          "methods": ("pretrain", "specialize", "eval"), "seed": ("specialize", "eval")}
+
+
+def _note_changes(r: Run, base: dict) -> None:
+    """One line on stderr when a preset changes the values of a folder that already holds
+    finished work: how many values change and which finished stages and jobs it makes stale."""
+    import sys
+
+    old = {k: v for k, v in base.items() if k != "explicit"}
+    changed = [k for k in leaves(diff(to_dict(r.config), old)) if k != "name"]
+    if not changed:
+        return
+    stale: list[str] = []
+    for folder in dict.fromkeys(f for k in changed for f in _STALE.get(k.split(".")[0], ())):
+        here = r.path / folder
+        if folder in ("pretrain", "specialize"):
+            n = sum(1 for m in here.rglob("manifest.json") if '"done": true' in _text(m)) if here.is_dir() else 0
+            if n:
+                stale.append(f"{n} {folder} job(s)")
+        elif folder == "eval":
+            if here.is_dir() and any(here.glob("*.jsonl")):
+                stale.append("the grid's result rows")
+        elif (here / "manifest.json").is_file():
+            stale.append(f"{folder}/")
+    if not stale:
+        return
+    shown = ", ".join(changed[:4]) + (f" and {len(changed) - 4} more" if len(changed) > 4 else "")
+    print(f"speclm: note: preset {r.config.name} changes {len(changed)} value(s) of {r.path / 'config.toml'} "
+          f"({shown}); stale, redone when needed: {', '.join(stale)}", file=sys.stderr)
+
+
+def _text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return ""
 
 
 def holds_import(corpus_dir: Path) -> bool:

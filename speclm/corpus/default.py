@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Callable
 
-from tqdm import tqdm
+from ..core.progress import progress
 
 from ..core import atomic
 from ..core.errors import SpeclmError
@@ -106,7 +106,35 @@ def collect_default(cfg: CorpusConfig, log: Callable[[str], None] = print) -> tu
     """Build the default corpus: ({set name: documents}, ["skipped <source>: <why>", ...]).
 
     Raises SpeclmError when the generic set or every domain ends up empty."""
-    sources = select_sources(cfg)
+    sets, skipped = _fetch(select_sources(cfg), cfg, log)
+    if not sets.get("generic"):
+        raise SpeclmError("the default corpus has no generic documents: every generic source failed ("
+                          + "; ".join(skipped) + ")")
+    if not any(name != "generic" and docs for name, docs in sets.items()):
+        raise SpeclmError("the default corpus has no domain: every domain source failed (" + "; ".join(skipped) + ")")
+    return sets, skipped
+
+
+def default_generic_file(cfg: CorpusConfig, log: Callable[[str], None] = print) -> Path:
+    """The default corpus's generic set alone (no domain sources fetched), as one gzipped
+    JSONL file in the cache (``<cache>/generic/``), built once per selection of sources and
+    reused after: what ``speclm build --generic default`` imports beside the user's domains."""
+    from ..core.manifest import hash_obj
+
+    sources = [s for s in select_sources(cfg) if s.set_name == "generic"]
+    key = hash_obj({"sources": [s.name for s in sources], "max_mb": cfg.max_mb_per_source, "text": TEXT_CACHE_VERSION})[:12]
+    path = cache_root(cfg.cache_dir) / "generic" / f"default-{key}.jsonl.gz"
+    if path.is_file():
+        return path
+    sets, skipped = _fetch(sources, cfg, log)
+    if not sets.get("generic"):
+        raise SpeclmError("the default generic set is empty: every generic source failed (" + "; ".join(skipped) + ")")
+    write_docs(path, sets["generic"])
+    return path
+
+
+def _fetch(sources: list[Source], cfg: CorpusConfig, log: Callable[[str], None]) -> tuple[dict[str, list[Doc]], list[str]]:
+    """Every source's documents grouped by set (deduplicated), and the skipped sources."""
     results: dict[str, list[Doc] | str] = {}
 
     def run(source: Source) -> tuple[str, list[Doc] | str]:
@@ -125,7 +153,7 @@ def collect_default(cfg: CorpusConfig, log: Callable[[str], None] = print) -> tu
             + f" [{time.perf_counter() - start:.1f} s]")
         return source.name, kept
 
-    with ThreadPoolExecutor(max_workers=2) as pool, tqdm(total=len(sources), desc="corpus sources", unit="source") as bar:
+    with ThreadPoolExecutor(max_workers=2) as pool, progress(len(sources), desc="corpus sources", unit="source") as bar:
         for future in as_completed([pool.submit(run, source) for source in sources]):
             name, outcome = future.result()
             results[name] = outcome
@@ -143,10 +171,4 @@ def collect_default(cfg: CorpusConfig, log: Callable[[str], None] = print) -> tu
         else:
             sets.setdefault(source.set_name, []).extend(outcome)
     sets = {name: dedup_docs(docs) for name, docs in sets.items()}  # dedup across a set's sources
-
-    if not sets.get("generic"):
-        raise SpeclmError("the default corpus has no generic documents: every generic source failed ("
-                          + "; ".join(skipped) + ")")
-    if not any(name != "generic" and docs for name, docs in sets.items()):
-        raise SpeclmError("the default corpus has no domain: every domain source failed (" + "; ".join(skipped) + ")")
     return sets, skipped

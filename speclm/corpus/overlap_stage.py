@@ -28,7 +28,7 @@ import numpy as np
 from ..core import atomic, manifest
 from ..core.run import Run
 from .overlap import find_overlap, words
-from .store import GENERIC, SUMMARY, read_summary, set_file, summarize
+from .store import GENERIC, SUMMARY, read_parquet, read_summary, set_file, summarize
 
 STAGE = "overlap"
 REPORT = "overlap.json"  # in the corpus folder
@@ -66,14 +66,14 @@ def _original(run: Run):
     import pyarrow.parquet as pq
 
     path, odir = set_file(run.corpus_dir, GENERIC), overlap_dir(run)
-    current = pq.read_table(path)
+    current = read_parquet(path)
     try:
         state = json.loads((odir / STATE).read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return current, False
     if state.get("generic_sha256") != manifest.hash_file(path) or not (odir / DROPPED).exists():
         return current, False
-    dropped = pq.read_table(odir / DROPPED)
+    dropped = read_parquet(odir / DROPPED)
     if dropped.num_rows == 0:
         return current, False
     rows = dropped["row"].to_numpy()

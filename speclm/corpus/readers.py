@@ -1,5 +1,7 @@
-"""Read a user's own documents: JSONL, Parquet, a folder of .txt files, a Hugging Face
-``datasets`` dataset saved to disk, or (with internet) a hub dataset name.
+"""Read a user's own documents: JSONL, a JSON array, CSV, Parquet (each also gzipped:
+``.jsonl.gz``, ``.csv.gz`` ...), a folder of .txt files (and of such data files, e.g. a
+Hugging Face dataset repository's ``data/`` folder), a Hugging Face ``datasets`` dataset
+saved to disk, or (with internet) a hub dataset name.
 
 Every reader yields :class:`speclm.corpus.doc.Doc`. A document's ``id`` is its place in
 the input (``file.jsonl:12``, ``notes/a.txt``, ``train:3``), so it stays the same when the
@@ -10,6 +12,9 @@ non-UTF-8 text); empty documents are skipped.
 
 from __future__ import annotations
 
+import csv
+import gzip
+import io
 import json
 import os
 import re
@@ -23,7 +28,33 @@ from .doc import Doc
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv", ".tsv")
 TEXT_SUFFIXES = (".txt",)
+DATA_SUFFIXES = JSONL_SUFFIXES + PARQUET_SUFFIXES + CSV_SUFFIXES
+ACCEPTED = ".jsonl, .json, .csv, .tsv, .parquet (each also .gz), .txt, a folder of them or a saved dataset"
+
+
+def kind(path: Path) -> str:
+    """A file's type suffix, ``.gz`` looked through: ``a.jsonl.gz`` -> ``.jsonl``."""
+    suffixes = [x.lower() for x in path.suffixes]
+    if suffixes and suffixes[-1] == ".gz":
+        return suffixes[-2] if len(suffixes) > 1 else ""
+    return suffixes[-1] if suffixes else ""
+
+
+def _open(path: Path):
+    """The file's bytes as a binary stream; a ``.gz`` file decompressed on the fly."""
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")
+    return open(path, "rb")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        with _open(path) as f:
+            return f.read()
+    except (OSError, EOFError) as e:  # gzip.BadGzipFile is an OSError
+        raise SpeclmError(f"{path}: cannot read it ({e}); is it a complete file?") from None
 _HUB_NAME = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
 
 
@@ -66,10 +97,53 @@ def _doc(doc_id: str, text, source: str, where: str, text_field: str, max_doc_mb
     return Doc(id=doc_id, text=text, source=source)
 
 
+def _json_array(path: Path, text_field: str, max_doc_mb: float) -> Iterator[Doc]:
+    """A ``.json`` file holding one array: of objects (the text in ``text_field``) or of strings."""
+    try:
+        rows = json.loads(_decode(_read_bytes(path), path))
+    except json.JSONDecodeError as e:
+        raise SpeclmError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); expected an array of objects "
+                          "or one JSON object per line") from None
+    except RecursionError:
+        raise SpeclmError(f"{path}: JSON nested too deeply to read") from None
+    if not isinstance(rows, list):
+        raise SpeclmError(f"{path}: expected a JSON array of objects (or one JSON object per line), got {type(rows).__name__}")
+    for i, row in enumerate(rows):
+        where = f"{path} item {i}"
+        if isinstance(row, dict):
+            if text_field not in row:
+                fields = ", ".join(sorted(map(str, row))) or "none"
+                raise SpeclmError(f"{where}: no field {text_field!r} (fields: {fields}); name the text field with --text-field")
+            text = row[text_field]
+        elif isinstance(row, str):
+            text = row
+        else:
+            raise SpeclmError(f"{where}: expected an object or a string, got {type(row).__name__}")
+        doc = _doc(f"{path.name}:{i}", text, path.name, where, text_field, max_doc_mb)
+        if doc is not None:
+            yield doc
+
+
+def _starts_array(path: Path) -> bool:
+    try:
+        with _open(path) as f:
+            head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except (OSError, EOFError) as e:
+        raise SpeclmError(f"{path}: cannot read it ({e}); is it a complete file?") from None
+    return head.startswith(b"[")
+
+
 def read_jsonl(path: Path, text_field: str = "text", max_doc_mb: float = 100.0) -> Iterator[Doc]:
-    """One JSON object per line; the document is its ``text_field``."""
+    """One JSON object per line (``.jsonl``, ``.json``, ``.ndjson``, each also ``.gz``), or
+    for a file whose text starts with ``[``, one JSON array; the document is ``text_field``.
+    A line's string field ``source``, when it has one, names where the document came from
+    (speclm's own corpus files keep their sources, and so their licences, through an
+    import); else the file's name does."""
+    if _starts_array(path):
+        yield from _json_array(path, text_field, max_doc_mb)
+        return
     offset = 0
-    with open(path, "rb") as f:
+    with _open(path) as f:
         for lineno, raw in enumerate(f, start=1):
             line = _decode(raw, path, offset)
             offset += len(raw)
@@ -88,7 +162,8 @@ def read_jsonl(path: Path, text_field: str = "text", max_doc_mb: float = 100.0) 
                 raise SpeclmError(
                     f"{path} line {lineno}: no field {text_field!r} (fields: {fields}); name the text field with --text-field"
                 )
-            doc = _doc(f"{path.name}:{lineno}", row[text_field], path.name, f"{path} line {lineno}", text_field, max_doc_mb)
+            source = row.get("source") if isinstance(row.get("source"), str) and row.get("source") else path.name
+            doc = _doc(f"{path.name}:{lineno}", row[text_field], source, f"{path} line {lineno}", text_field, max_doc_mb)
             if doc is not None:
                 yield doc
 
@@ -99,7 +174,7 @@ def read_parquet(path: Path, text_field: str = "text", max_doc_mb: float = 100.0
     import pyarrow.parquet as pq
 
     try:
-        pf = pq.ParquetFile(path)
+        pf = pq.ParquetFile(io.BytesIO(_read_bytes(path)) if path.name.lower().endswith(".gz") else path)
     except (pa.ArrowException, OSError) as e:
         raise SpeclmError(f"{path}: cannot read Parquet file ({e}); is it a complete .parquet file?") from None
     names = pf.schema_arrow.names
@@ -122,23 +197,72 @@ def read_parquet(path: Path, text_field: str = "text", max_doc_mb: float = 100.0
         raise SpeclmError(f"{path}: cannot read Parquet file ({e}); is it a complete .parquet file?") from None
 
 
+def read_csv(path: Path, text_field: str = "text", max_doc_mb: float = 100.0) -> Iterator[Doc]:
+    """A CSV file (``.tsv``: tab-separated) with a header row; the document is the ``text_field`` column."""
+    text = _decode(_read_bytes(path), path)
+    csv.field_size_limit(max(csv.field_size_limit(), int(max_doc_mb * 4e6) + 1))
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter="\t" if kind(path) == ".tsv" else ",")
+    try:
+        header = next(reader, None)
+        if header is None:
+            return
+        if text_field not in header:
+            raise SpeclmError(f"{path}: no column {text_field!r} in its header (columns: {', '.join(header)}); "
+                              "name the text column with --text-field")
+        col = header.index(text_field)
+        for row in reader:
+            if not row:
+                continue
+            where = f"{path} line {reader.line_num}"
+            if col >= len(row):
+                raise SpeclmError(f"{where}: {len(row)} fields, but the header names {len(header)}")
+            doc = _doc(f"{path.name}:{reader.line_num}", row[col], path.name, where, text_field, max_doc_mb)
+            if doc is not None:
+                yield doc
+    except csv.Error as e:
+        raise SpeclmError(f"{path} line {reader.line_num}: not valid CSV ({e})") from None
+
+
+def read_data_file(path: Path, text_field: str = "text", max_doc_mb: float = 100.0) -> Iterator[Doc]:
+    """One file of documents, by its type (``.gz`` looked through)."""
+    k = kind(path)
+    if k in JSONL_SUFFIXES:
+        return read_jsonl(path, text_field, max_doc_mb)
+    if k in PARQUET_SUFFIXES:
+        return read_parquet(path, text_field, max_doc_mb)
+    if k in CSV_SUFFIXES:
+        return read_csv(path, text_field, max_doc_mb)
+    if k in TEXT_SUFFIXES:
+        return (d for d in [read_text_file(path, path, max_doc_mb)] if d is not None)
+    raise SpeclmError(f"{path}: unknown file type {k or '(none)'}; use {ACCEPTED}")
+
+
 def read_text_file(path: Path, root: Path, max_doc_mb: float = 100.0) -> Doc | None:
-    data = path.read_bytes()
+    data = _read_bytes(path)
     rel = path.relative_to(root).as_posix() if path != root else path.name
     if len(data) > max_doc_mb * 1e6:
         _check_size(data.decode("utf-8", errors="replace"), max_doc_mb, str(path))
     return _doc(rel, _decode(data, path), root.name, str(path), "text", max_doc_mb)
 
 
-def read_txt_folder(root: Path, max_doc_mb: float = 100.0) -> Iterator[Doc]:
-    """Every ``*.txt`` file under ``root`` (recursive, sorted) is one document."""
-    files = sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES)
+def read_txt_folder(root: Path, max_doc_mb: float = 100.0, text_field: str = "text") -> Iterator[Doc]:
+    """Every ``*.txt`` (or ``*.txt.gz``) file under ``root`` (recursive, sorted) is one
+    document; every data file there (JSONL, JSON, CSV, Parquet, each also gzipped: a dataset
+    repository's ``data/`` folder) gives its documents, ids prefixed with its path."""
+    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(x.startswith(".") for x in p.relative_to(root).parts)
+                   and kind(p) in TEXT_SUFFIXES + DATA_SUFFIXES)
     if not files:
-        raise SpeclmError(f"{root}: folder holds no .txt files (and is not a saved Hugging Face dataset)")
+        raise SpeclmError(f"{root}: folder holds no .txt files nor data files ({ACCEPTED}), "
+                          "and is not a saved Hugging Face dataset")
     for p in files:
-        doc = read_text_file(p, root, max_doc_mb)
-        if doc is not None:
-            yield doc
+        if kind(p) in TEXT_SUFFIXES:
+            doc = read_text_file(p, root, max_doc_mb)
+            if doc is not None:
+                yield doc
+            continue
+        rel = p.relative_to(root).as_posix()
+        for doc in read_data_file(p, text_field, max_doc_mb):
+            yield Doc(id=rel + doc.id[len(p.name):], text=doc.text, source=doc.source)
 
 
 def is_saved_hf_dataset(path: Path) -> bool:
@@ -216,9 +340,7 @@ def read_hub(name: str, text_field: str = "text", split: str | None = None, max_
 
 def looks_like_hub_name(spec: str) -> bool:
     p = Path(spec)
-    return bool(_HUB_NAME.match(spec)) and not spec.startswith(".") and p.suffix.lower() not in (
-        JSONL_SUFFIXES + PARQUET_SUFFIXES + TEXT_SUFFIXES
-    )
+    return bool(_HUB_NAME.match(spec)) and not spec.startswith(".") and kind(p) not in DATA_SUFFIXES + TEXT_SUFFIXES
 
 
 def read_docs(spec: str | Path, text_field: str = "text", split: str | None = None, max_doc_mb: float = 100.0) -> Iterator[Doc]:
@@ -228,18 +350,12 @@ def read_docs(spec: str | Path, text_field: str = "text", split: str | None = No
     if path.is_dir():
         if is_saved_hf_dataset(path):
             return read_saved_hf(path, text_field, split, max_doc_mb)
-        return read_txt_folder(path, max_doc_mb)
+        return read_txt_folder(path, max_doc_mb, text_field)
     if path.is_file():
-        suffix = path.suffix.lower()
-        if suffix in JSONL_SUFFIXES:
-            return read_jsonl(path, text_field, max_doc_mb)
-        if suffix in PARQUET_SUFFIXES:
-            return read_parquet(path, text_field, max_doc_mb)
-        if suffix in TEXT_SUFFIXES:
-            return (d for d in [read_text_file(path, path, max_doc_mb)] if d is not None)
-        raise SpeclmError(
-            f"{path}: unknown file type {suffix or '(none)'}; use .jsonl, .parquet, .txt, a folder of .txt files or a saved dataset"
-        )
+        return read_data_file(path, text_field, max_doc_mb)
+    if path.exists():  # a device, a pipe, a socket: never read as documents
+        raise SpeclmError(f"{path} is not a regular file or folder (a device or a pipe); give a path to JSONL, "
+                          "Parquet, a .txt file or folder, or a saved dataset")
     if looks_like_hub_name(str(spec)):
         return read_hub(str(spec), text_field, split, max_doc_mb)
     raise SpeclmError(f"path not found: {spec}")

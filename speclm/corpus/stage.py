@@ -100,7 +100,23 @@ def read_import(spec: ImportSpec, max_doc_mb: float) -> dict[str, list[Doc]]:
         sets[name] = read_all(path, f"domain {name!r}", **kw)
     for name, docs in sets.items():
         warn_suspicious(name, docs)
+    warn_same_as_generic(sets)
     return sets
+
+
+def warn_same_as_generic(sets: dict[str, list[Doc]]) -> None:
+    """Warn when a domain holds the generic set's documents (the same file given twice?):
+    specializing on it measures nothing the generic model does not already see."""
+    import sys
+
+    generic = {d.text for d in sets.get(GENERIC, [])}
+    for name, docs in sets.items():
+        if name == GENERIC or not docs:
+            continue
+        same = sum(1 for d in docs if d.text in generic)
+        if same == len(docs):
+            print(f"speclm: warning: domain {name!r} holds only documents of the generic set (the same file "
+                  "twice?); its specialization would measure nothing", file=sys.stderr)
 
 
 def warn_suspicious(name: str, docs: list[Doc]) -> None:

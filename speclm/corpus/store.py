@@ -203,7 +203,20 @@ def read_table(corpus_dir: str | Path, set_name: str, columns: list[str] | None 
     path = set_file(_require_corpus(corpus_dir), set_name)
     if not path.exists():
         raise SpeclmError(f"no set {set_name!r} in {corpus_dir}; sets: {', '.join(list_sets(corpus_dir))}")
-    return pq.read_table(path, columns=columns)
+    return read_parquet(path, columns)
+
+
+def read_parquet(path: Path, columns: list[str] | None = None):
+    """A corpus Parquet file as a pyarrow Table; a damaged one is one line naming it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError) as e:  # truncated, overwritten, a column missing
+        why = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        raise SpeclmError(f"{path} is damaged ({why}); rebuild the corpus with `speclm corpus build --force` "
+                          "(an import: rerun `speclm corpus import ... --force`)") from None
 
 
 def read_docs(corpus_dir: str | Path, set_name: str, split: str | None = None) -> list[Doc]:
@@ -228,8 +241,14 @@ def read_texts(corpus_dir: str | Path, set_name: str, split: str) -> list[str]:
 def read_summary(corpus_dir: str | Path) -> dict:
     import json
 
+    from ..core.atomic import read_json_file
+
     path = _require_corpus(corpus_dir) / SUMMARY
-    return json.loads(path.read_text(encoding="utf-8"))
+    summary = read_json_file(path, "rebuild the corpus with `speclm corpus build --force` (an import: rerun "
+                                   "`speclm corpus import ... --force`)")
+    if not isinstance(summary.get("sets"), dict):
+        raise SpeclmError(f"{path} is damaged (no table of sets); rebuild the corpus with `speclm corpus build --force`")
+    return summary
 
 
 # ---- printing ------------------------------------------------------------------------

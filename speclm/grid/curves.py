@@ -1,4 +1,4 @@
-"""Operating curves over pretraining cost, the grid's side (PAPER.md Table 8, Figs. 3-4).
+"""Operating curves over pretraining cost, the grid's side (docs/paper.md Table 8, Figs. 3-4).
 
 With ``methods.curve_fractions`` and ``methods.curve_methods`` set, the grid adds one
 ``curve`` job per (curve method of the grid, fraction f, domain, size): it specializes the
@@ -11,8 +11,10 @@ A curve row is a results row plus ``pretrain_fraction`` (f) and ``pretrain_step`
 snapshot's step; an SLM-mix expert's). Its ``cost.generic`` is the snapshot's share of the
 whole pretraining: the finished pretraining's tokens, FLOPs, device-hours and wall seconds
 times ``pretrain_step / max_steps``, so it compares with the results rows (fraction 1.0).
-``pretrained_nll`` and ``generic_valid_nll`` are measured on the snapshot (its start
-checkpoint: for SLM-pn the expert materialized from the snapshot). The 1.0 points are the
+``pretrained_nll`` is measured on the snapshot's start checkpoint (for SLM-pn the expert
+materialized from the snapshot), ``generic_valid_nll`` on the snapshot's generic model (for
+SLM-mix every expert's snapshot on its own cluster's windows, for SLM-pn the snapshot's
+projected network routed; ``Method.routed_generic``). The 1.0 points are the
 seed-0 results rows of the curve methods, copied in with ``pretrain_fraction`` 1.0 and
 ``pretrain_step`` the pretraining's steps, so the curves file alone draws every curve.
 
@@ -97,7 +99,7 @@ def final_point(run: Run, m: str, results_row: dict) -> dict:
 def add_final_points(run: Run, methods: list[str], results: Path, name: str, chash: str) -> int:
     """Copy every seed-0 results row of a curve method into the curves file as its 1.0
     point, where it is not there yet; returns how many were added."""
-    from .results import seed_rows
+    from ..report.results import seed_rows
 
     wanted = set(curve_methods(run, methods))
     if not wanted:

@@ -27,7 +27,7 @@ import math
 
 import time
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 from ..core.errors import SpeclmError
 
@@ -190,25 +190,18 @@ def jobs(run, methods: list[str], sizes: list[str], domains: list[str], test_tok
     return list(out.values())
 
 
-def cpu_rate(run, vocab: int, window: int) -> Optional[float]:
-    """FLOPs/s of two training steps of the run's small model here (None when it is too large)."""
-    import torch
-
-    from ..model.transformer import Transformer, flops_per_token
+def cpu_rate(run, vocab: int, window: int):
+    """This CPU's rate on training steps of the run's small model (speclm.grid.cpurate: the
+    best of several timings, cached per machine with its date), or None when the model is
+    too large to time here."""
+    from ..model.transformer import param_breakdown
+    from .cpurate import measure
 
     shape = _shapes(run, vocab, window)["small"]
-    model = Transformer(shape)
-    if model.param_count() > CPU_PROBE_MAX_PARAMS:
+    if param_breakdown(shape)["total"] > CPU_PROBE_MAX_PARAMS:
         return None
     batch = max(1, min(run.config.train.batch_size, 8))
-    x = torch.randint(0, vocab, (batch, window + 1), generator=torch.Generator().manual_seed(0))
-    times = []
-    for _ in range(3):
-        t0 = time.perf_counter()
-        _, loss = model(x[:, :-1], x[:, 1:])
-        loss.backward()
-        times.append(time.perf_counter() - t0)
-    return batch * window * flops_per_token(shape, window) / min(times[1:])
+    return measure(shape, window, batch, f"{run.config.model.small} (batch {batch} x {window})", run.config.corpus.cache_dir)
 
 
 def _duration(flops: Optional[float], rate: float) -> str:
@@ -230,15 +223,26 @@ def _fmt(v: Optional[float], unit: str = "") -> str:
     return f"{v:.0f}{unit}"
 
 
-def dry_run(run, echo: Callable[[str], None] = print, methods: Optional[list[str]] = None) -> list[Job]:
-    """Validate ``run``'s config against its corpus and print the plan; writes nothing."""
+def grid_methods(run, methods: Optional[list[str]] = None) -> list[str]:
+    """The methods the grid computes: ``methods``, else methods.grid_methods, else every known one."""
+    from ..methods import base
+    from ..report.results import order_methods
+
+    return order_methods(methods or run.config.methods.grid_methods or base.known())
+
+
+def dry_run(run, echo: Callable[[str], None] = print, methods: Optional[list[str]] = None,
+            domains: Optional[list[str]] = None, sizing=None, warnings: Iterable[str] = ()) -> list[Job]:
+    """Validate ``run``'s config against its corpus and print the plan; writes nothing.
+    ``domains``: only these domains' jobs; ``sizing`` (speclm.grid.budgeting.Sizing: the
+    pretraining already sized to a budget) and ``warnings`` are printed after the totals
+    (speclm.grid.budgeting.plan_with_budget computes both)."""
     from ..methods import base
     from ..model.transformer import flops_per_token, named_shape
-    from .results import order_methods
 
-    cfg = run.config
+    cfg, only = run.config, domains
     ctx = base.Context(run=run, log=lambda s: None)
-    methods = order_methods(methods or cfg.methods.grid_methods or base.known())
+    methods = grid_methods(run, methods)
     shards = _fresh_tokens(run)
     checked = check(run, ctx, methods, cfg.methods.sizes, shards)
     if shards is not None:
@@ -252,6 +256,7 @@ def dry_run(run, echo: Callable[[str], None] = print, methods: Optional[list[str
         vocab, window = cfg.tokens.vocab_size, cfg.tokens.window
         domains, test, train = _planned_domains(run), {}, {}
         where = f"tokens not built yet at {run.tokens_dir}: the domains are the corpus config's; test tokens unknown"
+    domains = [d for d in domains if d in (only or domains)]
     echo(f"dry run of {run.path} (preset {cfg.name}): nothing will be written; {where}")
     for line in checked:
         echo(f"  checked: {line}")
@@ -260,7 +265,7 @@ def dry_run(run, echo: Callable[[str], None] = print, methods: Optional[list[str
     rates = [("H100", ref, H100_NAME)]
     cpu = cpu_rate(run, vocab, window)
     if cpu is not None:
-        rates.append(("this CPU", cpu, f"this CPU at a measured {cpu / 1e9:.2f} GFLOP/s (steps of {cfg.model.small})"))
+        rates.append(("this CPU", cpu.flops_per_s, f"this CPU at {cpu.describe()}"))
     for label, _, name in rates:
         echo(f"  {label}: {name}; other shapes at the same FLOP rate (a shape smaller than the measured one "
              f"reaches a lower MFU: its hours are lower bounds)")
@@ -279,6 +284,10 @@ def dry_run(run, echo: Callable[[str], None] = print, methods: Optional[list[str
         echo(f"total {kind or 'all'}: {len([j for j in all_jobs if kind in (None, j.kind)])} jobs, {flops:.3g} FLOPs, "
              f"{hours}" + (f" ({unknown} without an estimate until the tokens exist)" if unknown else ""))
     echo("fine-tuning jobs are counted at their step caps (early stopping ends them sooner): totals are upper bounds")
+    for line in sizing.lines() if sizing else []:
+        echo(line)
+    for w in warnings:
+        echo(f"warning: {w}")
     return all_jobs
 
 

@@ -19,7 +19,7 @@ from ..core import atomic
 from ..core.errors import SpeclmError
 from ..core.manifest import hash_obj
 from ..core.run import Run
-from . import stats
+from ..report import stats
 
 
 def _windows(run: Run, set_name: str, split: str):
@@ -54,13 +54,19 @@ def check_bootstrap(run: Run, domains: list[str]) -> None:
 def measure(run: Run, model, set_name: str, split: str = "test", progress: bool = True) -> dict:
     """Per-window NLLs of ``model`` on a set's split, their mean per-token NLL and its
     bootstrap SE over documents."""
-    from ..train.data import window_length
     from ..train.validate import window_nll
 
     t = run.config.train
     w, idx = eval_windows(run, set_name, split)
     sums = window_nll(model, w, idx, batch_size=t.batch_size, dtype=t.dtype, progress=progress,
                       desc=f"eval {set_name}/{split}")
+    return summarize(run, w, idx, sums, set_name)
+
+
+def summarize(run: Run, w, idx: np.ndarray, sums: np.ndarray, set_name: str) -> dict:
+    """Per-window NLL sums of the windows ``idx`` -> mean per-token NLL, bootstrap SE over documents."""
+    from ..train.data import window_length
+
     docs = np.asarray(w.index[idx, 1], dtype=np.int64)
     tokens = np.full(len(idx), window_length(w), dtype=np.int64)
     nll = float(math.fsum(sums.tolist()) / tokens.sum())
@@ -71,7 +77,7 @@ def measure(run: Run, model, set_name: str, split: str = "test", progress: bool 
 
 def evaluate_specialized(run: Run, ckpt: Path, domain: str, keep: Optional[Path] = None) -> dict:
     """The specialized checkpoint on the domain test split; ``keep``: write the per-window
-    NLLs there (:data:`speclm.grid.stats.WINDOWS_FILE` layout). A checkpoint trained with
+    NLLs there (:data:`speclm.report.stats.WINDOWS_FILE` layout). A checkpoint trained with
     another tokenizer is refused."""
     from ..tokens.shards import TokenShards
     from ..train.checkpoint import check_tokenizer, load_transformer, read_meta
@@ -91,20 +97,28 @@ def _stamp(ckpt: Path) -> str:
     return hash_obj([[p.name, p.stat().st_size, p.stat().st_mtime_ns] for p in files])[:16]
 
 
+def _rel(run: Run, ckpt: Path) -> str:
+    return str(ckpt.relative_to(run.path)) if ckpt.is_relative_to(run.path) else str(ckpt.resolve())
+
+
 def evaluate_start(run: Run, ckpt: Optional[Path], domain: str) -> dict:
     """The checkpoint a specialization started from, before fine-tuning: NLL on the domain
     test split (``pretrained_nll``, ``pretrained_nll_se``) and on the generic valid split
-    (``generic_valid_nll``). Each (checkpoint, set) is computed once: cached under
-    ``eval/pretrained/``. Empty when the method has no pretrained start (SLM-nopt)."""
+    (``generic_valid_nll``, ``generic_valid_nll_se``). Each (checkpoint, set) is computed
+    once: cached under ``eval/pretrained/``. Empty when the method has no pretrained start
+    (SLM-nopt)."""
     from ..corpus.store import GENERIC
     from ..train.checkpoint import load_transformer
 
     if ckpt is None or not (Path(ckpt) / "model.json").exists():
         return {}
     ckpt = Path(ckpt)
-    rel = str(ckpt.relative_to(run.path)) if ckpt.is_relative_to(run.path) else str(ckpt.resolve())
+    rel = _rel(run, ckpt)
     cache = run.eval_dir / "pretrained" / f"{hash_obj(rel)[:16]}.json"
-    doc = atomic.read_required_json(cache, "") if cache.exists() else {}
+    try:  # a cache: a damaged file is computed again (and rewritten whole)
+        doc = atomic.read_json_file(cache, "") if cache.exists() else {}
+    except SpeclmError:
+        doc = {}
     stamp = {"checkpoint": rel, "stamp": _stamp(ckpt), "max_windows": run.config.methods.eval_max_windows,
              "bootstrap": run.config.methods.bootstrap}
     if {k: doc.get(k) for k in stamp} != stamp:
@@ -112,7 +126,7 @@ def evaluate_start(run: Run, ckpt: Optional[Path], domain: str) -> dict:
     model = None
     for set_name, split in ((domain, "test"), (GENERIC, "valid")):
         key = f"{set_name}/{split}"
-        if key in doc:
+        if isinstance(doc.get(key), dict) and all(isinstance(doc[key].get(k), (int, float)) for k in ("nll", "nll_se")):
             continue
         model = model or load_transformer(ckpt)
         ev = measure(run, model, set_name, split)
@@ -120,7 +134,45 @@ def evaluate_start(run: Run, ckpt: Optional[Path], domain: str) -> dict:
         doc[key] = ev
         atomic.write_json(cache, doc)
     out = {"pretrained_checkpoint": rel, "pretrained_nll": doc[f"{domain}/test"]["nll"],
-           "pretrained_nll_se": doc[f"{domain}/test"]["nll_se"], "generic_valid_nll": doc[f"{GENERIC}/valid"]["nll"]}
+           "pretrained_nll_se": doc[f"{domain}/test"]["nll_se"], "generic_valid_nll": doc[f"{GENERIC}/valid"]["nll"],
+           "generic_valid_nll_se": doc[f"{GENERIC}/valid"]["nll_se"]}
     out["pretrained_ppl"] = math.exp(out["pretrained_nll"])
     out["generic_valid_ppl"] = math.exp(out["generic_valid_nll"])
     return out
+
+
+def evaluate_routed(run: Run, routed) -> Optional[dict]:
+    """A routed generic model (:class:`speclm.methods.routed.Routed`: SLM-mix's experts,
+    SLM-pn's projected network) on the generic valid split, each window through its
+    cluster's expert: ``nll``, ``nll_se`` (bootstrap over documents), ``tokens``,
+    ``documents``. Computed once per set of checkpoints (a pretraining or a snapshot):
+    cached under ``eval/pretrained/``. None for ``routed`` None."""
+    from ..corpus.store import GENERIC
+
+    if routed is None:
+        return None
+    rels = [_rel(run, Path(c)) for c in routed.checkpoints]
+    cache = run.eval_dir / "pretrained" / f"{hash_obj(['routed', rels])[:16]}.json"
+    stamp = {"routed": rels, "stamps": [_stamp(Path(c)) for c in routed.checkpoints], "k": routed.k,
+             "max_windows": run.config.methods.eval_max_windows, "bootstrap": run.config.methods.bootstrap}
+    doc = atomic.read_required_json(cache, "") if cache.exists() else {}
+    if {k: doc.get(k) for k in stamp} == stamp and f"{GENERIC}/valid" in doc:
+        return doc[f"{GENERIC}/valid"]
+    t = run.config.train
+    w, idx = eval_windows(run, GENERIC, "valid")
+    ev = summarize(run, w, idx, routed.nll(w, idx, batch_size=t.batch_size, dtype=t.dtype, progress=True), GENERIC)
+    ev.pop("arrays")
+    atomic.write_json(cache, {**stamp, f"{GENERIC}/valid": ev})
+    return ev
+
+
+def route_start(start: dict, routed: Optional[dict]) -> dict:
+    """A row's start fields with the routed generic model's: ``generic_valid_nll`` (and its SE
+    and perplexity) become the routed model's, the start checkpoint's (one expert on every
+    window) stays as ``generic_valid_nll_expert``, and ``generic_valid_routed`` is true."""
+    if routed is None or "generic_valid_nll" not in start:
+        return start
+    return {**start, "generic_valid_nll_expert": start["generic_valid_nll"],
+            "generic_valid_nll_expert_se": start["generic_valid_nll_se"],
+            "generic_valid_nll": routed["nll"], "generic_valid_nll_se": routed["nll_se"],
+            "generic_valid_ppl": math.exp(routed["nll"]), "generic_valid_routed": True}

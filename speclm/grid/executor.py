@@ -134,9 +134,9 @@ def _progress(total: int):
     """One bar over every job of the grid: done / total, the jobs running, the time left
     from the measured rate (tqdm's estimate; pretrainings come first, so it is pessimistic
     early on)."""
-    from tqdm.auto import tqdm
+    from ..core.progress import progress
 
-    return tqdm(total=total, desc="grid jobs", unit="job", dynamic_ncols=True, leave=True)
+    return progress(total, desc="grid jobs", unit="job", leave=True)
 
 
 def _schedule(pool, job_fn, payload, deps, on_row, workers, retries, log) -> None:
@@ -225,24 +225,36 @@ class _InlinePool:
 
 def _worker_main(conn, threads: int) -> None:
     """A local worker: run the jobs its pipe sends, one at a time, and send back the row
-    (or the exception); ``None`` ends it."""
+    (or the exception); ``None`` ends it. When the grid process dies, the worker stops within
+    seconds (at its job's next training step, else after a grace period): its job's locks are
+    released and the job resumes from its checkpoint at the next ``speclm grid``; no traceback."""
+    from ..core import ranks
+
     _init_worker(threads)
+    ranks.watch_parent()
     while True:
         try:
             msg = conn.recv()
-        except EOFError:
-            return
+        except (EOFError, OSError):  # the grid process is gone (or closed the pipe)
+            ranks.quiet_exit(0)
         if msg is None:
             return
         fn, job = msg
         try:
             out = ("ok", fn(job))
         except BaseException as e:  # noqa: BLE001 - handed to the parent, which raises it
+            if ranks.parent_gone():
+                ranks.quiet_exit(ranks.PARENT_GONE_EXIT)
             out = ("err", e)
         try:
             conn.send(out)
+        except (BrokenPipeError, ConnectionError, EOFError):  # nobody to send it to
+            ranks.quiet_exit(ranks.PARENT_GONE_EXIT)
         except Exception:  # noqa: BLE001 - an exception that does not cross processes: its text does
-            conn.send(("err", RuntimeError(f"{type(out[1]).__name__}: {out[1]}")))
+            try:
+                conn.send(("err", RuntimeError(f"{type(out[1]).__name__}: {out[1]}")))
+            except (BrokenPipeError, ConnectionError, EOFError):
+                ranks.quiet_exit(ranks.PARENT_GONE_EXIT)
 
 
 class _LocalPool:

@@ -6,8 +6,11 @@ evaluates the specialized small model on the domain's test split, and appends on
 ``eval/<name>.jsonl``:
 
     method, domain, size, seed, train_tokens, nll, nll_se, ppl, ppl_lo, ppl_hi, stop, best_step, epochs,
-    pretrained_nll, pretrained_nll_se, generic_valid_nll (the start checkpoint, before fine-tuning),
-    windows (the per-window NLLs kept on disk, speclm.grid.stats),
+    pretrained_nll, pretrained_nll_se (the start checkpoint, before fine-tuning, on the domain test split),
+    generic_valid_nll, generic_valid_nll_se (the generic model on the generic valid split: the start
+    checkpoint; for SLM-mix and SLM-pn every expert on its own cluster's windows, with
+    generic_valid_routed true and the start checkpoint's value as generic_valid_nll_expert),
+    windows (the per-window NLLs kept on disk, speclm.report.stats),
     cost: {generic: {...}, specialization: {...}}   (tokens, flops, device_hours, wall_seconds)
     extra: what the method reports (expert choice, effective sample size, ...)
 
@@ -17,11 +20,11 @@ with ``train.seed + i`` in its own job folders (speclm.core.run.Run.with_seed).
 Rows carry a hash of the config; rows already present with the same hash are skipped, so
 a killed grid resumes where it stopped. After every row the markdown table
 ``eval/<name>.md`` is rewritten (:mod:`speclm.results`): per-domain perplexity and the macro average
-(exp of the mean per-domain NLL, PAPER.md §3) for every method and size, with costs. The
+(exp of the mean per-domain NLL, docs/paper.md §3) for every method and size, with costs. The
 plots (``eval/<name>.png``) take a second or two each to draw: they are redrawn after a row
 only when PLOT_EVERY seconds have passed since the last drawing, and always at the end.
 
-Cost split (PAPER.md Eq. 1): a method with shared pretraining pays its pretraining once
+Cost split (docs/paper.md Eq. 1): a method with shared pretraining pays its pretraining once
 (C_generic); SLM-is/SLM-dsir pay theirs per domain, so it counts as specialization.
 """
 
@@ -35,29 +38,16 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..core import atomic
-from ..core.config import to_dict
 from ..core.errors import SpeclmError
-from ..core.manifest import hash_obj
-from .results import order_methods, seed_rows, write_table
+from ..report.results import order_methods, seed_rows, write_table
 from ..core.run import Run
+from ..report.rows import config_hash  # noqa: F401 - the grid stamps each row with it
 
 COST_KEYS = ("tokens", "flops", "device_hours", "wall_seconds")
 GRID_UNDER_TORCHRUN = (
     "the method grid runs in one process: under torchrun use `speclm run --until clusters` "
     "(the embedding is shared over the ranks), then run `speclm grid` without torchrun"
 )
-
-def config_hash(run: Run) -> str:
-    """What makes a row stale: every config section except the preset's name."""
-    d = to_dict(run.config)
-    d.pop("name", None)
-    for k in ("seeds", "bootstrap"):  # more seeds add rows; the bootstrap only reports: rows stay valid
-        d["methods"].pop(k, None)
-    for k in ("curve_fractions", "curve_methods"):  # unset, they leave the hash of older runs as it was
-        if not d["methods"].get(k):
-            d["methods"].pop(k, None)
-    return hash_obj(d)[:16]
-
 
 def _phase(doc: dict, phase: str) -> dict:
     p = doc.get(phase) or {}
@@ -95,8 +85,8 @@ def grid_row(run: Run, obj, m: str, d: str, s: str, seed: int, chash: str, log: 
     return its row (not yet written)."""
     from ..methods import base
     from ..train.cost import read_cost
-    from .evaluation import evaluate_start
-    from .stats import WINDOWS_FILE, ppl_interval
+    from .evaluation import evaluate_routed, evaluate_start, route_start
+    from ..report.stats import WINDOWS_FILE, ppl_interval
 
     srun = run.with_seed(seed)
     ctx = base.Context(run=srun, log=log)
@@ -105,6 +95,8 @@ def grid_row(run: Run, obj, m: str, d: str, s: str, seed: int, chash: str, log: 
     keep = folder / WINDOWS_FILE
     ev = evaluate_model(srun, out, d, keep)
     start = evaluate_start(srun, obj.start_checkpoint(ctx, d, s, folder), d)
+    if "generic_valid_nll" in start:  # SLM-mix, SLM-pn: the generic model is every expert, routed
+        start = route_start(start, evaluate_routed(srun, obj.routed_generic(ctx)))
     lo, hi, _ = ppl_interval(ev["nll"], ev["nll_se"])
     rel = lambda p: str(p.relative_to(run.path)) if p.is_relative_to(run.path) else str(p)  # noqa: E731
     row = {
@@ -128,7 +120,7 @@ def grid_row(run: Run, obj, m: str, d: str, s: str, seed: int, chash: str, log: 
         "shared_pretraining": obj.shared_pretraining,
         "small_at_inference": obj.small_at_inference,
         "checkpoint": rel(out),
-        "extra": _extra(out),
+        "extra": {**_extra(out), **obj.row_extra(ctx, d, s)},
     }
     ft = row["extra"]  # how the fine-tune stopped (speclm.methods.finetune): early, cap or pretrained
     row.update(stop=ft.get("stop"), best_step=ft.get("best_step"), epochs=ft.get("epochs"))
@@ -148,7 +140,10 @@ def run_grid(
 ) -> Path:
     from ..methods import base, inputs
     from ..methods.sizes import size_label
+    from ..core.outputs import check_name
     from ..core.ranks import env_rank_world
+
+    check_name(name)
 
     if env_rank_world()[1] > 1:
         raise SpeclmError(GRID_UNDER_TORCHRUN)
@@ -172,6 +167,12 @@ def run_grid(
     from .evaluation import check_bootstrap
 
     check_bootstrap(run, domains)
+    from ..train.budget import check_run_config
+
+    check_run_config(run.config)
+    from ..train.logger import check_logger
+
+    check_logger(run.config.train.logger)
     run.save_config()
 
     chash = config_hash(run)
@@ -309,7 +310,7 @@ def _plot(results: Path, chash: str, log: Callable[[str], None]) -> None:
     """Redraw eval/<name>.png and <name>-domains.png (speclm/experiment_plots.py). The
     pictures are derived from the rows and redrawn at the next drawing (PLOT_EVERY, and the
     grid's end), so a failure to draw is reported, not allowed to stop the grid."""
-    from .plots import plot_grid
+    from ..report.plots import plot_grid
 
     try:
         plot_grid(results, chash)
@@ -320,10 +321,15 @@ def _plot(results: Path, chash: str, log: Callable[[str], None]) -> None:
 def _repair(results: Path) -> None:
     """Drop a torn last line (a grid killed while appending), so new rows start clean."""
     if results.exists():
-        data = results.read_bytes()
-        if data and not data.endswith(b"\n"):
-            import json
+        import json
 
+        data = results.read_bytes()
+        last = next((ln for ln in reversed(data.decode("utf-8", "replace").splitlines()) if ln.strip()), "")
+        try:
+            whole = isinstance(json.loads(last), dict) if last else True
+        except (ValueError, RecursionError):
+            whole = False
+        if data and (not data.endswith(b"\n") or not whole):
             rows = atomic.read_jsonl(results)
             atomic.write_text(results, "".join(json.dumps(r, sort_keys=True, default=str) + "\n" for r in rows))
 

@@ -1,10 +1,18 @@
 """``speclm export``: a checkpoint as a Hugging Face transformers folder.
 
 The folder holds ``config.json`` (``LlamaForCausalLM``), ``model.safetensors`` with
-Llama's tensor names, and the tokenizer (``tokenizer.json`` + ``tokenizer_config.json``),
-so ``AutoModelForCausalLM.from_pretrained(folder)`` and ``AutoTokenizer.from_pretrained
+Llama's tensor names, ``generation_config.json``, the tokenizer (``tokenizer.json`` +
+``tokenizer_config.json``) and a model card ``README.md``, so
+``AutoModelForCausalLM.from_pretrained(folder)`` and ``AutoTokenizer.from_pretrained
 (folder)`` load it with no speclm code. Our maths is Llama's, so logits agree to float
-rounding.
+rounding. When transformers is installed (the ``hf`` extra) the folder is written by its
+own ``save_pretrained`` (config, weights, generation config and tokenizer as transformers
+writes them); without it, the same files are written by hand. The generation config
+names the end-of-text token (as eos and pad) and sets no ``max_length``, so
+``generate(max_new_tokens=...)`` runs without a warning.
+
+A job folder (``pretrain/slm``, ``specialize/slm-is/DOMAIN/SIZE``) is accepted in place
+of a checkpoint: :func:`resolve_checkpoint` takes its result (see there).
 
 The plain 2-matrix MLP has no Llama equivalent; it is written exactly as a Llama MLP with
 biases (``mlp_bias``): ``gate = W_up``, ``up = 0·x + 1``, ``act = gelu``, so
@@ -53,6 +61,32 @@ def find_tokenizer(checkpoint: str | Path, run_tokens_dir: Optional[str | Path] 
                 )
             return c
     raise SpeclmError(f"no tokenizer.json in {checkpoint}; pass --run with the run folder the model was trained in")
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint folder as given, or the best checkpoint of a training (job) folder:
+    ``merged/`` (LoRA, merged) when there is one; else, for a fine-tune (its ``final/`` is
+    the best validated weights, early stopping restores them) ``final/``; for a pretraining
+    its best validated weights ``best/``, else ``final/``. A one-line error otherwise."""
+    from ..train.checkpoint import MODEL_FILE
+
+    path = Path(path)
+    if (path / "model.json").is_file() or not path.is_dir():
+        return path  # a checkpoint (or a missing path: read_meta says so)
+    phase = ""
+    for cost in (path / "cost.json", path / "final" / "cost.json"):
+        try:
+            phase = str(json.loads(cost.read_text(encoding="utf-8")).get("phase", "")) if cost.is_file() else ""
+        except (OSError, ValueError):
+            phase = ""
+        if phase:
+            break
+    order = ["merged", "final", "best"] if phase == "specialize" else ["merged", "best", "final"]
+    for name in order:
+        if (path / name / "model.json").is_file() and (path / name / MODEL_FILE).is_file():
+            return path / name
+    raise SpeclmError(f"{path} is neither a checkpoint folder (model.safetensors + model.json) nor a training folder "
+                      "holding one (merged/, final/ or best/); is the job finished?")
 
 
 def llama_config(model: Transformer, eos_id: Optional[int]) -> dict:
@@ -117,9 +151,41 @@ def llama_state_dict(model: Transformer) -> dict[str, torch.Tensor]:
     return {k: v.contiguous() for k, v in out.items()}
 
 
-def export_hf(model: Transformer, tokenizer_path: str | Path, out_dir: str | Path, marker: Optional[dict] = None) -> Path:
+def generation_config(eos_id: Optional[int]) -> dict:
+    """End of text as eos and pad (open-ended generation needs no padding warning); no
+    ``max_length``: the caller's ``max_new_tokens`` decides."""
+    return {"bos_token_id": eos_id, "eos_token_id": eos_id, "pad_token_id": eos_id}
+
+
+def _save_with_transformers(model: Transformer, cfg: dict, tmp: Path) -> bool:
+    """Write the model through transformers' own ``save_pretrained`` (config, weights,
+    generation config); False when transformers is not installed. The tokenizer files are
+    ours (``PreTrainedTokenizerFast``, which every transformers version since 4 loads)."""
+    try:
+        import transformers
+    except ImportError:
+        return False
+    hf_cfg = transformers.LlamaConfig(**{k: v for k, v in cfg.items() if k not in ("architectures", "model_type", "torch_dtype")})
+    hf_cfg.architectures = ["LlamaForCausalLM"]
+    with torch.device("meta"):
+        hf = transformers.LlamaForCausalLM(hf_cfg)
+    sd = llama_state_dict(model)
+    hf.load_state_dict(sd, strict=False, assign=True)
+    if model.shape.tie_embeddings:
+        hf.tie_weights()
+    missing = [n for n, p in hf.named_parameters() if p.is_meta]
+    if missing:  # every parameter must come from our weights
+        raise SpeclmError(f"export: transformers' Llama has parameters our model does not fill: {', '.join(missing[:4])}")
+    hf.generation_config = transformers.GenerationConfig(**generation_config(cfg["eos_token_id"]))
+    hf.save_pretrained(str(tmp), safe_serialization=True)
+    return True
+
+
+def export_hf(model: Transformer, tokenizer_path: str | Path, out_dir: str | Path, marker: Optional[dict] = None,
+              card: Optional[str] = None) -> Path:
     """Write ``model`` and its tokenizer as a transformers folder (atomically); ``marker``
-    (which checkpoint this is) goes into ``speclm-export.json``."""
+    (which checkpoint this is) goes into ``speclm-export.json``, ``card`` (markdown with
+    YAML front matter) into ``README.md``."""
     from ..tokens.bpe import open_tokenizer
 
     if not isinstance(model, Transformer):
@@ -140,19 +206,25 @@ def export_hf(model: Transformer, tokenizer_path: str | Path, out_dir: str | Pat
     if eos_id is not None:
         tok_cfg.update({"eos_token": EOT, "bos_token": EOT, "unk_token": EOT})
     out_dir = Path(out_dir)
+    cfg = llama_config(model, eos_id)
     with atomic.atomic_dir(out_dir) as tmp:
-        save_file(llama_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "config.json").write_text(json.dumps(llama_config(model, eos_id), indent=2) + "\n")
-        gen = {"bos_token_id": eos_id, "eos_token_id": eos_id, "max_length": model.shape.max_seq_len}
-        (tmp / "generation_config.json").write_text(json.dumps(gen, indent=2) + "\n")
+        if not _save_with_transformers(model, cfg, tmp):
+            save_file(llama_state_dict(model), str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            (tmp / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+            (tmp / "generation_config.json").write_text(json.dumps(generation_config(eos_id), indent=2) + "\n")
         (tmp / "tokenizer.json").write_bytes(Path(tokenizer_path).read_bytes())
         (tmp / "tokenizer_config.json").write_text(json.dumps(tok_cfg, indent=2) + "\n")
+        if card is not None:
+            (tmp / "README.md").write_text(card, encoding="utf-8")
         if marker is not None:
             (tmp / EXPORT_MARKER).write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
     return out_dir
 
 
 EXPORT_MARKER = "speclm-export.json"
+# Every file an export writes: --force replaces a folder holding these and nothing else.
+EXPORT_FILES = frozenset({"model.safetensors", "config.json", "generation_config.json", "tokenizer.json",
+                          "tokenizer_config.json", "README.md", EXPORT_MARKER})  # README.md: the model card
 
 
 def check_export_target(checkpoint: str | Path, out_dir: str | Path, force: bool = False) -> dict:
@@ -187,14 +259,25 @@ def check_export_target(checkpoint: str | Path, out_dir: str | Path, force: bool
                           f"export into a new or empty folder")
     if not force:
         raise SpeclmError(f"--out {out_dir} holds a previous export of this checkpoint; pass --force to replace it")
+    others = sorted(p.name for p in out.iterdir() if p.name not in EXPORT_FILES)
+    if others:  # --force replaces the export, never a file the user put beside it
+        raise SpeclmError(f"--out {out_dir} holds files that are not part of the export ({', '.join(others[:3])}"
+                          f"{' ...' if len(others) > 3 else ''}); move them out, or export into a new folder")
     return marker
 
 
 def export_checkpoint(
-    checkpoint: str | Path, out_dir: str | Path, run_tokens_dir: Optional[str | Path] = None, force: bool = False
+    checkpoint: str | Path, out_dir: str | Path, run_tokens_dir: Optional[str | Path] = None, force: bool = False,
+    facts: Optional[dict] = None,
 ) -> Path:
+    """Export a checkpoint (or a job folder's best checkpoint) with its model card: from
+    ``facts`` (what the run measured: speclm.inference.card) when given, else from the
+    checkpoint's own files."""
     from ..train.checkpoint import load_transformer
+    from .card import checkpoint_facts, render_card
 
+    checkpoint = resolve_checkpoint(checkpoint)
     marker = check_export_target(checkpoint, out_dir, force)
     model = load_transformer(checkpoint)
-    return export_hf(model, find_tokenizer(checkpoint, run_tokens_dir), out_dir, marker=marker)
+    card = render_card({"name": Path(out_dir).name, **checkpoint_facts(checkpoint, model), **(facts or {})})
+    return export_hf(model, find_tokenizer(checkpoint, run_tokens_dir), out_dir, marker=marker, card=card)

@@ -48,7 +48,7 @@ def sample_ids(
         new.append(nxt)
         if stop_id is not None and nxt == stop_id:
             break
-        ids = torch.cat([ids, torch.tensor([[nxt]], device=device)], dim=1)
+        ids = torch.cat([ids[:, -max_len:], torch.tensor([[nxt]], device=device)], dim=1)  # memory stays bounded
     model.train(was_training)
     return new
 

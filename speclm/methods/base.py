@@ -91,6 +91,19 @@ class Method:
     def specialize(self, ctx: Context, domain: str, size: str) -> Path:
         raise NotImplementedError
 
+    def row_extra(self, ctx: Context, domain: str, size: str) -> dict:
+        """What a grid row of this method adds under ``extra`` beside its specialization's
+        summary (SLM-is: its resample's passes and effective sample size)."""
+        return {}
+
+    def routed_generic(self, ctx: Context):
+        """The generic model of a method whose pretraining is a set of experts (SLM-mix,
+        SLM-pn), at the context's pretraining (``final/``, or a curve view's snapshot): a
+        :class:`speclm.methods.routed.Routed` that sends each generic valid window through
+        its own cluster's expert. None for a method with one generic model (its start
+        checkpoint is it)."""
+        return None
+
     def start_checkpoint(self, ctx: Context, domain: str, size: str, folder: Path) -> Path | None:
         """The small model the finished specialization in ``folder`` was fine-tuned from (the
         grid evaluates it before fine-tuning: Table 4's no-FT column); None when there is

@@ -21,11 +21,18 @@ def _open(method: str, run, preset, set_, force: bool):
 
     m = base.get(method)
     r = open_run(run, preset, set_, save=False)
+    from ..train.budget import check_run_config
+
+    check_run_config(r.config)
     return m, r, base.Context(run=r, log=typer.echo, force=force)
 
 
 def methods_cmd() -> None:
-    """List the methods that `speclm pretrain` and `speclm specialize` know."""
+    """List the methods that `speclm pretrain` and `speclm specialize` know.
+
+    \b
+    Example:
+      speclm methods"""
     from . import base
 
     for name in base.known():
@@ -49,7 +56,11 @@ def pretrain_cmd(
     force: ForceOpt = False,
     restart: RestartOpt = False,
 ) -> None:
-    """Pretrain a method (once, or per domain for slm-is / slm-dsir); a finished run is skipped."""
+    """Pretrain a method (once, or per domain for slm-is / slm-dsir); a finished run is skipped.
+
+    \b
+    Example:
+      speclm pretrain slm-is --domain kjv --run runs/tiny"""
     from . import inputs
 
     m, r, ctx = _open(method, run, preset, set_, force)
@@ -73,7 +84,11 @@ def specialize_cmd(
     force: ForceOpt = False,
     restart: RestartOpt = False,
 ) -> None:
-    """Specialize a method on a domain (pretraining first if needed); writes a plain small transformer."""
+    """Specialize a method on a domain (pretraining first if needed); writes a plain small transformer.
+
+    \b
+    Example:
+      speclm specialize slm-is --domain kjv --size 16k --run runs/tiny"""
     from . import inputs
 
     m, r, ctx = _open(method, run, preset, set_, force)

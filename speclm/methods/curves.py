@@ -1,4 +1,4 @@
-"""Operating curves over pretraining cost, the methods' side (PAPER.md Table 8, Figs. 3-4).
+"""Operating curves over pretraining cost, the methods' side (docs/paper.md Table 8, Figs. 3-4).
 
 ``methods.curve_methods`` names methods with one shared generic pretraining, and
 ``methods.curve_fractions`` the fractions f of it at which the curve is drawn. Then:

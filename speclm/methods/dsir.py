@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm.auto import tqdm
+from ..core.progress import track
 
 from ..core import atomic
 from ..core.errors import SpeclmError
@@ -42,7 +42,7 @@ def featurize(windows, idx: np.ndarray, ngrams: int, buckets: int, desc: str = "
 
     feat = _featurizer(ngrams, buckets)
     data, cols, indptr = [], [], [0]
-    for i in tqdm(np.asarray(idx, dtype=np.int64), desc=desc, leave=False, mininterval=2.0):
+    for i in track(np.asarray(idx, dtype=np.int64), desc=desc, unit="win", leave=False, mininterval=2.0):
         counts = feat(windows.text(int(i)))
         nz = np.nonzero(counts)[0]
         cols.append(nz.astype(np.int32))

@@ -1,15 +1,17 @@
 """The shared fine-tuning helper: a model + a domain + a size -> a specialized checkpoint.
 
 Every method specializes through :func:`finetune` (SLM-pn too). It follows the paper's
-protocol (PAPER.md §5): next-token training on the size's slice of the domain train
+protocol (docs/paper.md §5): next-token training on the size's slice of the domain train
 split, validation on the domain valid split before the first step (the starting weights are
 a candidate) and then about every half epoch of the slice (``methods.finetune_eval_every``
 overrides), early stopping after ``methods.finetune_patience`` validations without
 improvement, the best weights kept. The step cap is ``methods.finetune_max_epochs`` passes
 over the slice (bounded by ``methods.finetune_max_steps[i]`` for ``methods.sizes[i]`` when
-that list is given), so the best step usually falls inside it. The smallest configured size
-trains at the base rate times ``methods.finetune_small_lr_factor`` (the paper: lr / 3),
-larger ones at the base rate. Every result says how it stopped (``stop``): ``early``
+that list is given), so the best step usually falls inside it. A set of at most
+``methods.finetune_small_tokens`` tokens trains at the base rate times
+``methods.finetune_small_lr_factor`` (the paper: lr / 3 for its smallest set), a larger one
+(or "all") at the base rate: one absolute rule, the same whichever other sizes are
+configured (:func:`small_set`; issue 19). Every result says how it stopped (``stop``): ``early``
 (patience ran out), ``cap`` (the step cap came first) or ``pretrained`` (no step beat the
 starting weights, which are the result), with ``best_step`` and the ``epochs`` seen.
 
@@ -100,8 +102,9 @@ def plan(ctx: Context, domain: str, size: str, steps_factor: float = 1.0,
     its entry ``i`` bounds ``methods.sizes[i]`` (a size not configured takes the bound of
     the smallest configured size at least as large; 0 = none). Validation every
     ``methods.finetune_eval_every`` steps, 0 = about half an epoch (at least 1 step).
-    Sizes up to the smallest configured one train at ``base rate *
-    methods.finetune_small_lr_factor``."""
+    A set of at most ``methods.finetune_small_tokens`` tokens trains at ``base rate *
+    methods.finetune_small_lr_factor``, a larger one at the base rate (:func:`small_set`),
+    whichever other sizes are configured."""
     from .inputs import shards
 
     m, t = ctx.config.methods, ctx.config.train
@@ -115,8 +118,7 @@ def plan(ctx: Context, domain: str, size: str, steps_factor: float = 1.0,
     if m.finetune_eval_every < 0 or any(c < 0 for c in m.finetune_max_steps):
         raise SpeclmError("methods.finetune_eval_every and methods.finetune_max_steps must be >= 0 (0 = derived / none)")
     tokens = parse_size(size) or math.inf
-    smallest = tokens <= min(parse_size(sz) or math.inf for sz in m.sizes)
-    lr = (m.finetune_lr or t.lr) * (m.finetune_small_lr_factor if smallest else 1.0)
+    lr = (m.finetune_lr or t.lr) * (m.finetune_small_lr_factor if small_set(ctx, size) else 1.0)
     s = shards(ctx)
     idx_w = slice_indices(size, len(s.windows(domain, "train")), s.window, seed=ctx.config.seed, domain=domain)
     steps_per_epoch = len(idx_w) / ((m.finetune_batch_size or t.batch_size) * t.grad_accum)
@@ -137,6 +139,26 @@ def plan(ctx: Context, domain: str, size: str, steps_factor: float = 1.0,
         eval_every=min(every, cap),
         max_epochs=epochs,
     )
+
+
+def small_set(ctx: Context, size: str) -> bool:
+    """Whether a set of ``size`` trains at the small-set rate: at most
+    ``methods.finetune_small_tokens`` tokens ("all" never does)."""
+    tokens = parse_size(size)
+    return tokens is not None and tokens <= ctx.config.methods.finetune_small_tokens
+
+
+def rate_key(ctx: Context, size: str) -> dict:
+    """The rate rule's part of a specialization's job key. The key's config part
+    (:func:`speclm.methods.jobs.config_part`) carries ``methods.sizes`` and the factor but
+    not ``finetune_small_tokens``: a key made before the absolute rule implied the old one
+    (the small rate up to the smallest configured size), so the key names the rule's
+    decision only where the two differ. A job whose rate is unchanged keeps its key and
+    folder; one whose rate changed (e.g. cpu-full's 16k sets) reruns."""
+    tokens = parse_size(size) or math.inf
+    legacy = tokens <= min(parse_size(sz) or math.inf for sz in ctx.config.methods.sizes)
+    small = small_set(ctx, size)
+    return {} if small == legacy else {"finetune_small_rate": small}
 
 
 def finetune_config(ctx: Context, p: FinetunePlan):

@@ -1,4 +1,4 @@
-"""Cluster-based importance resampling of the generic set (SLM-is, PAPER.md §2.3).
+"""Cluster-based importance resampling of the generic set (SLM-is, docs/paper.md §2.3).
 
 The domain's cluster histogram p_spec(c) says how often to draw each cluster; a window is
 then drawn uniformly inside the drawn cluster. Equivalently, generic window x is drawn with

@@ -14,14 +14,21 @@ from ..core import manifest
 from .base import Context
 
 
+# Methods fields a job key carries by their effect, not their value: the fine-tuning rate's
+# threshold is in a specialization's key as the decision it makes (speclm.methods.finetune.rate_key).
+BY_EFFECT = ("finetune_small_tokens",)
+
+
 def config_part(ctx: Context, methods_prefixes: tuple[str, ...] = ()) -> dict:
-    """The config a job depends on: model, train, seed, and the named methods fields."""
+    """The config a job depends on: model, train, seed, and the named methods fields
+    (but those of :data:`BY_EFFECT`)."""
     cfg = ctx.config
-    meth = {k: v for k, v in dataclasses.asdict(cfg.methods).items() if k.startswith(methods_prefixes)} if methods_prefixes else {}
+    meth = {k: v for k, v in dataclasses.asdict(cfg.methods).items()
+            if k.startswith(methods_prefixes) and k not in BY_EFFECT} if methods_prefixes else {}
     return {
         "seed": cfg.seed,
         "model": dataclasses.asdict(cfg.model),
-        "train": dataclasses.asdict(cfg.train),
+        "train": cfg.train.result_fields(),
         "methods": meth,
     }
 

@@ -1,4 +1,4 @@
-"""LLM-lora: the LLM's pretraining, specialized with LoRA (PAPER.md Appendix F) instead of
+"""LLM-lora: the LLM's pretraining, specialized with LoRA (docs/paper.md Appendix F) instead of
 full fine-tuning; the adapters are merged before export, so the result is a plain (large)
 transformer. Adapters: speclm.model.lora, on ``methods.lora_targets`` (default the query
 and value projections, each its own adapter, as the paper; also k, o, mlp) at rank

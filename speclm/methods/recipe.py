@@ -20,7 +20,7 @@ import numpy as np
 
 from . import curves, inputs, jobs, pretraining
 from .base import Context, Method
-from .finetune import FinetuneResult, finetune
+from .finetune import FinetuneResult, finetune, rate_key
 from .specset import Target
 from ..core import manifest
 
@@ -122,6 +122,7 @@ class PretrainThenFinetune(Method):
             "size": size,
             "pretrain": jobs.upstream_hash(curves.loop_folder(pre)),
             "config": jobs.config_part(ctx, self.finetune_fields),
+            **rate_key(ctx, size),
             **curves.spec_key(ctx),
         }
         if manifest.open_job(folder, key, ctx.force):

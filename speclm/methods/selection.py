@@ -1,6 +1,6 @@
 """Expert selection rules for the asymmetric methods (SLM-mix here, SLM-pn reuses them).
 
-At specialization time one expert of k is kept and fine-tuned (PAPER.md Table 5):
+At specialization time one expert of k is kept and fine-tuned (docs/paper.md Table 5):
 
 - ``most_frequent``: the expert of the domain's most frequent cluster (the default; free);
 - ``best_pretrained``: the expert with the lowest loss on the domain's valid split, before

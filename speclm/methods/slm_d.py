@@ -1,4 +1,4 @@
-"""SLM-d: distillation (PAPER.md §2.1). The LLM teacher is fine-tuned on the domain (the
+"""SLM-d: distillation (docs/paper.md §2.1). The LLM teacher is fine-tuned on the domain (the
 ``llm`` method's specialization, reused); the generic-pretrained SLM student is then
 fine-tuned on a mix of the domain targets and the teacher's next-token distribution:
 
@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 from . import inputs, jobs
 from .base import Context, get, register
-from .finetune import finetune
+from .finetune import finetune, rate_key
 from .recipe import PretrainThenFinetune
 from ..core import manifest
 
@@ -92,6 +92,7 @@ class SLMDistill(PretrainThenFinetune):
             "student": jobs.upstream_hash(student.parent),
             "teacher": jobs.upstream_hash(teacher_ckpt.parent),
             "config": jobs.config_part(ctx, self.finetune_fields),
+            **rate_key(ctx, size),
         }
         if manifest.open_job(folder, key, ctx.force):
             return folder / manifest.job_summary(folder)["checkpoint"]

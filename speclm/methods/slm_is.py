@@ -1,4 +1,4 @@
-"""SLM-is: cluster-based importance sampling (PAPER.md §2.3).
+"""SLM-is: cluster-based importance sampling (docs/paper.md §2.3).
 
 Per domain, the generic train set is resampled to the domain's cluster histogram (k =
 ``methods.is_k``; the paper: 1024): draw a cluster from the histogram, then a generic
@@ -13,7 +13,12 @@ the histogram's hash, so sizes whose slices have the same histogram share it.
 
 The pretraining report (the summary in ``pretrain/slm-is/<domain>/h-<hash>/manifest.json``, copied
 into each specialization's summary) gives the effective sample size of the resample: Kish's
-ESS of the importance weights and the expected repeats of the drawn stream.
+ESS of the importance weights, the expected repeats of the drawn stream, and the passes
+over the windows it draws (``max_passes``: how often the most-drawn generic window is read;
+``mean_passes``: draws / distinct windows drawn). Each grid row of SLM-is carries the
+summary :data:`ROW_KEYS` of it under ``row["extra"]["importance"]`` (:meth:`row_extra`,
+recomputed from the same seeded draw, so rows of a pretraining made before these keys
+have them too).
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import numpy as np
 from . import importance, inputs, pretraining, specset
 from .base import Context, register
 from .recipe import PretrainThenFinetune
+
+ROW_KEYS = ("kish_ess", "kish_ess_fraction", "max_passes", "mean_passes", "draws", "drawn_unique", "generic_windows")
 
 
 @register
@@ -49,7 +56,13 @@ class SLMImportanceSampling(PretrainThenFinetune):
     def pretrain_target(self, ctx: Context, domain: str, size: Optional[str]) -> specset.Target:
         return specset.cluster_target(ctx, domain, size, ctx.config.methods.is_k)
 
-    def pretrain_indices(self, ctx: Context, domain: Optional[str], target: Optional[specset.Target] = None) -> tuple[np.ndarray, dict]:
+    def row_extra(self, ctx: Context, domain: str, size: str) -> dict:
+        """The resample's summary for a grid row: ``{"importance": {ROW_KEYS}}``."""
+        _, report = self.pretrain_indices(ctx, domain, self.pretrain_target(ctx, domain, size), quiet=True)
+        return {"importance": {k: report["importance"][k] for k in ROW_KEYS}}
+
+    def pretrain_indices(self, ctx: Context, domain: Optional[str], target: Optional[specset.Target] = None,
+                         quiet: bool = False) -> tuple[np.ndarray, dict]:
         m = ctx.config.methods
         k = m.is_k
         c = inputs.clusters(ctx)
@@ -75,11 +88,16 @@ class SLMImportanceSampling(PretrainThenFinetune):
                 **ess,
                 "drawn_unique": drawn_unique,
                 "drawn_repeat_factor": draws / max(drawn_unique, 1),
+                # passes over the drawn windows: the most-drawn one's count, and the mean
+                "max_passes": int(np.bincount(idx).max()) if len(idx) else 0,
+                "mean_passes": draws / max(drawn_unique, 1),
             }
         }
-        ctx.log(
-            f"slm-is {domain}: k={k}, {draws} draws from {len(assign)} generic windows, "
-            f"Kish ESS {ess['kish_ess']:.0f} ({ess['kish_ess_fraction']:.1%}), {drawn_unique} distinct "
-            f"(each drawn {report['importance']['drawn_repeat_factor']:.2f}x on average)"
-        )
+        if not quiet:
+            ctx.log(
+                f"slm-is {domain}: k={k}, {draws} draws from {len(assign)} generic windows, "
+                f"Kish ESS {ess['kish_ess']:.0f} ({ess['kish_ess_fraction']:.1%}), {drawn_unique} distinct "
+                f"(each drawn {report['importance']['drawn_repeat_factor']:.2f}x on average, "
+                f"the most drawn {report['importance']['max_passes']}x)"
+            )
         return idx, report

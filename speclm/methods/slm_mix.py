@@ -1,4 +1,4 @@
-"""SLM-mix: a hard mixture of small experts (PAPER.md §2.4; Gross et al. 2017).
+"""SLM-mix: a hard mixture of small experts (docs/paper.md §2.4; Gross et al. 2017).
 
 Pretraining: one small model per generic cluster (k = ``methods.mix_k``; the paper: 16),
 each trained from scratch only on its cluster's windows, the grid's pretraining budget
@@ -25,7 +25,7 @@ from ..core import atomic
 from . import curves, inputs, jobs, pretraining, selection, specset
 from .base import Context, register
 from .pretraining import valid_fn
-from .finetune import finetune
+from .finetune import finetune, rate_key
 from .recipe import PretrainThenFinetune, torch_seed
 from ..core import manifest
 
@@ -102,6 +102,18 @@ class SLMMixture(PretrainThenFinetune):
         })
         return folder
 
+    def routed_generic(self, ctx: Context):
+        """Every expert (at the context's pretraining point) on its own cluster's windows."""
+        from .routed import mixture
+
+        mix = ctx.pretrain_dir(self.name)
+        if not manifest.is_done(mix):
+            return None
+        k = ctx.config.methods.mix_k
+        assign = np.asarray(inputs.clusters(ctx).assign(k, inputs.GENERIC, "valid"), dtype=np.int64)
+        experts = {int(i): curves.start(ctx, expert_dir(mix, int(i))) for i in manifest.job_summary(mix)["experts"]}
+        return mixture(experts, assign, k)
+
     def curve_loops(self, ctx: Context) -> list[Path]:
         folder = ctx.pretrain_dir(self.name)
         return [expert_dir(folder, i) for i in manifest.job_summary(folder)["experts"]]
@@ -123,6 +135,7 @@ class SLMMixture(PretrainThenFinetune):
             "method": self.name, "domain": domain, "size": size,
             "pretrain": jobs.upstream_hash(mix),
             "config": jobs.config_part(ctx, self.finetune_fields),
+            **rate_key(ctx, size),
             **curves.spec_key(ctx),
         }
         if manifest.open_job(folder, key, ctx.force):

@@ -1,4 +1,4 @@
-"""SLM-pn: the projected network (PAPER.md §2.4), and our histogram instantiation.
+"""SLM-pn: the projected network (docs/paper.md §2.4), and our histogram instantiation.
 
 Pretraining (once, shared by every domain): a :class:`~speclm.model.projected.ProjectedNetwork`
 with ``methods.pn_k`` experts (the generic clustering at that k), capacity ``pn_h`` and
@@ -147,13 +147,23 @@ class SLMProjected(Method):
                                  "train": _train_summary(res)})
         return curves.start(ctx, folder)
 
+    def routed_generic(self, ctx: Context):
+        """The projected network (at the context's pretraining point), each generic valid
+        window with its own cluster's expert id (as the pretraining's validation)."""
+        from .routed import projected
+
+        folder = ctx.pretrain_dir("slm-pn")
+        if not manifest.is_done(folder):
+            return None
+        return projected(curves.start(ctx, folder), self.generic_assign(ctx, "valid"), ctx.config.methods.pn_k)
+
     # -- specialization -------------------------------------------------------------------
 
     def specialize(self, ctx: Context, domain: str, size: str) -> Path:
         from ..train.checkpoint import load_projected, save_checkpoint
         from ..train.cost import read_cost
         from .inputs import tokenizer_files
-        from .finetune import finetune
+        from .finetune import finetune, rate_key
         from .sizes import slice_indices
 
         self.check(ctx)
@@ -168,6 +178,7 @@ class SLMProjected(Method):
             "rule": rule,
             "pretrain": jobs.upstream_hash(curves.loop_folder(pre)),
             "config": jobs.config_part(ctx, ("finetune_", "sizes")),
+            **rate_key(ctx, size),
             **curves.spec_key(ctx),
         }
         if manifest.open_job(folder, key, ctx.force):

@@ -6,7 +6,7 @@ A user with 16k tokens of domain text has only those, so SLM-is (cluster histogr
 per-domain pretraining job is keyed by the hash of the slice's histogram: two sizes whose
 slices give the same histogram share one job. Every target records its total variation
 distance to the whole split's histogram (0.5 * sum |p_slice - p_split|), the paper's reason
-why a large k hurts a small set (PAPER.md §7).
+why a large k hurts a small set (docs/paper.md §2.3).
 """
 
 from __future__ import annotations

@@ -12,7 +12,11 @@ def shapes_cmd(
     seq: int = typer.Option(1024, "--seq", help="Window (context) length."),
     mlp: Optional[str] = typer.Option(None, "--mlp", help="swiglu or plain (default: each shape's own)."),
 ) -> None:
-    """List the named model shapes with parameter counts and training FLOPs per token."""
+    """List the named model shapes with parameter counts and training FLOPs per token.
+
+    \b
+    Example:
+      speclm shapes --vocab 8192 --seq 256"""
     from ..model.transformer import NAMED_SHAPES, describe, named_shape
 
     for name in NAMED_SHAPES:

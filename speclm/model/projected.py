@@ -1,4 +1,4 @@
-"""The projected network (SLM-pn) of PAPER.md §2.4: k small experts projected out of one
+"""The projected network (SLM-pn) of docs/paper.md §2.4: k small experts projected out of one
 large shared tensor.
 
 For layer l and expert i, every MLP weight matrix is

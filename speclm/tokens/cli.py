@@ -14,7 +14,11 @@ def tokens_cmd(
     set_: SetOpt = None,
     force: bool = typer.Option(False, "--force", help="Retrain and re-encode even if the saved tokens match."),
 ) -> None:
-    """Train the byte-level BPE on the generic train split and encode every set into token shards."""
+    """Train the byte-level BPE on the generic train split and encode every set into token shards.
+
+    \b
+    Example:
+      speclm tokens --run runs/tiny --set tokens.vocab_size=4096"""
     from .stage import build_tokens, format_tokens_summary
 
     r = open_run(run, preset, set_, save=False)

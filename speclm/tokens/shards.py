@@ -21,6 +21,7 @@ from ..core import atomic, manifest
 from ..core.errors import SpeclmError
 
 SPLITS = ("train", "valid", "test")
+FIX = "rebuild the tokens with `speclm tokens --force`"
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -136,9 +137,15 @@ class TokenShards:
         """The whole token stream of a set and split (read-only memmap)."""
         self._check(set_name, split)
         path = stream_paths(self.dir, set_name, split)["tokens"]
-        if path.stat().st_size == 0:
-            return np.zeros(0, dtype=self.dtype)
-        return np.memmap(path, dtype=self.dtype, mode="r")
+        try:
+            size = path.stat().st_size
+            if size == 0:
+                return np.zeros(0, dtype=self.dtype)
+            if size % self.dtype.itemsize:
+                raise ValueError("size")
+            return np.memmap(path, dtype=self.dtype, mode="r")
+        except (OSError, ValueError):
+            raise SpeclmError(f"{path} is missing or damaged; {FIX}") from None
 
     def docs(self, set_name: str, split: str) -> np.ndarray:
         self._check(set_name, split)
@@ -150,8 +157,16 @@ class TokenShards:
             self._check(set_name, split)
             paths = stream_paths(self.dir, set_name, split)
             index = atomic.load_npy(paths["windows"], mmap_mode="r")
-            self._cache[key] = Windows(self.stream(*key), index, self.docs(*key), self.window, lambda: self.tokenizer)
+            stream, docs = self.stream(*key), self.docs(*key)
+            if index.ndim != 2 or index.shape[1:] != (2,) or docs.ndim != 2 or docs.shape[1:] != (2,):
+                raise SpeclmError(f"{paths['windows']} or {paths['docs']} is not a window / document index; {FIX}")
+            if len(index) and int(index[-1, 0]) + self.window + 1 > len(stream):
+                raise SpeclmError(f"{paths['tokens']} holds {len(stream):,} tokens, fewer than its {len(index):,} "
+                                  f"windows need (truncated or emptied); {FIX}")
+            self._cache[key] = Windows(stream, index, docs, self.window, lambda: self.tokenizer)
         return self._cache[key]
 
     def summary(self) -> dict:
-        return json.loads((self.dir / "summary.json").read_text(encoding="utf-8"))
+        from ..core.atomic import read_json_file
+
+        return read_json_file(self.dir / "summary.json", "rebuild the tokens with `speclm tokens --force`")

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from ..core.progress import progress as progress_bar
 
 from ..core import atomic, manifest
 from ..core.table import text_table
@@ -60,7 +60,7 @@ def tokenizer_sample(texts: list[str], max_mb: float, seed: int) -> list[str]:
     return out
 
 
-def encode_stream(tok, texts: list[str], out_file, dtype: np.dtype, bar: tqdm | None = None) -> np.ndarray:
+def encode_stream(tok, texts: list[str], out_file, dtype: np.dtype, bar=None) -> np.ndarray:
     """Encode ``texts`` into ``out_file`` as ``<eot> doc0 <eot> doc1 ...``; returns docs [n, 2]."""
     docs = np.zeros((len(texts), 2), dtype=np.int64)
     eot = np.array([EOT_ID], dtype=dtype)
@@ -134,9 +134,7 @@ def _build_tokens(run: Run, force: bool = False) -> dict:
     total_bytes = int(sum(corpus_mb[s][sp]["mb"] for s, sp in jobs) * 1e6)
     stats: dict[str, dict] = {s: {} for s in sets}
     t1, c1 = time.perf_counter(), time.process_time()
-    with atomic.atomic_dir(tokens_dir) as tmp, tqdm(
-        total=total_bytes, unit="B", unit_scale=True, desc="encode", disable=None, file=sys.stderr
-    ) as bar:
+    with atomic.atomic_dir(tokens_dir) as tmp, progress_bar(total_bytes, desc="encode", unit="B", unit_scale=True) as bar:
         save_tokenizer(tok, tmp / TOKENIZER)
         for set_name, split in jobs:
             texts = read_texts(corpus_dir, set_name, split)
@@ -188,7 +186,8 @@ def _build_tokens(run: Run, force: bool = False) -> dict:
 
 
 def read_tokens_summary(tokens_dir: str | Path) -> dict:
-    return read_required_json(Path(tokens_dir) / SUMMARY, f"no tokens in {tokens_dir}: run `speclm tokens` first")
+    return read_required_json(Path(tokens_dir) / SUMMARY, f"no tokens in {tokens_dir}: run `speclm tokens` first",
+                              fix="rebuild the tokens with `speclm tokens --force`")
 
 
 def format_tokens_summary(summary: dict) -> str:

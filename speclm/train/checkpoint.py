@@ -108,11 +108,11 @@ def save_checkpoint(
     if tok is not None and "tokenizer_sha256" not in meta:  # every checkpoint names its tokenizer
         meta["tokenizer_sha256"] = hash_file(tok)
     with atomic.atomic_dir(path) as tmp:
-        save_model(model, str(tmp / MODEL_FILE), metadata={"format": "pt"})
+        _os_errors(save_model, model, str(tmp / MODEL_FILE), metadata={"format": "pt"})
         (tmp / META_FILE).write_text(json.dumps(model_meta(model, meta), indent=2, sort_keys=True) + "\n")
         if optimizer is not None:
             tensors, rest = _optimizer_tensors(optimizer)
-            save_file(tensors, str(tmp / OPTIMIZER_FILE), metadata={"format": "pt"})
+            _os_errors(save_file, tensors, str(tmp / OPTIMIZER_FILE), metadata={"format": "pt"})
             st = dict(state or {})
             st["optimizer"] = rest
             st["rng"] = rng_state()
@@ -132,6 +132,25 @@ def save_checkpoint(
 MAX_VOCAB = 1 << 24  # 16M tokens: far above any real vocabulary
 
 
+def _os_errors(write, *args, **kw) -> None:
+    """Run a safetensors writer; its I/O failures (a full disk, a read-only folder) come back
+    as the OSError they are (safetensors raises its own error type), so the atomic writer
+    turns them into its one line naming the file."""
+    import errno as _errno
+    import os
+    import re
+
+    try:
+        write(*args, **kw)
+    except SafetensorError as e:
+        code = re.search(r"code: (\d+)", str(e))
+        if code:
+            raise OSError(int(code.group(1)), os.strerror(int(code.group(1)))) from None
+        if "No space left" in str(e) or "StorageFull" in str(e):
+            raise OSError(_errno.ENOSPC, os.strerror(_errno.ENOSPC)) from None
+        raise
+
+
 def read_meta(path: str | Path) -> dict:
     path = Path(path)
     f = path / META_FILE
@@ -140,9 +159,10 @@ def read_meta(path: str | Path) -> dict:
     try:
         meta = json.loads(f.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
-        raise SpeclmError(f"{f} is not valid JSON: {e}") from None
+        raise SpeclmError(f"{f} is not valid JSON ({e}); restore that checkpoint or train it again") from None
     if not isinstance(meta, dict) or not isinstance(meta.get("shape", {}), dict):
-        raise SpeclmError(f"{f} is not a checkpoint description (expected a JSON object with a 'shape' object)")
+        raise SpeclmError(f"{f} is not a checkpoint description (expected a JSON object with a 'shape' object); "
+                          "restore that checkpoint or train it again")
     return meta
 
 
@@ -246,8 +266,20 @@ def _load_resume(path: Path, optimizer: torch.optim.Optimizer) -> dict:
         raise SpeclmError(f"checkpoint {path} was saved for other trainable parameters; use a new output folder")
     optimizer.load_state_dict({"state": per_param, "param_groups": groups})
     set_rng_state(state.pop("rng"))
+    _check_counters(path / STATE_FILE, state)
     return state
 
+
+# The loop's counters in state.json and their types (speclm.train.resume.new_state).
+_COUNTERS = {"step": int, "position": int, "tokens": int, "flops": (int, float), "wall_seconds": (int, float)}
+
+
+def _check_counters(path: Path, state: dict) -> None:
+    for key, typ in _COUNTERS.items():
+        v = state.get(key)
+        if not isinstance(v, typ) or isinstance(v, bool) or v < 0:
+            raise SpeclmError(f"{key!r} in {path} is {v!r}, not a count >= 0; rerun with --restart to start this "
+                              "training job over")
 
 def check_tokenizer(meta: Mapping, shards, checkpoint) -> None:
     """Refuse a checkpoint trained with another tokenizer than the shards' (by the hash its

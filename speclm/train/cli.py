@@ -23,6 +23,21 @@ def resolve_shape(run, shards, shape: str):
                              tie_embeddings=m.tie_embeddings)
 
 
+# What the training loop writes in its folder: a folder holding any of them is one it wrote.
+_LOOP_FILES = ("train.json", "checkpoint", "final", "best", "metrics.jsonl", "cost.json", "snapshots")
+
+
+def _is_training_folder(path: Path) -> bool:
+    """A folder ``speclm train`` wrote before (it resumes or finds it finished there)."""
+    return any((path / name).exists() for name in _LOOP_FILES)
+
+
+def _check_out(out: Path) -> Path:
+    from ..core.outputs import check_out_folder
+
+    return check_out_folder(out, _is_training_folder, "a training folder of `speclm train` (train.json, checkpoint/, final/ ...)")
+
+
 def train_cmd(
     run: RunOpt = None,
     preset: PresetOpt = None,
@@ -31,8 +46,10 @@ def train_cmd(
     shape: Optional[str] = typer.Option(None, "--shape", help="small / large (the run's model.small / "
                                         "model.large), or a named shape: tiny, tiny-large, cpu-small, cpu-large, "
                                         "paper-slm, paper-llm, dial:N. Default: the --init checkpoint's, else small."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default: RUN/train/SET/SHAPE)."),
-    init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint (fine-tuning)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="The training folder to write: final/ (the model), "
+                                       "checkpoint/, metrics.jsonl, cost.json, train.json (default: RUN/train/SET/SHAPE)."),
+    init: Optional[Path] = typer.Option(None, "--init", help="Start from this checkpoint (fine-tuning); without "
+                                        "--run, the run is the one that holds it."),
     phase: Optional[str] = typer.Option(None, "--phase", help="pretrain or specialize (default: specialize with "
                                         "--init, else pretrain): where the costs go in cost.json."),
     early_stopping: bool = typer.Option(False, "--early-stopping", help="Stop after train.patience validations "
@@ -49,7 +66,10 @@ def train_cmd(
 
     Budgets: --set train.max_steps=N (or max_tokens, max_flops, max_device_hours;
     the first reached stops).
-    """
+
+    \b
+    Example:
+      speclm train --run runs/tiny --set-name kjv --shape small --set train.max_steps=200"""
     from .validate import make_valid_fn
     from ..model.transformer import Transformer, describe
     from ..tokens.shards import TokenShards
@@ -58,6 +78,10 @@ def train_cmd(
     from .data import WindowSampler
     from .loop import restarting, train
 
+    if run is None and init is not None:  # fine-tuning a checkpoint: the run folder that holds it
+        from ..core.options import run_of_checkpoint
+
+        run = run_of_checkpoint(init)
     r = open_run(run, preset, set_, save=False)
     cfg = r.config.train
     shards = TokenShards(r.tokens_dir)
@@ -84,7 +108,7 @@ def train_cmd(
         except SpeclmError:
             prior = None
     phase = phase or ("specialize" if init is not None else "pretrain")
-    out = out or r.train_dir(set_name, shape_name)
+    out = _check_out(out or r.train_dir(set_name, shape_name))
     train_w = shards.windows(set_name, "train")
     valid_w = shards.windows(set_name, "valid")
     valid = make_valid_fn(valid_w, max_windows=cfg.eval_batches * cfg.batch_size, batch_size=cfg.batch_size,

@@ -4,7 +4,7 @@ trains through :func:`train`.
 It brings: AdamW, warmup + cosine/constant schedule, gradient accumulation, bf16
 autocast, optional torch.compile, a budget in steps/tokens/FLOPs/device-hours (the first
 reached stops), periodic validation, early stopping, resumable checkpoints, metrics as
-JSONL, cost.json, a progress bar, and DDP under torchrun.
+JSONL (and TensorBoard: speclm.train.logger), cost.json, a progress bar, and DDP under torchrun.
 
 Output folder::
 
@@ -12,6 +12,7 @@ Output folder::
     OUT/best/           the best-validation weights so far (when validating)
     OUT/final/          the result: best weights with early stopping, else the last
     OUT/metrics.jsonl   one row per logged step / validation
+    OUT/tensorboard/    the same rows as TensorBoard events (train.logger = "tensorboard")
     OUT/cost.json       tokens, FLOPs, wall seconds, device-hours, per phase
     OUT/train.json      the summary, written last ("done": true)
 
@@ -32,6 +33,8 @@ from typing import Callable, Mapping, Optional
 import torch
 from tqdm.auto import tqdm
 
+from ..core.progress import progress as progress_bar
+
 from ..core import atomic
 from ..core.errors import SpeclmError
 from ..core.manifest import hash_obj
@@ -40,6 +43,7 @@ from ..core import ranks as distributed
 from .budget import Budget
 from ..core.sections import TrainConfig
 from .cost import check_phase, device_kind
+from .logger import CurveLogger, check_logger
 from .resume import FINAL, METRICS, Saver, finished_result, new_state, prepare_folder
 from .schedule import Schedule
 from .snapshots import Snapshots
@@ -140,6 +144,7 @@ def _check_config(cfg: TrainConfig) -> None:
         raise SpeclmError(f"train.grad_clip must be >= 0 (0 = no clipping), got {cfg.grad_clip}")
     if cfg.patience <= 0:
         raise SpeclmError(f"train.patience must be positive, got {cfg.patience}")
+    check_logger(cfg.logger)
 
 
 def train(model: torch.nn.Module, sampler, cfg: TrainConfig, out_dir: str | Path, **kw) -> TrainResult:
@@ -149,10 +154,14 @@ def train(model: torch.nn.Module, sampler, cfg: TrainConfig, out_dir: str | Path
     from ..core.locks import hold
 
     rank, _ = distributed.env_rank_world()
-    if rank != 0 and kw.get("ddp", True):
-        return _train(model, sampler, cfg, out_dir, **kw)
-    with hold(out_dir, f"training {out_dir}", log=tqdm.write):
-        return _train(model, sampler, cfg, out_dir, **kw)
+    curves = CurveLogger(cfg.logger, Path(out_dir))  # live curves; closed (flushed) even when training fails
+    try:
+        if rank != 0 and kw.get("ddp", True):
+            return _train(model, sampler, cfg, out_dir, curves=curves, **kw)
+        with hold(out_dir, f"training {out_dir}", log=tqdm.write):
+            return _train(model, sampler, cfg, out_dir, curves=curves, **kw)
+    finally:
+        curves.close()
 
 
 def _train(
@@ -173,6 +182,7 @@ def _train(
     progress: bool = True,
     ddp: bool = True,
     snapshots: Optional[Snapshots] = None,
+    curves: Optional[CurveLogger] = None,
 ) -> TrainResult:
     """Train ``model`` on ``sampler`` batches until the budget in ``cfg`` is spent.
 
@@ -194,6 +204,7 @@ def _train(
     ddp: False trains this process's model alone even under torchrun (independent jobs
         spread over ranks, e.g. SLM-mix experts): no DDP, every rank writes its own folder.
     snapshots: weights-only checkpoints at fractions of the budget's steps (speclm.train.snapshots).
+    curves: where the rows also go as live curves (speclm.train.logger; :func:`train` opens it).
     """
     check_phase(phase)
     _check_config(cfg)
@@ -214,7 +225,7 @@ def _train(
         lr=cfg.lr, warmup_steps=cfg.warmup_steps, kind=cfg.schedule,
         total_steps=budget.horizon_steps(tokens_per_step, flops_per_step), min_ratio=cfg.min_lr_ratio,
     )
-    run_id = hash_obj({"cfg": asdict(cfg), "phase": phase, "early_stopping": early_stopping,
+    run_id = hash_obj({"cfg": cfg.result_fields(), "phase": phase, "early_stopping": early_stopping,
                        "world": dist.world_size, "validating": valid_fn is not None,
                        **({"validate_first": True} if early_stopping and valid_fn is not None else {})})
     loss_fn = loss_fn or default_loss
@@ -243,12 +254,16 @@ def _train(
         fwd = torch.compile(fwd)
     peak = _peak_flops(dev)
 
+    curves = curves or CurveLogger("jsonl", out)
+    curves.start(st["step"], enabled=dist.is_main)
+
     def validate() -> None:
         saver.record_valid(float(valid_fn(base)))
+        curves.log({"step": st["step"], "valid_loss": st["last_valid"], "best_valid": st["best_valid"]})
 
     horizon = schedule.total_steps or None
-    bar = tqdm(total=horizon, initial=st["step"], desc=f"train {out.name}", disable=not (progress and dist.is_main),
-               dynamic_ncols=True)
+    bar = progress_bar(horizon, desc=f"train {out.name}", unit="step", initial=st["step"],
+                       show=bool(progress and dist.is_main))
     stop = budget.reached(st["step"], st["tokens"], st["flops"], st["wall_seconds"] * dist.world_size / 3600)
     if st["step"] > 0 and valid_fn is not None and early_stopping and st["bad_evals"] >= cfg.patience:
         stop = "early_stopping"
@@ -257,6 +272,7 @@ def _train(
     fwd.train()
     t_last, tok_last = time.perf_counter(), st["tokens"]
     while stop is None:
+        distributed.check_parent()  # a grid worker whose grid process died stops here (resumable)
         t0 = time.perf_counter()
         for g in optimizer.param_groups:
             g["lr"] = schedule(st["step"])
@@ -306,6 +322,7 @@ def _train(
             bar.set_postfix(post)
             if dist.is_main:
                 atomic.append_jsonl(out / METRICS, row)
+            curves.log(row)
 
         t1 = time.perf_counter()
         if st["step"] in due:  # before this step's checkpoint: a resumed run never skips it

@@ -23,6 +23,7 @@ from ..core import ranks as distributed
 from ..core.errors import SpeclmError
 from . import checkpoint as ckpt
 from .cost import COST_FILE, PhaseCost, combine, write_cost
+from .logger import TENSORBOARD_DIR
 from .snapshots import SNAPSHOTS, Snapshots
 
 CHECKPOINT, BEST, FINAL = "checkpoint", "best", "final"
@@ -43,7 +44,7 @@ def prepare_folder(out: Path, dist, restart: bool) -> None:
         for name in (CHECKPOINT, BEST, FINAL, METRICS, SUMMARY, COST_FILE):
             atomic.remove_stale_temps(out / name)
     if restart and dist.is_main:
-        for name in (CHECKPOINT, BEST, FINAL, METRICS, COST_FILE, SUMMARY, SNAPSHOTS):
+        for name in (CHECKPOINT, BEST, FINAL, METRICS, COST_FILE, SUMMARY, SNAPSHOTS, TENSORBOARD_DIR):
             atomic.remove_path(out / name)
     distributed.barrier(dist)
 
@@ -54,7 +55,7 @@ def finished_result(out: Path, run_id: str, model: torch.nn.Module) -> Optional[
     other settings is an error: the folder belongs to another run."""
     summary_path = out / SUMMARY
     if summary_path.is_file():
-        done = json.loads(summary_path.read_text(encoding="utf-8"))
+        done = atomic.read_json_file(summary_path, f"delete it, or rerun with --restart to train {out} over")
         if done.get("run_id") != run_id:
             raise SpeclmError(f"{out} holds a finished run with other settings; use another output folder")
         if done.get("done") and (out / FINAL).is_dir():

@@ -1,6 +1,6 @@
 """Snapshots during a training: weights-only checkpoints at fixed fractions of its steps.
 
-An operating curve over pretraining cost (PAPER.md Table 8, Figs. 3-4) specializes the
+An operating curve over pretraining cost (docs/paper.md Table 8, Figs. 3-4) specializes the
 pretrained model as it was at a fraction f of its pretraining. The training loop takes a
 :class:`Snapshots` and, right after step ``round(f * horizon)`` for each f (``horizon``: the
 steps its budget allows), saves::

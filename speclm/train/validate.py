@@ -11,7 +11,7 @@ from typing import Callable, Mapping, Optional
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
+from ..core.progress import track
 
 from ..core.errors import SpeclmError
 from .data import eval_indices, to_batch, window_length
@@ -38,7 +38,7 @@ def window_nll(
     model.eval()
     out = np.empty(len(indices), dtype=np.float64)
     starts = range(0, len(indices), batch_size)
-    for s in tqdm(starts, desc=desc, disable=not progress, leave=False):
+    for s in track(starts, desc=desc, unit="batch", show=progress, leave=False):
         idx = indices[s : s + batch_size]
         batch = to_batch(windows.batch(idx), extras, idx)
         x, y = batch[0].to(device), batch[1].to(device)

@@ -1,4 +1,4 @@
-"""The report's own pictures (the grid's plots are drawn by speclm.grid.plots)."""
+"""The report's own pictures (the grid's plots are drawn by speclm.report.plots)."""
 
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ def figure6(totals: dict[str, list[float] | tuple[float, float]], ns: tuple[int,
     ax.set_yscale("log")
     ax.set_xticks(x, [f"N = {n}" for n in ns])
     ax.set_ylabel("total training FLOPs (log)")
-    ax.set_title("C_total(N) = C_generic + N x C_spec (PAPER.md Eq. 1)", fontsize=10)
+    ax.set_title("C_total(N) = C_generic + N x C_spec (docs/paper.md Eq. 1)", fontsize=10)
     ax.legend(fontsize=7, ncol=3, loc="upper left")
     fig.tight_layout()
     out = Path(out)

@@ -1,4 +1,4 @@
-"""Operating curves over pretraining cost: the grid's ``eval/curves.jsonl`` (PAPER.md §7,
+"""Operating curves over pretraining cost: the grid's ``eval/curves.jsonl`` (docs/paper.md §7,
 Table 8 and Figures 3-4), read, checked and interpolated.
 
 Each row of the curves file is a grid row (the results file's fields) of one pretraining
@@ -78,7 +78,7 @@ def read_curves(path: Path, chash: Optional[str]) -> list[dict]:
 
 def load_curves(run) -> list[dict]:
     """The curves rows of ``run`` computed with its current config."""
-    from .experiment import config_hash
+    from .rows import config_hash
 
     return read_curves(run.eval_dir / CURVES, config_hash(run))
 
@@ -178,30 +178,13 @@ def table8(curves: dict[str, list[Point]], sizes: list[str]) -> dict:
     return {"base": how, "rows": rows}
 
 
-def _ranks(v: list[float]) -> list[float]:
-    """Ranks from 1, ties sharing their mean rank."""
-    order = sorted(range(len(v)), key=lambda i: v[i])
-    r = [0.0] * len(v)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            r[order[k]] = (i + j) / 2 + 1
-        i = j + 1
-    return r
-
-
 def spearman(xs: list[float], ys: list[float]) -> Optional[float]:
     """Spearman's rank correlation (ties at their mean rank); None under 3 points or without spread."""
-    if len(xs) < 3:
+    from .stats import ranks, spearman_rho
+
+    if len(xs) < 3 or len(set(ranks(xs))) < 2 or len(set(ranks(ys))) < 2:
         return None
-    rx, ry = _ranks(xs), _ranks(ys)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    var = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
-    return cov / var if var else None
+    return spearman_rho(xs, ys)
 
 
 def swaps(before: dict[str, float], after: dict[str, float]) -> tuple[list[tuple[str, str]], int]:

@@ -2,7 +2,7 @@
 
 The grid (``speclm grid``) measured, for every method at every specialization size, the
 macro perplexity over the grid's domains, the generic (shared) cost and the cost per
-domain. Serving N domains costs (PAPER.md §1, Eq. 1)
+domain. Serving N domains costs (docs/paper.md §1, Eq. 1)
 
     C_total(N) = C_generic + N * C_spec
 
@@ -12,7 +12,7 @@ macro covers every domain of the grid, its specialized model is small when the u
 a small one (``inference="small"``), and C_total(N) <= budget when a budget is given. The
 recommendation is the admissible method with the lowest macro perplexity; the picture
 ``plan.png`` colors each (N, budget) cell by that recommendation (the data-driven
-Figure 1, PAPER.md §8).
+Figure 1, docs/paper.md §8).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ def check_inputs(n_domains: int, inference: str, budget: Optional[float], cost: 
     if cost not in COSTS:
         raise SpeclmError(f"unknown --cost {cost!r}; use one of: {', '.join(COSTS)}")
     if not isinstance(n_domains, int) or n_domains < 1:
-        raise SpeclmError(f"--domains must be a whole number >= 1, got {n_domains!r}")
+        raise SpeclmError(f"--n-domains must be a whole number >= 1, got {n_domains!r}")
     if budget is not None and not (budget > 0 and math.isfinite(budget)):
         raise SpeclmError(f"--budget must be a positive number, got {budget!r}")
 
@@ -276,7 +276,7 @@ def load_rows(run, name: str = "results") -> tuple[list[dict], Path]:
     """The grid rows of ``run`` computed with its current config (as ``speclm grid`` and its
     plots pick them), and the results file; a one-line error when there are none."""
     from ..core import atomic
-    from .experiment import config_hash
+    from .rows import config_hash
 
     results = run.eval_dir / f"{name}.jsonl"
     if not results.exists():
@@ -298,7 +298,7 @@ def candidates(plan: list[PlanRow], inference: str) -> list[PlanRow]:
 
 # --- the paper's advice (no grid needed) ------------------------------------------------
 
-# PAPER.md §6 Table 3 (A100 GPU-hours): SLM-is pays its whole pretraining per domain; PN
+# docs/paper.md §6 Table 3 (A100 GPU-hours): SLM-is pays its whole pretraining per domain; PN
 # pays its pretraining once and a fine-tune per domain (0.02 GPUh at 1M .. 0.5 at 64M).
 PAPER_IS_PER_DOMAIN = 130.0
 PAPER_PN_GENERIC = 650.0
@@ -311,10 +311,10 @@ def paper_crossover() -> float:
 
 
 def paper_advice(n_domains: int, inference: str) -> list[str]:
-    """The paper's Figure-1 decision tree (PAPER.md §8) for N domains, a few lines."""
+    """The paper's Figure-1 decision tree (docs/paper.md §8) for N domains, a few lines."""
     check_inputs(n_domains, inference, None, "flops")
     x = paper_crossover()
-    lines = ["Figure 1 of the paper (PAPER.md §8), with its costs (§6 Table 3, A100 GPU-hours):"]
+    lines = ["Figure 1 of the paper (docs/paper.md §8), with its costs (§6 Table 3, A100 GPU-hours):"]
     if inference == "any":
         lines += [
             "large inference budget -> a large model: pretrain on generic data, then fine-tune (llm).",

@@ -1,4 +1,4 @@
-"""The report's pictures of the operating curves (speclm.grid.curves_report): the analogues
+"""The report's pictures of the operating curves (speclm.report.curves_report): the analogues
 of the paper's Figure 3 (generic valid perplexity against pretraining FLOPs) and Figure 4
 (specialized macro perplexity against pretraining FLOPs: before fine-tuning, then one panel
 per size). They draw the numbers of ``report.json``'s ``curves`` (plain dicts), nothing else."""

@@ -4,7 +4,7 @@
     left: macro perplexity (log) against the specialization-set size (log, token order),
     one line per method; right: macro perplexity against the total FLOPs of serving every
     domain of the grid at the largest size present, ``generic + N x specialization per
-    domain`` (PAPER.md Eq. 1 with N = the grid's domains), one labelled point per method.
+    domain`` (docs/paper.md Eq. 1 with N = the grid's domains), one labelled point per method.
 ``eval/<name>-domains.png``
     one small panel per domain: perplexity against size, one line per method.
 
@@ -327,8 +327,8 @@ def plot_grid(
     if not rows:
         return None
     out = Path(out_dir) if out_dir is not None else results.parent
-    from .results import _replicates
+    from .results import _replicates, macro_table
 
-    macro = macro_rows(rows, results.parent.parent, _replicates(results))
+    macro = macro_table(results, chash, _replicates(results) or 1000)
     return plot_rows(rows, out / f"{results.stem}.png", out / f"{results.stem}-domains.png",
                      title or run_title(results), macro=macro)

@@ -20,12 +20,58 @@ def order_methods(methods: list[str]) -> list[str]:
     return sorted(methods, key=lambda m: (METHOD_ORDER.index(m) if m in METHOD_ORDER else len(METHOD_ORDER), m))
 
 
-def seed_rows(results: Path, chash: Optional[str]) -> dict[tuple[str, str, str, int], dict]:
+def seed_rows(results: Path, chash: Optional[str], warn=None) -> dict[tuple[str, str, str, int], dict]:
     """The rows of ``results`` with config hash ``chash``, one per (method, domain, size,
     seed) (rows without a seed are seed 0): when two grid processes computed the same row,
-    the last one written counts."""
-    return {(r["method"], r["domain"], r["size"], int(r.get("seed", 0))): r
-            for r in atomic.read_jsonl(results) if r.get("config") == chash}
+    the last one written counts. A row of the wrong shape is a one-line error naming its
+    line; with ``warn`` (a function of one line of text), duplicated rows and rows with a
+    non-finite NLL or an unknown method are named by line and left out."""
+    out: dict[tuple[str, str, str, int], dict] = {}
+    seen: dict[tuple, int] = {}
+    for n, r in atomic.read_jsonl_numbered(results):
+        if r.get("config") != chash:
+            continue
+        key = row_key(results, n, r)
+        if warn is not None:
+            why = _doubtful(r)
+            if why:
+                warn(f"{results} line {n}: {why}; the row is left out (delete the line and rerun `speclm grid` "
+                     "to compute it again)")
+                continue
+            if key in seen:
+                warn(f"{results} line {n} repeats the row of line {seen[key]} ({'/'.join(map(str, key))}); "
+                     "each job counts once (the last one)")
+        seen[key] = n
+        out[key] = r
+    return out
+
+
+def warn_stderr(text: str) -> None:
+    import sys
+
+    print(f"speclm: warning: {text}", file=sys.stderr, flush=True)
+
+
+def row_key(results: Path, n: int, r: dict) -> tuple[str, str, str, int]:
+    """(method, domain, size, seed) of a results row, or a one-line error naming its line."""
+    from ..core.errors import SpeclmError
+
+    key = (r.get("method"), r.get("domain"), r.get("size"), r.get("seed", 0))
+    if not all(isinstance(x, str) and x for x in key[:3]) or not isinstance(key[3], int) or isinstance(key[3], bool):
+        raise SpeclmError(f"{results} line {n} is not a grid row (method, domain and size must be names, seed a "
+                          "number); delete or repair that line and rerun (a deleted row is recomputed)")
+    return key  # type: ignore[return-value]
+
+
+def _doubtful(r: dict) -> str:
+    from ..methods import base
+
+    nll = r.get("nll")
+    if not isinstance(nll, (int, float)) or isinstance(nll, bool) or not math.isfinite(nll):
+        return f"its nll is {nll!r}, not a finite number"
+    if r["method"] not in base.known():
+        return f"unknown method {r['method']!r}"
+    return ""
 
 
 def grid_rows(results: Path, chash: Optional[str]) -> dict[tuple[str, str, str], dict]:
@@ -66,7 +112,7 @@ def macro_rows(rows: list[dict], run_path: Optional[Path] = None, replicates: in
     """(method, size) -> macro-averaged NLL/PPL over the domains present; with ``run_path``
     and ``replicates``, its error bar: the sd over seeds of the per-seed macro NLL (several
     seeds), else the bootstrap SE (each domain resampled over its documents, replicate r
-    averaged over the domains, speclm.grid.stats.macro_se)."""
+    averaged over the domains, speclm.report.stats.macro_se)."""
     out: dict[tuple[str, str], dict] = {}
     groups: dict[tuple[str, str], list[dict]] = {}
     for r in rows:
@@ -86,6 +132,28 @@ def macro_rows(rows: list[dict], run_path: Optional[Path] = None, replicates: in
                 per_seed = [sum(x) / len(x) for x in zip(*(r["seed_nlls"] for r in rs))]
                 mac = with_interval(aggregate_seeds([{"nll": x} for x in per_seed]) | {"domains": mac["domains"]})
         out[key] = mac
+    return out
+
+
+def macro_table(results: Path, chash: Optional[str], replicates: int) -> dict[tuple[str, str], dict]:
+    """(method, size) -> its macro over the domains present, with the one interval every
+    view prints (speclm.report.evidence.Evidence: bootstrap over test documents drawn jointly,
+    plus the spread of the per-seed macros, borrowed from slm for one seed; Student's t):
+    ``nll``, ``ppl``, ``domains``, ``nll_se``, ``ppl_lo``, ``ppl_hi``, ``ppl_pm``, ``borrowed``."""
+    from .evidence import Evidence, group
+
+    rows = list(seed_rows(results, chash).values())
+    groups = group(rows)
+    out: dict[tuple[str, str], dict] = {}
+    for m, s in dict.fromkeys((r["method"], r["size"]) for r in rows):
+        domains = sorted({d for (mm, d, ss) in groups if mm == m and ss == s})
+        sub = {k: v for k, v in groups.items() if k[1] in domains and k[2] == s}
+        e = Evidence(sub, domains, results.parent.parent, replicates).macro(m, s)
+        if e is None:
+            continue
+        lo, hi = math.exp(e.nll - e.q * e.se), math.exp(e.nll + e.q * e.se)
+        out[(m, s)] = {"nll": e.nll, "ppl": e.ppl, "domains": domains, "nll_se": e.se, "ppl_lo": lo, "ppl_hi": hi,
+                       "ppl_pm": (hi - lo) / 2 if e.se > 0 else None, "borrowed": e.borrowed, "seeds": e.seeds}
     return out
 
 
@@ -109,7 +177,7 @@ def write_table(results: Path, table: Path, chash: str) -> None:
 
     sizes.sort(key=lambda s: parse_size(s) or math.inf)
     by = {(r["method"], r["domain"], r["size"]): r for r in rows}
-    macro = macro_rows(rows, results.parent.parent, _replicates(results))
+    macro = macro_table(results, chash, _replicates(results) or 1000)
     n_seeds = max(r.get("seeds", 1) for r in rows)
     lines = ["# Specialized perplexity (domain test split, after fine-tuning)", ""]
     for s in sizes:
@@ -126,7 +194,7 @@ def write_table(results: Path, table: Path, chash: str) -> None:
                 cells.append(ppl_cell(r))
             mac = macro.get((m, s))
             complete = mac and len(mac["domains"]) == len(domains)
-            cells.append(ppl_cell(mac) + ("" if complete else "*") if mac else "–")
+            cells.append(ppl_cell(mac) + ("†" if mac.get("borrowed") else "") + ("" if complete else "*") if mac else "–")
             gen = max(r["cost"]["generic"]["flops"] for r in mrows)
             spec = sum(r["cost"]["specialization"]["flops"] for r in mrows) / len(mrows)
             gen_h = max(r["cost"]["generic"]["device_hours"] for r in mrows)
@@ -137,9 +205,11 @@ def write_table(results: Path, table: Path, chash: str) -> None:
     lines += no_ft_table(rows, methods, domains, sizes)
     lines += tv_table(rows, domains, sizes)
     lines += [
-        ("± : one sd over " + f"{n_seeds} seeds (half the width of [exp(nll - sd), exp(nll + sd)]). " if n_seeds > 1 else
-         "± : half the width of the 95% interval [exp(nll - 1.96 SE), exp(nll + 1.96 SE)], SE from a bootstrap "
-         "over test documents (the macro's: domains resampled independently, replicates averaged). "),
+        ("Per domain ± : one sd over " + f"{n_seeds} seeds (half the width of [exp(nll - sd), exp(nll + sd)]); " if n_seeds > 1 else
+         "Per domain ± : half the 95% interval from the row's bootstrap over test documents; ")
+        + "macro ± : half the 95% interval (Student's t) of the macro NLL: a bootstrap over test documents drawn "
+        "jointly for every method, plus the spread of the per-seed macros († one seed: the spread borrowed from slm); "
+        "the same interval as report.md and the plots.",
         "Macro: exp(mean over domains of the per-token NLL); * = not every domain done yet. "
         "(large): the specialized model is the large shape (breaks the inference budget).",
         "Costs: generic = pretraining shared by every domain (paid once); spec. = per domain "

@@ -2,7 +2,7 @@
 paper's Figure 3 (generic perplexity against pretraining cost), Figure 4 (specialized
 perplexity against it, before fine-tuning and at each size) and Table 8 (perplexities
 interpolated at fixed pretraining costs), and what the numbers say about two of the
-paper's remarks (PAPER.md §7, Fig. 4): perplexity before fine-tuning as a predictor of
+paper's remarks (docs/paper.md §7, Fig. 4): perplexity before fine-tuning as a predictor of
 perplexity after it, and whether the head start of slm-mix / slm-pn over slm shrinks as
 the specialization set grows. Every number comes from ``eval/curves.jsonl`` and, for the
 flat lines of the methods without a generic cost (slm-is, slm-dsir), the results file.

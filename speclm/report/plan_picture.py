@@ -1,5 +1,5 @@
 """The planner's picture: the data-driven Figure 1 (which recipe wins at each number of
-domains N and total budget), drawn from :mod:`speclm.grid.plan`'s recommendation logic."""
+domains N and total budget), drawn from :mod:`speclm.report.plan`'s recommendation logic."""
 
 from __future__ import annotations
 

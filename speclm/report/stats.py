@@ -131,3 +131,93 @@ def paired_difference(row_a: dict, row_b: dict, run_path: Path, replicates: int 
     se = float(np.std(diff, ddof=1))
     return {"domain": row_a["domain"], "a": row_a["method"], "b": row_b["method"], "nll_diff": mean, "se": se,
             "z": mean / se if se > 0 else math.inf, "documents": int(len(ids))}
+
+
+# --- tests: t quantiles, one-sided p-values, Holm's correction, permutation tests ---------
+
+
+def t_quantile(q: float, df: Optional[float]) -> float:
+    """Student's t quantile (the normal one when ``df`` is None or large): the interval a
+    handful of test documents supports is wider than 1.96 standard errors."""
+    from scipy.stats import norm, t
+
+    if df is None or df >= 1e6:
+        return float(norm.ppf(q))
+    return float(t.ppf(q, max(1.0, float(df))))
+
+
+def p_greater(delta: float, se: float, df: Optional[float]) -> float:
+    """One-sided p-value of "the true difference is > 0" being false, i.e. P(T >= delta/se)
+    under a zero difference: small when ``delta`` is positive beyond its interval."""
+    from scipy.stats import norm, t
+
+    if se <= 0:
+        return 0.0 if delta > 0 else 1.0
+    z = delta / se
+    return float(norm.sf(z) if df is None else t.sf(z, max(1.0, float(df))))
+
+
+def holm(pvalues: list[float], alpha: float = 0.05) -> list[bool]:
+    """Holm's step-down correction: which of the hypotheses are rejected at family-wise level
+    ``alpha`` (sorted p-values compared with alpha / (m - i); stops at the first failure)."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    rejected = [False] * m
+    for rank, i in enumerate(order):
+        if pvalues[i] <= alpha / (m - rank):
+            rejected[i] = True
+        else:
+            break
+    return rejected
+
+
+def holm_adjusted(pvalues: list[float]) -> list[float]:
+    """Holm-adjusted p-values (monotone, capped at 1): reject where adjusted <= alpha."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    out, running = [1.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def ranks(v: list[float]) -> list[float]:
+    """Average ranks (ties share the mean of their positions)."""
+    order = sorted(range(len(v)), key=lambda i: v[i])
+    r = [0.0] * len(v)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and v[order[j + 1]] == v[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            r[order[k]] = (i + j) / 2
+        i = j + 1
+    return r
+
+
+def spearman_rho(xs: list[float], ys: list[float]) -> float:
+    rx, ry = ranks(xs), ranks(ys)
+    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
+    cov = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    var = math.sqrt(sum((a - mx) ** 2 for a in rx) * sum((b - my) ** 2 for b in ry))
+    return cov / var if var else 0.0
+
+
+def spearman_permutation(xs: list[float], ys: list[float], resamples: int = 20000, seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+    """(rho, one-sided p-value of rho >= observed): exact over all orderings up to 8
+    points, else ``resamples`` random permutations. With 3 points the smallest attainable
+    p is 1/6, so nothing can be significant at 5%."""
+    import itertools
+
+    rho = spearman_rho(xs, ys)
+    n = len(xs)
+    if n <= 8:
+        perms = list(itertools.permutations(ys))
+        hits = sum(spearman_rho(xs, list(p)) >= rho - 1e-12 for p in perms)
+        return rho, hits / len(perms)
+    rng = np.random.default_rng(seed)
+    ys_arr = np.asarray(ys, dtype=np.float64)
+    hits = sum(spearman_rho(xs, list(rng.permutation(ys_arr))) >= rho - 1e-12 for _ in range(resamples))
+    return rho, (hits + 1) / (resamples + 1)

@@ -6,9 +6,9 @@ page prints, as data). Sections: whether the run can separate the methods at all
 analogue of the paper's Table 4 (before fine-tuning, then at each size); the main table
 per size with intervals; Figure 6 (total cost of serving 1, 7 and 50 domains, Eq. 1);
 the operating curves over pretraining cost (Figures 3-4 and Table 8, from
-``eval/curves.jsonl``: speclm.grid.curves_report); Tables 9 and 10 (cluster concentration
+``eval/curves.jsonl``: speclm.report.curves_report); Tables 9 and 10 (cluster concentration
 and entropy); the contamination check; per-domain results; time per stage; and "The
-paper's findings, checked" (speclm.grid.findings).
+paper's findings, checked" (speclm.report.findings).
 
 Every number is read from the run's files: the grid rows (``eval/<name>.jsonl``), the
 clusters' ``describe/summary.json``, ``corpus/overlap.json`` and the stage manifests.
@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from pathlib import Path
 from typing import Optional
 
 from ..core import atomic, manifest
 from ..core.errors import SpeclmError
-from .evidence import evidence_checks, group, macro, row_estimate, sizes_in
-from .findings import Grid, check_all
-from .results import order_methods
+from .evidence import row_estimate
 
 FIG6_N = (1, 7, 50)  # the paper's Figure 6: 1, 7 or 50 hypothetical domains
 
@@ -39,56 +38,104 @@ def _read_json(path: Path) -> Optional[dict]:
 
 
 def collect(run, name: str = "results") -> dict:
-    """Every number the report prints, from the run's files."""
-    from .experiment import config_hash
+    """Every number the report prints, from the run's files (read once, :class:`RunResults`)."""
+    from .curves_report import curve_facts
+    from .evidence import Evidence
+    from .findings import Grid, check_all
+    from .premises import measure
+    from .run_results import RunResults
 
-    results = run.eval_dir / f"{name}.jsonl"
-    if not results.exists():
-        raise SpeclmError(f"no grid results in {results}; run `speclm grid --run {run.path}` first")
-    rows = [r for r in atomic.read_jsonl(results) if r.get("config") == config_hash(run)]
-    if not rows:
-        raise SpeclmError(f"no grid results for this run's current config in {results}; run `speclm grid --run {run.path}`")
-    groups = group(rows)
-    methods = order_methods(list(dict.fromkeys(r["method"] for r in rows)))
-    domains = sorted({r["domain"] for r in rows})
-    sizes = sizes_in(rows)
-    small = {r["method"]: r.get("small_at_inference", True) for r in rows}
+    res = RunResults.open(run, name)
+    groups, domains, sizes, methods, rows = res.groups, res.domains, res.sizes, res.methods, res.rows
+    small = res.small
+    ev = Evidence(groups, domains, run.path, run.config.methods.bootstrap)
 
     tables = {"main": {}, "table4": {}}
     for m in methods:
-        pre = [e for s in sizes if (e := macro(groups, m, s, domains, "pretrained_nll"))]
+        pre = [e for s in sizes if (e := ev.macro(m, s, "pretrained_nll"))]
         tables["table4"][m] = {"pretrained": pre[0].__dict__ if pre else None,
-                               **{s: (e.__dict__ if (e := macro(groups, m, s, domains)) else None) for s in sizes}}
+                               **{s: (e.__dict__ if (e := ev.macro(m, s)) else None) for s in sizes}}
         for s in sizes:
             per = {d: (e.__dict__ if (e := row_estimate(groups.get((m, d, s), []))) else None) for d in domains}
             tables["main"].setdefault(s, {})[m] = per
 
     totals = _cost_totals(groups, methods, domains, sizes[0])
-    spec_tokens = {}
-    for r in rows:
-        t = ((r.get("extra") or {}).get("plan") or {}).get("train_tokens")
-        if t:
-            spec_tokens[r["size"]] = max(spec_tokens.get(r["size"], 0), int(t))
-    # the plain SLM's shared pretraining when the grid has it (slm-d's generic cost adds the teacher's)
-    shared = [r for r in rows if r["method"] == "slm"] or [r for r in rows if r.get("shared_pretraining")]
-    pre_tokens = max((r["cost"]["generic"].get("tokens", 0) for r in shared), default=None)
-    clusters = _read_json(run.clusters_dir / "describe" / "summary.json") or {}
-    ks = sorted(int(x) for x in _ks(clusters))
-    k = ks[-1] if ks else None  # the finest clustering separates diffuse from concentrated domains best
-    grid = Grid(groups, domains, sizes, methods, clusters.get("tables", {}), run.path)
-    findings = check_all(grid, lambda m: small.get(m, True), k, totals)
-    from .curves_report import curve_facts
-
+    premises = measure(groups, res.curves, run.config, res.clusters, ev, sizes, domains)
+    mk = run.config.methods
+    grid = Grid(groups, domains, sizes, methods, res.clusters.get("tables", {}), run.path, premises, mk.bootstrap,
+                lambda m: small.get(m, True), {"slm-mix": mk.mix_k, "slm-pn": mk.pn_k})
+    findings = check_all(grid, *_plan_inputs(res, ev, sizes[0]))
     return {
-        "run": str(run.path), "preset": run.config.name, "results": str(results),
+        "run": str(run.path), "preset": run.config.name, "results": str(res.path),
         "methods": methods, "domains": domains, "sizes": sizes, "small": small,
-        "evidence": evidence_checks(rows, pre_tokens, spec_tokens),
+        "premises": premises, "evidence": _evidence(rows), "seed_spread": _seed_note(ev, methods, sizes),
         "tables": tables, "cost_totals": {m: list(v) for m, v in totals.items()},
-        "clusters": clusters, "overlap": _read_json(run.corpus_dir / "overlap.json"),
+        "clusters": res.clusters, "overlap": _read_json(run.corpus_dir / "overlap.json"),
         "stage_seconds": _stage_seconds(run, rows),
-        "findings": [{"n": f.n, "claim": f.claim, "verdict": f.verdict, "text": f.text} for f in findings],
+        "findings": [{"n": f.n, "part": f.part, "title": f.title, "claim": f.claim, "verdict": f.verdict,
+                      "text": f.text, "failed_premises": f.failed} for f in findings],
         "curves": curve_facts(run, groups, domains, sizes),
     }
+
+
+def _plan_inputs(res, ev, size: str):
+    """Finding 7's inputs: admissible recipes (and snapshots) at a budget, slm's total cost
+    for N domains, and the macro estimate of a candidate label (``method`` or ``method@share``)."""
+    from .evidence import Evidence, group
+    from .plan import plan_rows
+
+    flat = res.flat_rows()
+
+    def candidates(n: int, budget: float) -> list:
+        try:
+            rows = plan_rows(flat, size, n, "small", budget, "flops", res.curves)
+        except Exception:  # noqa: BLE001 - no plan at this size: no candidate
+            return []
+        return [p for p in rows if p.admissible and p.complete]
+
+    def reference_total(n: int):
+        rs = [r for r in flat if r["method"] == "slm" and r["size"] == size]
+        if not rs:
+            return None
+        return max(float(r["cost"]["generic"]["flops"]) for r in rs) + n * (
+            sum(float(r["cost"]["specialization"]["flops"]) for r in rs) / len(rs))
+
+    curve_ev = Evidence(group(res.curves), res.domains, None)
+
+    def estimate(label: str):
+        if "@" not in label:
+            return ev.macro(label, size)
+        m, share = label.split("@")
+        sub = {k: [r for r in v if abs(float(r["pretrain_fraction"]) - float(share)) < 1e-9]
+               for k, v in curve_ev.groups.items() if k[0] == m}
+        return Evidence(sub, res.domains, None).macro(m, size)
+
+    return candidates, reference_total, estimate
+
+
+def _seed_note(ev, methods: list[str], sizes: list[str]) -> dict:
+    """Per method: its own seeds, or whose seed spread its intervals borrow."""
+    out = {}
+    for m in methods:
+        var, n, borrowed = ev.seed_var(m, sizes[0])
+        out[m] = {"seeds": n, "borrowed_from": borrowed, "seed_sd": math.sqrt(var) if var else 0.0}
+    return out
+
+
+def _evidence(rows: list[dict]) -> dict:
+    """How the fine-tunes stopped and which rows carry an interval."""
+    stops: dict[str, int] = {}
+    for r in rows:
+        st = r.get("stop") or (r.get("extra") or {}).get("stop")
+        stops[st or "unrecorded"] = stops.get(st or "unrecorded", 0) + 1
+    with_se = sum(1 for r in rows if (r.get("nll_se") or 0) > 0)
+    problems = []
+    if rows and stops.get("cap", 0) > len(rows) / 2:
+        problems.append(f"{stops['cap']} of {len(rows)} fine-tunes hit their step cap instead of stopping early")
+    if rows and with_se < len(rows):
+        problems.append(f"{len(rows) - with_se} of {len(rows)} rows carry no interval (nll_se)")
+    return {"stops": stops, "rows_with_interval": with_se, "rows": len(rows),
+            "seeds": len({r.get("seed", 0) for r in rows}), "problems": problems}
 
 
 def _ks(clusters: dict) -> set[str]:
@@ -138,20 +185,24 @@ def md_table(head: list[str], rows: list[list]) -> list[str]:
 
 
 def render(facts: dict, figures: dict[str, str]) -> str:
-    ev = facts["evidence"]
-    ok = not ev["problems"]
-    first = ("This run can separate the methods: pretraining is far larger than the specialization sets, fine-tunes "
-             "stopped inside their caps and every number carries an interval."
-             if ok else "This table cannot separate the methods as it stands: " + "; ".join(ev["problems"]) + ".")
-    out = [f"# speclm report: {facts['preset']} ({facts['run']})", "", first, ""]
-    ratio = f"{ev['pretrain_to_spec']:.0f}x" if ev["pretrain_to_spec"] else "n/a"
+    ev, pr = facts["evidence"], facts["premises"]
+    out = [f"# speclm report: {facts['preset']} ({facts['run']})", "", first_line(facts), ""]
+    out += ["## Where this run stands against the paper's regime", "",
+            "Each finding is judged only where its premises are met (docs/paper.md §8); a premise that could not "
+            "be measured counts as not met.", "",
+            *md_table(["premise", "this run", "threshold", "met", "the paper", "needed by findings"],
+                      [[p["label"], p["text"], p["threshold"], {True: "met", False: "**not met**", None: "–"}[p["met"]],
+                        p["paper"] or "–", ", ".join(p["gates"]) or "–"] for p in pr["table"]]), ""]
+    borrowed = sorted({v["borrowed_from"] for v in facts.get("seed_spread", {}).values() if v["borrowed_from"]})
+    lenders = ", ".join(m for m, v in facts.get("seed_spread", {}).items() if v["borrowed_from"])
     out += ["## Evidence", "",
-            f"- shared pretraining: {ev['pretrain_tokens'] or 0:,.0f} tokens; largest specialization set: "
-            f"{ev['largest_spec_tokens'] or 0:,} tokens; ratio {ratio} (the paper: about 1,000x to 100,000x)",
             f"- fine-tunes by how they stopped: {', '.join(f'{k} {v}' for k, v in sorted(ev['stops'].items()))}",
             f"- rows with an interval: {ev['rows_with_interval']} of {ev['rows']}; seeds: {ev['seeds']}",
-            "- intervals: 95%, from a bootstrap over test documents (and the spread across seeds), on the mean "
-            "per-token NLL, shown as perplexity ± half-width", ""]
+            "- intervals: 95% (Student's t, test documents - 1 degrees of freedom), from a bootstrap over test "
+            "documents drawn jointly for every method, and the spread of the per-seed macros; perplexity ± half-width",
+            (f"- † one seed: {lenders} borrow the seed spread of {', '.join(borrowed)}" if borrowed else
+             "- every method in the tables has its own seeds, or no method has several"),
+            *([f"- problem: {x}" for x in ev["problems"]]), ""]
     sizes, methods = facts["sizes"], facts["methods"]
     t4 = facts["tables"]["table4"]
     out += ["## Table 4 analogue: macro perplexity before and after fine-tuning", "",
@@ -187,10 +238,31 @@ def render(facts: dict, figures: dict[str, str]) -> str:
     if facts["stage_seconds"]:
         out += ["## Time per stage", "", *md_table(["stage", "seconds"],
                 [[k, f"{v:.1f}"] for k, v in facts["stage_seconds"].items()]), ""]
-    out += ["## The paper's findings, checked", ""]
+    out += ["## The paper's findings, checked", "",
+            "Verdicts: *held* / *did not hold* only with every premise met and the test decided beyond its interval "
+            "(Holm's correction within each finding; equivalence margin ±2% perplexity); *inconclusive* when the "
+            "interval decides neither way; *not testable at this scale* when a premise failed.", ""]
     for f in facts["findings"]:
-        out += [f"**{f['n']}. {f['claim']}** *{f['verdict']}.* {f['text']}", ""]
+        out += [f"**{f['title']}. {f['claim']}** *{f['verdict']}.* {f['text']}", ""]
     return "\n".join(out)
+
+
+def first_line(facts: dict) -> str:
+    """What the run can tell, from its premises: which findings can be judged, and the
+    premises (their report.json keys and values) that keep the others out of reach."""
+    fs = facts["findings"]
+    untestable = [f for f in fs if f["verdict"] == "not testable at this scale"]
+    judged = [f["title"] for f in fs if f not in untestable]
+    if not untestable:
+        return ("This run is in the paper's regime for every finding: each verdict below stands on its own test "
+                "(held or did not hold only beyond the interval).")
+    nums = {str(f["n"]) for f in untestable}
+    failed = [p for p in facts["premises"]["table"]
+              if p["met"] is False and any(g.split(" ")[0] in nums for g in p["gates"])]
+    why = "; ".join(f"{p['key']} = {p['text'].split(';')[0].split(' (')[0]}" for p in failed)
+    head = f"This run can judge findings {', '.join(judged)}" if judged else "This run can judge none of the paper's findings"
+    return (f"{head}; findings {', '.join(f['title'] for f in untestable)} are not testable at this scale, for want of: "
+            f"{why or 'the grid rows they need'} (the premises table below says what each needs).")
 
 
 def _cluster_tables(facts: dict) -> list[str]:
@@ -243,7 +315,7 @@ def to_html(markdown_text: str, folder: Path) -> str:
 
 def write_report(run, name: str = "results") -> Path:
     """Write eval/report.md, report.html, report.json and the report's pictures; returns report.md."""
-    from .report_figures import figure6
+    from .figures import figure6
 
     facts = collect(run, name)
     out_dir = run.eval_dir
