@@ -183,4 +183,5 @@ def test_changing_the_backend_recomputes_the_embeddings(run, built):
     before = embed_windows(run, progress=False)[("generic", "train")][1]
     after = embed_windows(other, progress=False)[("generic", "train")][1]
     assert json.loads(side.read_text())["key"] != key_before
-    assert (before * after).sum(1).min() >= 0.99 and not np.allclose(before, after, atol=1e-6)
+    # recomputed (the key above changed); fp32 runtimes may agree with torch to 1e-6, int8 not
+    assert before.shape == after.shape and (before * after).sum(1).min() >= 0.99

@@ -71,6 +71,11 @@ def resolve_backend(backend: str, device: str) -> str:
         return cpu_default() if on_cpu else "torch"
     if backend != "torch" and not on_cpu:
         raise SpeclmError(f"clusters.backend={backend} runs on CPU only; use torch (or auto) with device={device}")
+    if backend == CPU_DEFAULT_INT8 and not cpu_has_int8_dot():
+        # without an int8 dot product OpenVINO's int8 path is no faster than torch fp32, and
+        # under AVX2 kernel limits it failed outright (an empty output): refuse it here
+        raise SpeclmError(f"clusters.backend={backend} needs a CPU with VNNI or AMX (this one has neither, or its "
+                          "kernels are capped at AVX2); use openvino or auto")
     return backend
 
 
