@@ -445,13 +445,13 @@ def test_finding6_with_six_domains():
 def plan_run(is_nll, s=0.01, curves=()):
     """slm: C_generic 100, C_spec 1 per domain; slm-is: no shared pretraining, C_spec 50. At N=1
     both fit slm's total (101), at N=50 (150) only slm does."""
-    from speclm.report.page import _plan_inputs
+    from speclm.report.page import plan_inputs
     from speclm.report.run_results import RunResults
 
     rows = rows_of("slm", 2.5, se=s, gen=100.0, spec=1.0) + rows_of("slm-is", is_nll, se=s, gen=0.0, spec=50.0)
     res = RunResults(None, rows, list(curves), {})
     ev = Evidence(res.groups, res.domains)
-    return grid(rows), _plan_inputs(res, ev, "1k")
+    return grid(rows), plan_inputs(res, ev, "1k")
 
 
 def test_finding7_every_path():

@@ -267,3 +267,20 @@ def test_regime_caveat_only_out_of_the_regime():
     assert "slm capacity-bound: llm 20 vs slm 22 (want < 0)" in out[0] and "pretraining / set" not in out[0]
     assert any("projected network or hard mixture" in line for line in out)  # the paper's advice at N=10
     assert regime_lines(None, 1) == []
+
+
+def test_premises_come_from_a_fresh_report_and_are_measured_when_it_is_stale(run_with_grid):
+    import json
+    import os
+
+    from speclm.core.run import open_run
+    from speclm.report.regime import run_premises
+
+    run = open_run(run_with_grid, None, [], save=False)
+    report = run_with_grid / "eval" / "report.json"
+    results = run_with_grid / "eval" / "results.jsonl"
+    report.write_text(json.dumps({"results": str(results), "premises": {"table": [], "sentinel": 1}}))
+    assert run_premises(run)["sentinel"] == 1  # newer than the rows: read, not measured again
+    os.utime(results, ns=(report.stat().st_mtime_ns + 10**9,) * 2)  # a row arrived after the report
+    measured = run_premises(run)
+    assert "sentinel" not in measured and measured["domains"] == 2

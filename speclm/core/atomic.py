@@ -274,16 +274,7 @@ def read_json_file(path: str | Path, fix: str, want: type = dict) -> Any:
     from .errors import SpeclmError
 
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise SpeclmError(f"{p} is damaged (not text); {fix}") from None
-    except IsADirectoryError:
-        raise SpeclmError(f"{p} is a folder, not a JSON file; {fix}") from None
-    except OSError as e:
-        raise SpeclmError(f"{p} cannot be read ({e.strerror or e}); {fix}") from None
-    if not text.strip():
-        raise SpeclmError(f"{p} is empty; {fix}")
+    text = read_required_text(p, fix, "a JSON file")
     try:
         obj = json.loads(text)
     except (json.JSONDecodeError, RecursionError):
@@ -310,3 +301,22 @@ def read_required_json(path: str | Path, missing: str, fix: str = "") -> Any:
     if not p.exists():
         raise SpeclmError(missing)
     return read_json_file(p, fix or f"rebuild it ({missing.split(': ', 1)[-1]})")
+
+
+def read_required_text(path: str | Path, fix: str, kind: str = "a file") -> str:
+    """The text of a file speclm wrote (a config, a summary): an undecodable, unreadable,
+    folder-shaped or empty file is one line naming it and ``fix``."""
+    from .errors import SpeclmError
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise SpeclmError(f"{p} is damaged (not text); {fix}") from None
+    except IsADirectoryError:
+        raise SpeclmError(f"{p} is a folder, not {kind}; {fix}") from None
+    except OSError as e:
+        raise SpeclmError(f"{p} cannot be read ({e.strerror or e}); {fix}") from None
+    if not text.strip():
+        raise SpeclmError(f"{p} is empty; {fix}")
+    return text

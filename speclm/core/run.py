@@ -148,14 +148,7 @@ def read_saved(saved: Path) -> dict | None:
     from .errors import SpeclmError
 
     fix = "restore it, or delete it to start this run folder's config over from a preset (--preset NAME)"
-    try:
-        text = saved.read_text(encoding="utf-8")
-    except UnicodeDecodeError:
-        raise SpeclmError(f"{saved} is damaged (not text); {fix}") from None
-    except OSError as e:
-        raise SpeclmError(f"{saved} cannot be read ({e.strerror or e}); {fix}") from None
-    if not text.strip():
-        raise SpeclmError(f"{saved} is empty; {fix}")
+    text = atomic.read_required_text(saved, fix, "a config file")
     if text.startswith(HEAD) and text.rstrip().splitlines()[-1] != TAIL:
         raise SpeclmError(f"{saved} is cut short (its last line is missing); {fix}")
     try:

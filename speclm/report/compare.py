@@ -113,7 +113,7 @@ def run_facts(run, name: str = "results") -> dict:
     and the ladder's differences to slm at the run's smallest size."""
     from .evidence import Evidence
     from .findings import Grid, check_all
-    from .page import _plan_inputs
+    from .page import plan_inputs
     from .premises import measure
     from .run_results import RunResults
 
@@ -129,7 +129,7 @@ def run_facts(run, name: str = "results") -> dict:
                 mk.bootstrap, lambda m: res.small.get(m, True), {"slm-mix": mk.mix_k, "slm-pn": mk.pn_k})
     grid.ev = ev  # one Evidence (and one set of bootstrap replicates) for the premises, findings and ladder
     findings = {}
-    for f in check_all(grid, *_plan_inputs(res, ev, s0)):
+    for f in check_all(grid, *plan_inputs(res, ev, s0)):
         findings[f.title] = {"n": f.n, "part": f.part, "title": f.title, "verdict": f.verdict, "text": f.text,
                              "failed_premises": f.failed, "failed_keys": _failed_keys(f.failed, pr),
                              "deciding": None if f.failed else _deciding(f, grid)}

@@ -64,7 +64,7 @@ def collect(run, name: str = "results") -> dict:
     mk = run.config.methods
     grid = Grid(groups, domains, sizes, methods, res.clusters.get("tables", {}), run.path, premises, mk.bootstrap,
                 lambda m: small.get(m, True), {"slm-mix": mk.mix_k, "slm-pn": mk.pn_k})
-    findings = check_all(grid, *_plan_inputs(res, ev, sizes[0]))
+    findings = check_all(grid, *plan_inputs(res, ev, sizes[0]))
     return {
         "run": str(run.path), "preset": run.config.name, "results": str(res.path),
         "methods": methods, "domains": domains, "sizes": sizes, "small": small,
@@ -78,7 +78,7 @@ def collect(run, name: str = "results") -> dict:
     }
 
 
-def _plan_inputs(res, ev, size: str):
+def plan_inputs(res, ev, size: str):
     """Finding 7's inputs: admissible recipes (and snapshots) at a budget, slm's total cost
     for N domains, and the macro estimate of a candidate label (``method`` or ``method@share``)."""
     from .evidence import Evidence, group

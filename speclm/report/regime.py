@@ -14,8 +14,22 @@ GATES = ("slm_saturated", "pretrain_to_spec")  # what the plan's ranking stands 
 
 
 def run_premises(run, name: str = "results") -> Optional[dict]:
-    """The run's premises (speclm.report.premises.measure), or None without rows."""
+    """The run's premises (speclm.report.premises.measure), or None without rows: read from
+    ``eval/report.json`` when the report is newer than the rows, the curves and the config
+    (``speclm run`` has just written it), else measured."""
+    import json
+
     from ..core.errors import SpeclmError
+
+    report, results = run.eval_dir / "report.json", run.eval_dir / f"{name}.jsonl"
+    inputs = [results, run.eval_dir / "curves.jsonl", run.path / "config.toml"]
+    try:
+        if report.is_file() and all(report.stat().st_mtime_ns >= p.stat().st_mtime_ns for p in inputs if p.exists()):
+            doc = json.loads(report.read_text(encoding="utf-8"))
+            if isinstance(doc, dict) and doc.get("results") == str(results) and isinstance(doc.get("premises"), dict):
+                return doc["premises"]
+    except (OSError, ValueError):
+        pass  # a damaged or unreadable report: measure again
     from .evidence import Evidence
     from .premises import measure
     from .run_results import RunResults
