@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from tqdm import tqdm
+from ...core.progress import track
 
 from speclm.corpus.doc import Doc
 from speclm.corpus.sources import bible, dictd, licenses, markup, pycode, shakespeare
@@ -55,7 +55,7 @@ def _render_all(paths: list[Path], render: Callable[[Path], str], desc: str) -> 
     """Render files with an external program, two at a time (the machine has 2 cores),
     with a progress bar."""
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(tqdm(pool.map(render, paths), total=len(paths), desc=desc, unit="file", leave=False))
+        return list(track(pool.map(render, paths), total=len(paths), desc=desc, unit="file", leave=False))
 
 
 def _dictd(package: str, name: str, source: str, keep=None, clean=None) -> Callable[[str], list[Doc]]:
@@ -80,7 +80,7 @@ def _text_files(package: str, folder: str, suffixes: tuple[str, ...], source: st
         root = debian_package(name, cache_dir)
         base = root / folder.format(name=name)
         docs = []
-        for path in tqdm(files_under(base, suffixes), desc=source, unit="file", leave=False):
+        for path in track(files_under(base, suffixes), desc=source, unit="file", leave=False):
             text = markup.decode(markup.read_maybe_gzip(path))
             if html:
                 text = markup.html_to_text(text)
@@ -101,7 +101,7 @@ def _sphinx_sources(latest: str, folder: str, source: str) -> Callable[[str], li
             raise SourceUnavailable(f"{name} has no html/_sources folder")
         base = bases[0]
         return [Doc(_rel_id(source, p, base, strip=".rst.txt"), markup.decode(p.read_bytes()), source)
-                for p in tqdm(files_under(base, (".rst.txt", ".txt")), desc=source, unit="file", leave=False)]
+                for p in track(files_under(base, (".rst.txt", ".txt")), desc=source, unit="file", leave=False)]
 
     return get
 
