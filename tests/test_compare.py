@@ -23,19 +23,21 @@ def row(chash, method, domain, nll, tokens, size="16k"):
     large = method == "llm"
     return {"method": method, "domain": domain, "size": size, "config": chash, "seed": 0, "nll": nll,
             "nll_se": 0.01, "ppl": math.exp(nll), "pretrained_nll": nll + 0.5, "pretrained_nll_se": 0.01,
-            "small_at_inference": not large, "shared_pretraining": method != "slm-is", "eval_documents": 20,
+            "small_at_inference": not large, "shared_pretraining": method not in ("slm-is", "slm-is-full"),
+            "eval_documents": 20,
             "inference_params": LARGE_P if large else SMALL_P, "generic_valid_nll": 3.0 - (0.2 if large else 0.0),
             "generic_valid_nll_se": 0.01, "extra": {"plan": {"train_tokens": 16_000}},
             "cost": {"generic": {"flops": 6 * tokens * (LARGE_P if large else SMALL_P), "tokens": tokens},
                      "specialization": {"flops": 1e9, "tokens": 16_000}}}
 
 
-def make_run(path, tokens, shift=0.0):
-    """A tiny-preset run folder with rows of every ladder method (and slm-d) at 16k and 64k."""
+def make_run(path, tokens, shift=0.0, ablation=False):
+    """A tiny-preset run folder with rows of every ladder method (and slm-d) at 16k and 64k;
+    ``ablation``: slm-is-full's too (NLL 2.2)."""
     run = open_run(path, "tiny", [], save=True)
     chash = config_hash(run)
     for s in ("16k", "64k"):
-        for m, nll in NLL.items():
+        for m, nll in {**NLL, **({"slm-is-full": 2.2} if ablation else {})}.items():
             for d in DOMAINS:
                 delta = 0.0 if m == "slm" else shift
                 atomic.append_jsonl(run.eval_dir / "results.jsonl", row(chash, m, d, nll + delta, tokens, s))
@@ -44,7 +46,7 @@ def make_run(path, tokens, shift=0.0):
 
 @pytest.fixture
 def two_runs(tmp_path):
-    return make_run(tmp_path / "small", 2e6), make_run(tmp_path / "large", 2e9, shift=-0.05)
+    return make_run(tmp_path / "small", 2e6), make_run(tmp_path / "large", 2e9, shift=-0.05, ablation=True)
 
 
 def test_page_has_a_column_per_run_every_finding_and_the_figure(cli, two_runs):
@@ -69,7 +71,14 @@ def test_page_has_a_column_per_run_every_finding_and_the_figure(cli, two_runs):
     facts = json.loads((folder / "compare.json").read_text(encoding="utf-8"))
     small, large = facts["runs"]
     assert small["tokens_per_param_slm"] == pytest.approx(2.0) and large["tokens_per_param_slm"] == pytest.approx(2000)
-    for m in LADDER:  # the macro difference to slm at the smallest size, from the hand-written rows
+    # the ablation slm-is-full (slm-is at the full budget): a ladder row where a run has it, a dash elsewhere
+    assert small["ladder"]["slm-is-full"] is None
+    assert large["ladder"]["slm-is-full"]["delta"] == pytest.approx(2.2 - 0.05 - NLL["slm"])
+    assert "| slm-is-full | – | -0.350 ± 0.021 (unpaired) | an ablation, not in the paper |" in md
+    assert "slm-is-full: an ablation of slm-is (at the full pretraining budget), not in the paper" in md
+    f3_large = large["findings"]["3"]["text"]
+    assert "slm-is-full vs slm-is" in f3_large and "slm-is-full" not in small["findings"]["3"]["text"]
+    for m in LADDER[:-1]:  # the macro difference to slm at the smallest size, from the hand-written rows
         assert small["ladder"][m]["delta"] == pytest.approx(NLL[m] - NLL["slm"])
         assert large["ladder"][m]["delta"] == pytest.approx(NLL[m] - 0.05 - NLL["slm"])
         assert small["ladder"][m]["half"] > 0 and small["ladder"][m]["what"] == f"{m} − slm at 16k"

@@ -23,14 +23,14 @@ from speclm.report.stats import holm, holm_adjusted, p_greater, spearman_permuta
 
 D3 = ["a", "b", "c"]
 D6 = ["a", "b", "c", "d", "e", "f"]
-SMALL = ("slm", "slm-d", "slm-is", "slm-mix", "slm-pn", "slm-nopt")
+SMALL = ("slm", "slm-d", "slm-is", "slm-mix", "slm-pn", "slm-nopt", "slm-is-full")
 
 
 def row(method, domain, nll, se=0.01, size="1k", *, pre=None, pre_se=None, gen=1e12, gtokens=2e9, spec=1e9, seed=0,
         docs=None, gvn=None, gvn_se=None, params=None, extra=None, fraction=None):
     r = {"method": method, "domain": domain, "size": size, "nll": nll, "nll_se": se, "ppl": math.exp(nll),
          "pretrained_nll": pre, "pretrained_nll_se": pre_se, "seed": seed, "small_at_inference": method in SMALL,
-         "shared_pretraining": method not in ("slm-is", "slm-nopt"), "extra": extra or {},
+         "shared_pretraining": method not in ("slm-is", "slm-nopt", "slm-is-full"), "extra": extra or {},
          "cost": {"generic": {"flops": gen, "tokens": gtokens}, "specialization": {"flops": spec, "tokens": 1e3}}}
     for k, v in (("eval_documents", docs), ("generic_valid_nll", gvn), ("generic_valid_nll_se", gvn_se),
                  ("inference_params", params), ("pretrain_fraction", fraction)):
@@ -335,6 +335,80 @@ def test_finding3_holm_over_the_rivals_flips_a_marginal_result():
     assert importance_sampling_best(alone).verdict == NOT_HELD  # one test: p < 0.05
     rivals = mine + rows_of("slm", 2.7, se=s) + rows_of("slm-mix", 2.7, se=s) + rows_of("slm-d", 2.7, se=s)
     assert importance_sampling_best(grid(rivals)).verdict == INCONCLUSIVE  # four tests: p > 0.05 / 4
+
+
+def test_finding3_names_the_full_budget_ablation_and_never_counts_it_as_a_rival():
+    """slm-is-full (slm-is at the full pretraining budget) is better than every method here, yet
+    finding 3 is judged on slm-is alone: the ablation is in no "better than slm-is" list, in no
+    Holm family, and one sentence gives its paired differences to slm and slm-is."""
+    base = rows_of("slm", 2.6) + rows_of("slm-mix", 2.55) + rows_of("slm-pn", 2.55) + rows_of("llm", 2.4)
+    full = rows_of("slm-is-full", 2.2)
+    pr = {**premises(), "per_domain_budget": 0.25}
+    beaten = importance_sampling_best(grid(base + rows_of("slm-is", 2.58) + full, pr=pr))
+    alone = importance_sampling_best(grid(base + rows_of("slm-is", 2.58), pr=pr))
+    assert beaten.verdict == alone.verdict == NOT_HELD
+    who = beaten.text.split("Better than slm-is beyond the interval (Holm): ")[1].split(".")[0]
+    assert who == "slm-mix, slm-pn, llm (beyond the 2% margin)"  # no slm-is-full, though it beats slm-is most
+    assert "vs slm-is-full" not in beaten.text  # slm-is is never compared with its own ablation as a rival
+    assert beaten.text.startswith(alone.text[: alone.text.index(" Budget: ")])  # the same test, the same numbers
+    sentence = beaten.text[beaten.text.index(" Budget: "):]
+    assert "slm-is at the paper's quarter budget (methods.per_domain_budget = 0.25" in sentence
+    assert "decides this finding; the ablation slm-is-full" in sentence
+    g = grid(base + rows_of("slm-is", 2.58) + full, pr=pr)
+    for b in ("slm", "slm-is"):
+        d = g.diff("slm-is-full", b, "1k")
+        assert d.delta < 0 and f"slm-is-full vs {b}: NLL difference {d.delta:+.4f}" in sentence
+    # held: the ablation beats slm-is by far, and the finding still holds on slm-is's own rivals
+    held = importance_sampling_best(grid(base + rows_of("slm-is", 2.4) + full, pr=pr))
+    assert held.verdict == HELD and "slm-is-full vs slm-is" in held.text
+    # without the ablation: the sentence names slm-is's budget only; another budget is named as such
+    plain = importance_sampling_best(grid(base + rows_of("slm-is", 2.4), pr={**premises(), "per_domain_budget": 0.5}))
+    assert plain.text.endswith(" Budget: slm-is at methods.per_domain_budget = 0.5 of the pretraining budget "
+                               "(the paper: about 0.25) decides this finding.")
+    # not testable (a premise failed): the sentence still tells selection from budget
+    gated = importance_sampling_best(grid(base + rows_of("slm-is", 2.4) + full, pr={**premises(["slm_saturated"])}))
+    assert gated.verdict == UNTESTABLE and "slm-is-full vs slm:" in gated.text
+
+
+def test_the_ablation_changes_no_verdict_of_any_finding():
+    """Findings 1 to 7 read the same with and without slm-is-full rows (finding 3 adds its
+    sentence): the ablation enters no comparison, no Holm family, no plan candidate."""
+    from speclm.report.page import plan_inputs
+    from speclm.report.run_results import RunResults
+
+    def run_of(rows):
+        res = RunResults(None, rows, [], entropy_tables([0.2, 0.6, 1.0], 4))
+        g = Grid(res.groups, D3, ["1k"], res.methods, entropy_tables([0.2, 0.6, 1.0], 4)["tables"], None, premises(),
+                 small=lambda m: m in SMALL, routing_k={"slm-mix": 4, "slm-pn": 4})
+        return check_all(g, *plan_inputs(res, Evidence(res.groups, D3), "1k")), g
+
+    pre = dict(pre=3.0, pre_se=0.01)
+    rows = (rows_of("slm", 2.5, gen=100.0, spec=1.0, **pre) + rows_of("slm-is", 2.45, gen=0.0, spec=50.0, **pre)
+            + rows_of("slm-mix", 2.48, **pre) + rows_of("slm-pn", 2.47, **pre) + rows_of("slm-d", 2.5, **pre)
+            + rows_of("llm", 2.3, **pre))
+    # the ablation: better than everything, fits slm's total at N=1 (C_spec 100), no gain from fine-tuning
+    full = rows_of("slm-is-full", 1.9, gen=0.0, spec=100.0, pre=1.9, pre_se=0.01)
+    without, _ = run_of(rows)
+    with_, g = run_of(rows + full)
+    assert g.methods == [m for m in g.methods if m != "slm-is-full"] and g.ablations == ["slm-is-full"]
+    assert [(f.title, f.verdict) for f in with_] == [(f.title, f.verdict) for f in without]
+    for a, b in zip(with_, without):
+        if a.n == 3:
+            assert a.text.startswith(b.text.rstrip(".")) and "slm-is-full vs slm-is" in a.text
+        else:
+            assert a.text == b.text and "slm-is-full" not in a.text
+
+
+def test_premises_keep_slm_is_apart_from_its_ablation():
+    imp = lambda passes: {"importance": {"max_passes": passes, "mean_passes": passes / 2, "kish_ess_fraction": 0.4,  # noqa: E731
+                                         "draws": 1e6}}
+    rows = regime_rows(max_passes=3.0) + rows_of("slm-is-full", 2.3, params=1e6, gen=0.0, extra=imp(12.0))
+    pr = measured(rows, config=cfg(per_domain_budget=0.25))
+    assert pr["is_max_passes"] == 3.0 and pr["met"]["is_max_passes"] is True  # slm-is's own, not the ablation's 12
+    assert pr["is_full_max_passes"] == 12.0 and pr["is_full_mean_passes"] == 6.0 and pr["per_domain_budget"] == 0.25
+    row_ = next(p for p in pr["table"] if p["key"] == "is_full_max_passes")
+    assert row_["met"] is None and row_["text"] == "12 (mean 6.00)"  # descriptive: it gates nothing
+    assert "is_full_max_passes" not in {p["key"] for p in measured(regime_rows())["table"]}  # only with the ablation
 
 
 # --- finding 4: slm-pn and slm-mix against slm ---------------------------------------------

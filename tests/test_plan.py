@@ -115,6 +115,30 @@ def test_budget_excludes():
     assert plan["slm-pn"].admissible
 
 
+def test_the_ablation_is_listed_with_its_costs_and_never_recommended(tmp_path):
+    """slm-is-full (slm-is at the full budget) has the best small perplexity and fits every
+    budget here, yet no recommendation, crossover, "would cost" note or picture cell names it."""
+    rows = grid() + [row("slm-is-full", d, 4.2, 0.0, 40.0) for d in DOMAINS]
+    plan = by_method(plan_rows(rows, "64k", 1))
+    full = plan["slm-is-full"]
+    assert full.ablation and not full.admissible and full.why_not == "ablation of slm-is, not a recipe"
+    assert full.total == 40.0 and full.complete  # its costs are shown as any method's
+    assert "slm-is-full" not in [p.method for p in _candidates(list(plan.values()), "small")]
+    for n, budget in ((1, None), (1, 80.0), (9, 80.0)):
+        rec = recommend(rows, "64k", n, budget=budget)
+        assert rec.method == recommend(grid(), "64k", n, budget=budget).method != "slm-is-full"
+        assert "slm-is-full" not in rec.reason + (rec.crossover or "") + (rec.switch or "")
+    with pytest.raises(SpeclmError) as e:  # what to relax never points at the ablation
+        recommend(rows, "64k", 41, budget=30.0)
+    assert "slm-is-full" not in str(e.value)
+    from speclm.report.plots import method_styles
+
+    img = mpimg.imread(plan_picture(rows, "64k", tmp_path / "plan.png"))[..., :3]
+    styles = method_styles(["slm-is", "slm-is-full"])
+    share = {m: (abs(img - styles[m]["color"]).sum(axis=-1) < 0.02).mean() for m in styles}
+    assert share["slm-is"] > 0.05 and share["slm-is-full"] == 0  # no cell is the ablation's
+
+
 def test_nothing_fits_says_what_to_relax():
     with pytest.raises(SpeclmError) as e:
         recommend(grid(), "64k", 41, budget=80.0)

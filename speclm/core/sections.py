@@ -135,9 +135,17 @@ CURVE_METHODS = ("slm", "llm", "llm-lora", "slm-mix", "slm-pn", "slm-pn-hist")
 NO_CURVE = {
     "slm-is": "its pretraining is per domain (no shared generic pretraining to snapshot)",
     "slm-dsir": "its pretraining is per domain (no shared generic pretraining to snapshot)",
+    "slm-is-full": "its pretraining is per domain (no shared generic pretraining to snapshot)",
     "slm-nopt": "it has no pretraining",
     "slm-d": "it reads the LLM teacher's fine-tuned model, not one pretraining",
 }
+
+# Ablations: a method that changes one factor of another to measure it (name -> the method it
+# ablates). An ablation is reported beside its method but competes in no finding and is never
+# recommended (speclm.report.findings, speclm.report.plan), and an empty methods.grid_methods
+# leaves it out: it runs only when named. slm-is-full: slm-is at the full pretraining budget
+# instead of methods.per_domain_budget (speclm.methods.slm_is_full).
+ABLATIONS = {"slm-is-full": "slm-is"}
 
 
 @dataclass
@@ -177,7 +185,8 @@ class MethodsConfig:
     # (seed i trains with train.seed + i: data order and initialization; `speclm grid --seeds`).
     bootstrap: int = 1000
     seeds: int = 1
-    # The methods `speclm grid` / `speclm run` compute when none are named (empty = every known method).
+    # The methods `speclm grid` / `speclm run` compute when none are named (empty = every known
+    # method but the ablations, ABLATIONS above: those run only when named).
     grid_methods: list[str] = field(default_factory=list)
     # Which methods get the `seeds` seeds (empty = every method; the others run seed 0 only):
     # seeds where the comparison needs them, one run where a method is only a reference.

@@ -21,7 +21,7 @@ def _split(values: Optional[list[str]]) -> Optional[list[str]]:
 
 
 def grid_cmd(
-    methods: Annotated[Optional[list[str]], typer.Option("--methods", "-m", help="Methods (default: all known).")] = None,
+    methods: Annotated[Optional[list[str]], typer.Option("--methods", "-m", help="Methods (default: methods.grid_methods, else every known one but the ablations).")] = None,
     domains: Annotated[Optional[list[str]], typer.Option("--domains", help="Domains (default: all).")] = None,
     sizes: Annotated[Optional[list[str]], typer.Option("--sizes", help="Sizes (default: methods.sizes).")] = None,
     name: Annotated[str, typer.Option("--name", help="Results file name under eval/.")] = "results",

@@ -163,6 +163,10 @@ def jobs(run, methods: list[str], sizes: list[str], domains: list[str], test_tok
         out.setdefault(("evaluate", meth, d, s, *sd), Job("evaluate", " / ".join((meth, d, s, *sd)), tt,
                                                     None if tt is None else tt * fpt[which] / 3))
 
+    from ..methods import base
+
+    ctx = base.Context(run=run, log=lambda s: None)
+    obj = {meth: base.get(meth) for meth in methods}
     seeded = m.seed_methods
     for meth in methods:
         for i in range(m.seeds if (not seeded or meth in seeded) else 1):
@@ -172,9 +176,11 @@ def jobs(run, methods: list[str], sizes: list[str], domains: list[str], test_tok
                     pretrain(("slm", *sd), "small")
                 if meth in ("llm", "llm-lora", "slm-d"):
                     pretrain(("llm", *sd), "large", note="large shape")
-                if meth in ("slm-is", "slm-dsir"):  # per domain and specialization set (its histogram)
+                if obj[meth].needs_domain_for_pretrain:  # per domain and specialization set (its histogram)
+                    share = obj[meth].budget_share(ctx)  # slm-is, slm-dsir: methods.per_domain_budget; slm-is-full: 1
                     for sz in [size_label(x) for x in sizes]:
-                        pretrain((meth, d, sz, *sd), "small", m.per_domain_budget, note="per domain and set")
+                        pretrain((meth, d, sz, *sd), "small", share, note="per domain and set"
+                                 + (f", {share:g} of the budget" if share != 1 else ", the full budget"))
                 if meth == "slm-mix":
                     for e in range(m.mix_k):
                         pretrain(("slm-mix", f"expert {e}", *sd), "small", 1.0 / m.mix_k)
@@ -224,11 +230,12 @@ def _fmt(v: Optional[float], unit: str = "") -> str:
 
 
 def grid_methods(run, methods: Optional[list[str]] = None) -> list[str]:
-    """The methods the grid computes: ``methods``, else methods.grid_methods, else every known one."""
+    """The methods the grid computes: ``methods``, else methods.grid_methods, else every known
+    one but the ablations (speclm.methods.base.default_methods)."""
     from ..methods import base
     from ..report.results import order_methods
 
-    return order_methods(methods or run.config.methods.grid_methods or base.known())
+    return order_methods(methods or run.config.methods.grid_methods or base.default_methods())
 
 
 def dry_run(run, echo: Callable[[str], None] = print, methods: Optional[list[str]] = None,
@@ -241,7 +248,8 @@ def dry_run(run, echo: Callable[[str], None] = print, methods: Optional[list[str
     from ..model.transformer import flops_per_token, named_shape
 
     cfg, only = run.config, domains
-    ctx = base.Context(run=run, log=lambda s: None)
+    notes: list[str] = []  # what the methods' checks log (e.g. an ablation that repeats its method)
+    ctx = base.Context(run=run, log=notes.append)
     methods = grid_methods(run, methods)
     shards = _fresh_tokens(run)
     checked = check(run, ctx, methods, cfg.methods.sizes, shards)
@@ -286,7 +294,7 @@ def dry_run(run, echo: Callable[[str], None] = print, methods: Optional[list[str
     echo("fine-tuning jobs are counted at their step caps (early stopping ends them sooner): totals are upper bounds")
     for line in sizing.lines() if sizing else []:
         echo(line)
-    for w in warnings:
+    for w in [*notes, *warnings]:
         echo(f"warning: {w}")
     return all_jobs
 

@@ -148,7 +148,7 @@ def run_grid(
     if env_rank_world()[1] > 1:
         raise SpeclmError(GRID_UNDER_TORCHRUN)
     ctx = base.Context(run=run, log=log)
-    methods = order_methods(methods or run.config.methods.grid_methods or base.known())
+    methods = order_methods(methods or run.config.methods.grid_methods or base.default_methods())
     objs = {m: base.get(m) for m in methods}  # unknown names fail here, before any work
     all_domains = inputs.domains(ctx)
     domains = domains or all_domains

@@ -141,6 +141,14 @@ def known() -> list[str]:
     return sorted(REGISTRY)
 
 
+def default_methods() -> list[str]:
+    """The methods a grid computes when none are named: every known one but the ablations
+    (speclm.core.sections.ABLATIONS), which run only when named."""
+    from ..core.sections import ABLATIONS
+
+    return [m for m in known() if m not in ABLATIONS]
+
+
 def _load_all() -> None:
     """Import every method module so it registers itself."""
     import importlib

@@ -44,7 +44,7 @@ def methods_cmd() -> None:
             when = "pretrains once, shared"
         else:
             when = "no generic pretraining"
-        typer.echo(f"{name:10s} {when:24s} {doc}")
+        typer.echo(f"{name:12s} {when:24s} {doc}")
 
 
 def pretrain_cmd(

@@ -95,7 +95,7 @@ class SLMImportanceSampling(PretrainThenFinetune):
         }
         if not quiet:
             ctx.log(
-                f"slm-is {domain}: k={k}, {draws} draws from {len(assign)} generic windows, "
+                f"{self.name} {domain}: k={k}, {draws} draws from {len(assign)} generic windows, "
                 f"Kish ESS {ess['kish_ess']:.0f} ({ess['kish_ess_fraction']:.1%}), {drawn_unique} distinct "
                 f"(each drawn {report['importance']['drawn_repeat_factor']:.2f}x on average, "
                 f"the most drawn {report['importance']['max_passes']}x)"

@@ -12,7 +12,9 @@ nothing is re-run. One page (``compare.md``, ``compare.html`` self-contained,
 - the ladder figure: the macro NLL difference to slm of slm-is, slm-pn, slm-mix and llm at
   each run's smallest size (95% intervals) against slm's tokens per parameter (log axis),
   with the paper's values at its SLM's ~1,900 tokens per parameter where docs/paper.md
-  tabulates them.
+  tabulates them; and of the ablation slm-is-full (slm-is at the full pretraining budget) in
+  the runs that have it, so that selection and budget are told apart at every scale (it
+  decides no finding: speclm.report.findings).
 
 Only files named ``compare*`` are written, in ``--out`` (default: the first run's
 ``eval/compare/``), so no run's own artifacts are touched.
@@ -28,7 +30,8 @@ from typing import Optional
 from ..core import atomic
 from ..core.errors import SpeclmError
 
-LADDER = ("slm-is", "slm-pn", "slm-mix", "llm")
+PAPER_LADDER = ("slm-is", "slm-pn", "slm-mix", "llm")
+LADDER = (*PAPER_LADDER, "slm-is-full")  # the ablation last: a row where a run has it, in no finding
 ROWS = ("1", "2", "3", "4 (slm-pn)", "4 (slm-mix)", "5", "6", "7")  # one table row per finding (4 in two parts)
 FILES = ("compare.md", "compare.html", "compare.json", "compare-ladder.png")
 PAPER_SLM_TPP = 1900.0  # the paper's SLM: tokens per parameter (docs/paper.md; speclm.report.premises)
@@ -197,8 +200,8 @@ def render(facts: dict, figure: Optional[str]) -> str:
             "At each run's smallest size, 95% interval; negative: better than slm.", "",
             *md_table(["method", *(f"{lab} ({r['size']}, slm {_fmt(r['tokens_per_param_slm'])} tok/param)"
                                    for lab, r in zip(labels, runs)), f"the paper (~{PAPER_SLM_TPP:,.0f} tok/param)"],
-                      [[m, *(_ladder_cell(r["ladder"][m]) for r in runs), _paper_cell(facts["paper"][m])]
-                       for m in LADDER]), ""]
+                      [[m, *(_ladder_cell(r["ladder"][m]) for r in runs), _paper_cell(facts["paper"][m], m)]
+                       for m in LADDER if m in PAPER_LADDER or any(r["ladder"][m] for r in runs)]), ""]
     if figure:
         out += [f"![scale ladder]({figure})", "",
                 "Runs within 10% of one another's tokens per parameter are drawn side by side (each 25% further "
@@ -206,9 +209,16 @@ def render(facts: dict, figure: Optional[str]) -> str:
     if facts["not_placed"]:
         out += [f"Not in the figure (no slm tokens per parameter): {', '.join(facts['not_placed'])}.", ""]
     out += ["The paper's values: " + "; ".join(f"{m}: {p['source']} (NLL {p['delta']:+.3f})" if p else
-                                              f"{m}: not tabulated in docs/paper.md, only the x position is marked"
-                                              for m, p in facts["paper"].items()) + ".", ""]
+                                              f"{m}: {_untabulated(m)}" for m, p in facts["paper"].items()) + ".", ""]
     return "\n".join(out)
+
+
+def _untabulated(method: str) -> str:
+    from ..core.sections import ABLATIONS
+
+    if method in ABLATIONS:
+        return f"an ablation of {ABLATIONS[method]} (at the full pretraining budget), not in the paper"
+    return "not tabulated in docs/paper.md, only the x position is marked"
 
 
 def _finding_label(title: str) -> str:
@@ -240,8 +250,10 @@ def _ladder_cell(d: Optional[dict]) -> str:
     return f"{d['delta']:+.3f} ± {d['half']:.3f}" + ("" if d["paired"] else " (unpaired)")
 
 
-def _paper_cell(p: Optional[dict]) -> str:
-    return f"{p['delta']:+.3f}" if p else "not tabulated"
+def _paper_cell(p: Optional[dict], method: str = "") -> str:
+    from ..core.sections import ABLATIONS
+
+    return f"{p['delta']:+.3f}" if p else ("an ablation, not in the paper" if method in ABLATIONS else "not tabulated")
 
 
 def ladder_figure(facts: dict, out: Path) -> Optional[Path]:

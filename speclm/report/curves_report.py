@@ -5,7 +5,7 @@ interpolated at fixed pretraining costs), and what the numbers say about two of 
 paper's remarks (docs/paper.md §7, Fig. 4): perplexity before fine-tuning as a predictor of
 perplexity after it, and whether the head start of slm-mix / slm-pn over slm shrinks as
 the specialization set grows. Every number comes from ``eval/curves.jsonl`` and, for the
-flat lines of the methods without a generic cost (slm-is, slm-dsir), the results file.
+flat lines of the methods without a generic cost (slm-is, slm-dsir, slm-is-full), the results file.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Optional
 from .curve_reading import CURVES, END_TOLERANCE, HINT, curve_points, load_curves, spearman, swaps, table8
 from .evidence import Estimate, macro
 
-FLAT = ("slm-is", "slm-dsir")  # no generic cost: drawn as flat lines (the paper does so for SLM-is)
+FLAT = ("slm-is", "slm-dsir", "slm-is-full")  # no generic cost: drawn as flat lines (the paper does so for SLM-is)
 SHARED = ("slm-mix", "slm-pn")
 
 

@@ -12,6 +12,11 @@ Each check returns a verdict and a paragraph with the numbers that decide it:
 "Similar" and "matches" are equivalence tests with a stated margin (:data:`MARGIN`: 2% in
 perplexity), never read from the absence of a difference. Finding 4 is checked per method
 (slm-pn and slm-mix apart).
+
+An ablation (speclm.core.sections.ABLATIONS: slm-is-full, slm-is at the full pretraining budget)
+is no competitor: :class:`Grid` keeps it out of ``methods``, so no finding tests it or counts it
+in a Holm family; finding 3 adds one sentence with its paired differences to slm and slm-is, to
+tell selection apart from budget.
 """
 
 from __future__ import annotations
@@ -75,7 +80,11 @@ class Grid:
     def __init__(self, groups: dict, domains: list[str], sizes: list[str], methods: list[str], entropies: dict,
                  run_path=None, premises: Optional[dict] = None, replicates: int = 1000,
                  small: Optional[Callable[[str], bool]] = None, routing_k: Optional[dict] = None):
-        self.groups, self.domains, self.sizes, self.methods, self.entropies = groups, domains, sizes, methods, entropies
+        from ..core.sections import ABLATIONS
+
+        self.groups, self.domains, self.sizes, self.entropies = groups, domains, sizes, entropies
+        self.methods = [m for m in methods if m not in ABLATIONS]  # the competitors every finding reads
+        self.ablations = [m for m in methods if m in ABLATIONS]  # reported beside, never compared as rivals
         self.run_path = run_path
         self.premises = premises or {"table": []}
         self.ev = Evidence(groups, domains, run_path, replicates)
@@ -179,6 +188,33 @@ def _generic_cost(g: Grid, m: str, s: str) -> Optional[float]:
 
 
 def importance_sampling_best(g: Grid) -> Finding:
+    """Finding 3, with :func:`budget_sentence` (selection apart from budget) after every verdict."""
+    f = _importance_sampling_best(g)
+    f.text += budget_sentence(g)
+    return f
+
+
+def budget_sentence(g: Grid) -> str:
+    """Finding 3's sentence on budget: slm-is at its per-domain share of the pretraining
+    budget decides it; the ablation slm-is-full (the same resample at the full budget), when
+    the run has it, is given as its paired differences to slm and slm-is at the smallest size."""
+    share = g.premises.get("per_domain_budget")
+    if not isinstance(share, (int, float)):
+        at = "its per-domain share of the pretraining budget (methods.per_domain_budget)"
+    elif abs(share - 0.25) < 0.01:
+        at = "the paper's quarter budget (methods.per_domain_budget = 0.25; the paper: 130 of 530 GPU-hours)"
+    else:
+        at = f"methods.per_domain_budget = {share:g} of the pretraining budget (the paper: about 0.25)"
+    text = f" Budget: slm-is at {at} decides this finding"
+    size = g.sizes[0] if g.sizes else None
+    full = [d for b in ("slm", "slm-is") if "slm-is-full" in g.ablations and size and (d := g.diff("slm-is-full", b, size))]
+    if not full:
+        return text + "."
+    return (text + f"; the ablation slm-is-full (the same resample at the full budget; no competitor) at {size}: "
+            + "; ".join(d.text() for d in full) + ".")
+
+
+def _importance_sampling_best(g: Grid) -> Finding:
     if failed := g.failed(3):
         return _untestable(3, failed)
     if not g.has("slm-is"):

@@ -176,6 +176,10 @@ def _est_text(e: Optional[dict]) -> str:
 
 
 def _label(facts: dict, m: str) -> str:
+    from ..core.sections import ABLATIONS
+
+    if m in ABLATIONS:
+        return f"{m} (ablation)"
     return m if facts["small"].get(m, True) else f"{m} (large)"
 
 

@@ -9,8 +9,10 @@ domain. Serving N domains costs (docs/paper.md §1, Eq. 1)
 with C_generic the largest generic cost among the method's rows (pretraining paid once)
 and C_spec the mean specialization cost per domain. A method is *admissible* when its
 macro covers every domain of the grid, its specialized model is small when the user needs
-a small one (``inference="small"``), and C_total(N) <= budget when a budget is given. The
-recommendation is the admissible method with the lowest macro perplexity; the picture
+a small one (``inference="small"``), C_total(N) <= budget when a budget is given, and it is
+no ablation (speclm.core.sections.ABLATIONS: slm-is-full is listed, with its costs, but never
+recommended: it measures what budget does to slm-is, and is not one of the paper's recipes).
+The recommendation is the admissible method with the lowest macro perplexity; the picture
 ``plan.png`` colors each (N, budget) cell by that recommendation (the data-driven
 Figure 1, docs/paper.md §8).
 """
@@ -47,6 +49,7 @@ class PlanRow:
     admissible: bool
     why_not: str  # "" when admissible
     share: float = 1.0  # of the method's full pretraining: < 1 for a snapshot of eval/curves.jsonl
+    ablation: bool = False  # an ablation (speclm.core.sections.ABLATIONS): shown, never recommended
 
     @property
     def label(self) -> str:
@@ -140,6 +143,8 @@ def plan_rows(
 
 def _plan_row(m: str, rs: list[dict], domains: list[str], n_domains: int, inference: str, budget: Optional[float],
               cost: str, share: float = 1.0) -> PlanRow:
+    from ..core.sections import ABLATIONS
+
     generic = max(float(r["cost"]["generic"][cost]) for r in rs)
     spec = sum(float(r["cost"]["specialization"][cost]) for r in rs) / len(rs)
     total = generic + n_domains * spec
@@ -147,14 +152,15 @@ def _plan_row(m: str, rs: list[dict], domains: list[str], n_domains: int, infere
     shared = any(r.get("shared_pretraining", generic > 0) for r in rs)
     mac = macro_rows(rs)[(m, rs[0]["size"])]
     done = len(mac["domains"])
-    why = []
+    why = [f"ablation of {ABLATIONS[m]}, not a recipe"] if m in ABLATIONS else []
     if done < len(domains):
         why.append(f"incomplete ({done}/{len(domains)} domains)")
     if inference == "small" and not small:
         why.append("large at inference")
     if budget is not None and total > budget:
         why.append(f"over budget ({format_cost(total, cost)} > {format_cost(budget, cost)})")
-    return PlanRow(m, mac["ppl"], generic, spec, total, small, shared, done, len(domains), not why, "; ".join(why), share)
+    return PlanRow(m, mac["ppl"], generic, spec, total, small, shared, done, len(domains), not why, "; ".join(why), share,
+                   m in ABLATIONS)
 
 
 def format_cost(value: float, cost: str) -> str:
@@ -196,6 +202,7 @@ def _pick(plan: list[PlanRow]) -> Optional[PlanRow]:
 
 def nothing_fits(plan: list[PlanRow], n_domains: int, inference: str, budget: Optional[float], cost: str) -> str:
     """What to relax, in one line."""
+    plan = [p for p in plan if not p.ablation]
     if not plan:
         return "no method has results at this size"
     complete = [p for p in plan if p.complete]
@@ -236,7 +243,7 @@ def recommend(
     rec = _pick(plan)
     if rec is None:
         raise SpeclmError(nothing_fits(plan, n_domains, inference, budget, cost))
-    better = [p for p in plan if p.ppl < rec.ppl and p.complete and (p.small or inference == "any")]
+    better = [p for p in candidates(plan, inference) if p.ppl < rec.ppl]
     unit = COST_UNIT[cost]
     if not rec.small:
         reason = (f"large inference budget: a large model pretrained on generic data then fine-tuned "
@@ -292,8 +299,9 @@ def load_rows(run, name: str = "results") -> tuple[list[dict], Path]:
 
 def candidates(plan: list[PlanRow], inference: str) -> list[PlanRow]:
     """Methods that can be recommended at some budget: complete, meeting the inference
-    constraint; best macro perplexity first."""
-    return sorted((p for p in plan if p.complete and (p.small or inference == "any")), key=lambda p: p.ppl)
+    constraint, no ablation; best macro perplexity first."""
+    return sorted((p for p in plan if p.complete and not p.ablation and (p.small or inference == "any")),
+                  key=lambda p: p.ppl)
 
 
 # --- the paper's advice (no grid needed) ------------------------------------------------

@@ -159,6 +159,15 @@ def measure(groups: dict, curves: list[dict], config, clusters: dict, evidence, 
                        max_passes is not None and max_passes <= MAX_IS_PASSES, "", ["3"]))
     out.append(Premise("is_kish_ess_fraction", "slm-is: Kish effective sample size / generic windows (worst domain)",
                        kish, f"{kish:.3f}" if kish is not None else "n/a", "descriptive", None))
+    # the ablation at the full budget (slm-is-full): its reads, only where the run has it
+    full = [((r.get("extra") or {}).get("importance") or {}) for r in _rows_of(groups, "slm-is-full")]
+    full_max = max((float(i["max_passes"]) for i in full if _num(i.get("max_passes"))), default=None)
+    full_mean = max((float(i["mean_passes"]) for i in full if _num(i.get("mean_passes"))), default=None)
+    if full:
+        out.append(Premise("is_full_max_passes", "slm-is-full (ablation, full budget): reads of its most-drawn generic "
+                           "window (worst domain)", full_max,
+                           f"{full_max:.0f} (mean {full_mean:.2f})" if full_max is not None and full_mean is not None
+                           else "n/a", "descriptive", None))
 
     # mixture: what the SLM loses at one expert's share of the budget
     loss = _budget_loss(_curve(curves, "slm"), 1.0 / max(1, m.mix_k))
@@ -200,6 +209,9 @@ def measure(groups: dict, curves: list[dict], config, clusters: dict, evidence, 
         "large_beats_small_by_size": lbs,
         "is_max_passes": max_passes,
         "is_mean_passes": mean_passes,
+        "is_full_max_passes": full_max,
+        "is_full_mean_passes": full_mean,
+        "per_domain_budget": m.per_domain_budget,
         "domains": len(domains),
         "pretrain_to_spec": ratio,
         "pretrain_to_spec_by_size": ratio_by_size,
