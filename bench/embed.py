@@ -9,9 +9,13 @@ ours / peer, and the cosine between each variant's embeddings and the peer's.
 
 On a CPU (the default) the variants are the clusters stage's backends (clusters.backend,
 docs/clusters.md) at the demo's read (the first ``--pieces`` 64 word pieces), each at 1 and
-2 threads: torch fp32, onnx (ONNX Runtime fp32), onnx-int8, openvino (fp32), openvino-int8;
-the peer is ``SentenceTransformer.encode`` fp32 reading the same 64 pieces. Each backend's
-cluster agreement with torch fp32: k-means (k=16, k=64) fitted on torch's embeddings of
+2 threads: torch fp32, onnx (ONNX Runtime fp32), onnx-int8, openvino (fp32), openvino-int8
+(left out, with a line saying why, where the stage refuses it); the peer is
+``SentenceTransformer.encode`` fp32 reading the same 64 pieces. OpenVINO at 2 threads runs as
+the stage runs it (2 streams of 1 thread) and as 1 stream of 2 threads. Under ``--isa avx2``
+one more row, "openvino, fp16 weights (AVX2 speed proxy)": see :func:`fp16_weights_proxy`.
+``--busy N`` keeps N processes spinning on the cores while timing (a shared machine).
+Each backend's cluster agreement with torch fp32: k-means (k=16, k=64) fitted on torch's embeddings of
 ``--agree-n`` windows, every backend's embeddings assigned to those same centroids, the
 share of windows in the same cluster. The last line is
 
@@ -22,12 +26,14 @@ most threads measured; A its agreement at k=64.
 
     python bench/embed.py                         # shipped tiny corpus, 128-token windows
     python bench/embed.py --isa avx2              # torch/MKL/oneDNN (OpenVINO's too) capped to AVX2
-    python bench/embed.py --run runs/demo --n 256 # windows of a built run
+    python bench/embed.py --run runs/demo --n 512 # windows of a built run
+    python bench/embed.py --busy 1 --threads 2    # with one other process busy on a core
 
 ``--isa avx2`` sets ATEN_CPU_CAPABILITY=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2
-ONEDNN_MAX_CPU_ISA=AVX2 OV_CPU_MAX_ISA=AVX2 before anything loads. ONNX Runtime has no such
-knob (its MLAS kernels pick the ISA from cpuid), nor do the MLAS kernels OpenVINO uses for some
-fp32 layers: those rows stay native (marked).
+ONEDNN_MAX_CPU_ISA=AVX2 OV_CPU_MAX_ISA=AVX2 FAISS_OPT_LEVEL=avx2 before anything loads. ONNX
+Runtime has no such knob (its MLAS kernels pick the ISA from cpuid): those rows stay native
+(marked); nor do the MLAS kernels OpenVINO uses for 18 of the fp32 model's 36 fully connected
+layers (not marked: the proxy row bounds the effect).
 
 On a GPU the variants are the peer (encode, fp32, batch 32), the stage in bf16 at its
 default batch (64) and at batch 256; ``--full-windows`` converts the stage's rate into
@@ -43,12 +49,13 @@ import statistics
 import sys
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
 # --isa avx2: read by torch (ATen, MKL, oneDNN) and OpenVINO's oneDNN when they load, so set first
 ISA_AVX2 = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2",
-            "OV_CPU_MAX_ISA": "AVX2"}
+            "OV_CPU_MAX_ISA": "AVX2", "FAISS_OPT_LEVEL": "avx2"}
 if "--isa" in sys.argv and sys.argv[sys.argv.index("--isa") + 1:][:1] == ["avx2"]:
     os.environ.update(ISA_AVX2)
 
@@ -81,7 +88,7 @@ def windows_texts(run_path: str | None, n: int, window: int) -> tuple[list[str],
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--run", default=None, help="a run folder with tokens (default: build the tiny corpus)")
-    ap.add_argument("--n", type=int, default=64, help="windows to embed")
+    ap.add_argument("--n", type=int, default=256, help="windows to embed (CPU: timed)")
     ap.add_argument("--pieces", type=int, default=64, help="word pieces read per window on CPU (the demo's read)")
     ap.add_argument("--agree-n", type=int, default=1024, help="CPU: windows for the cluster agreement")
     ap.add_argument("--threads", default="1,2", help="CPU: thread counts to time")
@@ -89,6 +96,7 @@ def main() -> None:
     ap.add_argument("--isa", choices=["native", "avx2"], default="native", help="CPU: cap kernels to AVX2 (see above)")
     ap.add_argument("--window", type=int, default=128, help="tokens per window when building the tiny corpus")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--busy", type=int, default=0, help="CPU: processes spinning on the cores while timing")
     ap.add_argument("--device", default="cpu", help="cpu or cuda")
     ap.add_argument("--texts", default=None, help="a JSON list of texts to embed (instead of --run)")
     ap.add_argument("--dump-texts", default=None, help="write the selected texts to this JSON file and stop")
@@ -153,6 +161,32 @@ def main() -> None:
           f"(peer: {args.full_windows / peer / 60:.1f} min)")
 
 
+def fp16_weights_proxy(model, pieces: int, t: int):
+    """OpenVINO on the fp32 export saved with fp16 weights: a speed proxy for AVX2, not a
+    backend. Its CPU plugin runs 18 of the fp32 model's 36 fully connected layers on its own
+    MLAS copy, which ONEDNN_MAX_CPU_ISA does not cap (AVX-512 here under --isa avx2); with
+    fp16 weights all 36 run on oneDNN (capped: brgemm_avx2), at the cost of converting the
+    weights on the fly, so this row bounds OpenVINO fp32's true AVX2 speed from below."""
+    import openvino as ov
+
+    from speclm.clusters.embed import Embedder, model_version
+    from speclm.clusters.runtime import exported_model, openvino_encoder
+
+    dest = os.path.join(tempfile.mkdtemp(prefix="speclm-bench-f16w-"), "model.xml")
+    ov.save_model(ov.Core().read_model(str(exported_model(model, model_version(), "openvino"))), dest,
+                  compress_to_fp16=True)
+    e = Embedder(model, mode="first", chunk_pieces=pieces, dtype="fp32", device="cpu", backend="openvino", threads=t)
+    e.encoder = openvino_encoder(Path(dest), t)
+    return e.embed
+
+
+def busy_processes(n: int) -> list:
+    """``n`` processes that spin on a core each (--busy: a machine where something else runs)."""
+    import subprocess
+
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+
+
 def cpu_bench(args, texts: list[str], where: str) -> None:
     import copy
 
@@ -160,55 +194,83 @@ def cpu_bench(args, texts: list[str], where: str) -> None:
 
     from speclm.clusters.embed import Embedder, load_model
     from speclm.clusters.kmeans import assign_levels, fit_levels, normalize
-    from speclm.clusters.runtime import cpu_default
+    from speclm.clusters.runtime import cpu_default, resolve_backend
+    from speclm.core.errors import SpeclmError
 
     CPU_DEFAULT = cpu_default()  # openvino-int8 with VNNI/AMX, openvino under --isa avx2 or on AVX2 only
     model = load_model("cpu").float()
     peer_model = copy.deepcopy(model)
     peer_model.max_seq_length = args.pieces  # encode reads the same first 64 word pieces
     threads = [int(t) for t in args.threads.split(",")]
-    backends = ["torch"] + [b for b in args.backends.split(",") if b]
+    backends = ["torch"]
+    for b in (b for b in args.backends.split(",") if b):
+        try:
+            resolve_backend(b, "cpu")
+            backends.append(b)
+        except SpeclmError as exc:  # openvino-int8 without VNNI/AMX (or under --isa avx2)
+            print(f"skipped {b}: {exc}")
     native = {"onnx", "onnx-int8"} if args.isa == "avx2" else set()
     timed = texts[: args.n]
     print(f"windows: {len(timed)} timed, {len(texts)} for agreement, from {where}; first {args.pieces} word pieces")
     print(f"torch {torch.__version__}; isa {args.isa}" + (f" ({' '.join(f'{k}={v}' for k, v in ISA_AVX2.items())})"
-                                                          if args.isa == "avx2" else ""))
+                                                          if args.isa == "avx2" else "")
+          + (f"; {args.busy} busy process(es) on the cores while timing" if args.busy else ""))
+
+    def stage(b: str, t: int, streams: int | None = None):
+        return Embedder(model, mode="first", chunk_pieces=args.pieces, dtype="fp32", device="cpu", backend=b,
+                        threads=t, streams=streams).embed
+
+    # variants: (label, threads); an OpenVINO backend at t > 1 threads runs as the stage runs it
+    # (t streams of 1 thread) and as one stream of t threads ("... 1 stream")
     variants: dict[tuple[str, int], object] = {}
     for t in threads:
         variants[("peer", t)] = lambda x: peer_model.encode(x, convert_to_numpy=True)
         for b in backends:
-            variants[(b, t)] = Embedder(model, mode="first", chunk_pieces=args.pieces, dtype="fp32", device="cpu",
-                                        backend=b, threads=t).embed
+            variants[(b, t)] = stage(b, t)
+            if b.startswith("openvino") and t > 1:
+                variants[(f"{b}, 1 stream of {t} threads", t)] = stage(b, t, streams=1)
+        if args.isa == "avx2" and "openvino" in backends:
+            variants[("openvino, fp16 weights (AVX2 speed proxy)", t)] = fp16_weights_proxy(model, args.pieces, t)
     for (name, t), fn in variants.items():  # warm-up (and the exports, on first use)
         torch.set_num_threads(t)
         fn(timed[:8])
     rates: dict[tuple[str, int], list[float]] = {k: [] for k in variants}
-    for _ in range(args.repeats):  # alternate, so machine load hits every variant alike
-        for (name, t), fn in variants.items():
-            torch.set_num_threads(t)
-            t0 = time.perf_counter()
-            fn(timed)
-            rates[(name, t)].append(len(timed) / (time.perf_counter() - t0))
-    # agreement: every backend's embeddings of the same windows, on torch fp32's centroids
+    hogs = busy_processes(args.busy)
+    try:
+        for _ in range(args.repeats):  # alternate, so machine load hits every variant alike
+            for (name, t), fn in variants.items():
+                torch.set_num_threads(t)
+                t0 = time.perf_counter()
+                fn(timed)
+                rates[(name, t)].append(len(timed) / (time.perf_counter() - t0))
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    # agreement: every variant's embeddings of the same windows, on torch fp32's centroids
     tmax = max(threads)
     torch.set_num_threads(tmax)
-    emb = {b: variants[(b, tmax)](texts) for b in backends}
+    labels = [name for (name, t) in variants if t == tmax and name != "peer"]
+    emb = {name: variants[(name, tmax)](texts) for name in labels}
     levels = fit_levels(normalize(emb["torch"]), [16, 64], nested=False, niter=25, seed=0)
     ref = assign_levels(normalize(emb["torch"]), levels)
     agree = {b: {k: float((assign_levels(normalize(emb[b]), levels)[k] == ref[k]).mean()) for k in (16, 64)}
-             for b in backends}
-    cos = {b: (emb[b] * emb["torch"]).sum(1) for b in backends}
+             for b in labels}
+    cos = {b: (emb[b] * emb["torch"]).sum(1) for b in labels}
     peer = {t: statistics.median(rates[("peer", t)]) for t in threads}
     print(f"\n| backend | threads | windows/s (median of {args.repeats}) | ratio vs encode fp32 | "
           f"agreement k=16 / k=64 | cosine vs torch: min |")
     print("|---|---|---|---|---|---|")
     for t in threads:
         print(f"| SentenceTransformer.encode fp32 (peer) | {t} | {peer[t]:.1f} | 1.00x | | |")
-        for b in backends:
+        for (b, tb) in variants:
+            if tb != t or b == "peer":
+                continue
             r = statistics.median(rates[(b, t)])
             mark = " (native ISA)" if b in native else ""
+            quality = f"{agree[b][16]:.3f} / {agree[b][64]:.3f} | {cos[b].min():.4f}" if b in agree else " | "
             print(f"| {b}{' (default)' if b == CPU_DEFAULT else ''}{mark} | {t} | {r:.1f} | {r / peer[t]:.2f}x | "
-                  f"{agree[b][16]:.3f} / {agree[b][64]:.3f} | {cos[b].min():.4f} |")
+                  f"{quality} |")
     best = CPU_DEFAULT if CPU_DEFAULT in backends else "torch"
     r = statistics.median(rates[(best, tmax)])
     print(f"\nCPU backend {best}: {r:.1f} windows/s at {tmax} threads (encode fp32: {peer[tmax]:.1f})")

@@ -99,7 +99,8 @@ def test_cpu_default_backends_agree_with_torch(model, backend):
 
     texts = TEXTS + [" ".join(TEXTS)]  # one longer than the 64-piece chunk
     ref = _emb(model, mode="first", chunk_pieces=64, dtype="fp32", backend="torch").embed(texts)
-    e = _emb(model, mode="first", chunk_pieces=64, dtype="fp32", backend=backend, batch_size=3)
+    # batches of 3: three of them, two in flight at once on OpenVINO's two streams
+    e = _emb(model, mode="first", chunk_pieces=64, dtype="fp32", backend=backend, batch_size=3, threads=2)
     assert e.backend == (cpu_default() if backend == "auto" else backend) in (CPU_DEFAULT_INT8, CPU_DEFAULT_FP32)
     ours = e.embed(texts)
     cos = (ours * ref).sum(1)
@@ -108,6 +109,19 @@ def test_cpu_default_backends_agree_with_torch(model, backend):
     assert cos.min() >= 0.99, cos
     if e.backend.endswith("int8"):
         assert not np.allclose(ours, ref, atol=1e-4)  # int8 really ran
+
+
+def test_openvino_streams_change_where_a_batch_runs_not_what_it_computes(model):
+    """Batches finish in any order on several OpenVINO streams: every window still gets its
+    own embedding, the one a single stream gives (the stream count is not in the cache key)."""
+    texts = [f"{t} ({i})" for i, t in enumerate(TEXTS * 3)]  # 18 distinct texts of several lengths
+    one = _emb(model, mode="first", chunk_pieces=64, dtype="fp32", backend="openvino", batch_size=2,
+               threads=2, streams=1).embed(texts)
+    two = _emb(model, mode="first", chunk_pieces=64, dtype="fp32", backend="openvino", batch_size=2,
+               threads=2, streams=2).embed(texts)
+    assert (one * two).sum(1).min() >= 0.99999
+    sims = two @ one.T  # each window's embedding is nearest to its own, not a neighbour's batch
+    assert (sims.argmax(1) == np.arange(len(texts))).all()
 
 
 def test_unknown_or_gpu_runtime_backend_is_refused():

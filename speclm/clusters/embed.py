@@ -129,6 +129,7 @@ class Embedder:
         device: str = "auto",
         backend: str = "torch",
         threads: int | None = None,
+        streams: int | None = None,
     ):
         if mode not in MODES:
             raise SpeclmError(f"clusters.window_embedding must be one of {', '.join(MODES)}, got {mode!r}")
@@ -145,8 +146,10 @@ class Embedder:
         self.backend = resolve_backend(backend, self.device)
         self.model = model if model is not None else load_model(self.device)
         self.mode, self.chunk_pieces, self.dtype, self.batch_size = mode, chunk_pieces, dtype, batch_size
-        # a CPU runtime (ONNX Runtime / OpenVINO) runs the exported encoder; torch keeps the tokenizer
-        self.encoder = None if self.backend == "torch" else make_encoder(self.backend, self.model, model_version(), threads)
+        # a CPU runtime (ONNX Runtime / OpenVINO) runs the exported encoder; torch keeps the tokenizer.
+        # threads: the runtime's (default: torch's count); streams: OpenVINO's concurrent batches
+        self.encoder = None if self.backend == "torch" else make_encoder(
+            self.backend, self.model, model_version(), threads, streams)
         self.tokenizer = self.model.tokenizer
         self.dim = int(self.model.get_embedding_dimension() if hasattr(self.model, "get_embedding_dimension")
                        else self.model.get_sentence_embedding_dimension())
@@ -193,14 +196,16 @@ class Embedder:
         lengths = np.fromiter((len(c) for c in chunks.ids), dtype=np.int64, count=n)
         order = np.argsort(-lengths, kind="stable")
         pad = self.tokenizer.pad_token_id or 0
-        if self.encoder is not None:
-            for b in range(0, n, self.batch_size):
-                idx = order[b : b + self.batch_size]
-                ids, mask = self._batch(chunks, lengths, idx, pad)
-                emb = self.encoder(ids, mask)
+        if self.encoder is not None:  # a runtime: batches built while earlier ones run, done in any order
+            starts = range(0, n, self.batch_size)
+
+            def done(i: int, emb: np.ndarray) -> None:
+                idx = order[starts[i] : starts[i] + self.batch_size]
                 out[idx] = emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
                 if on_batch is not None:
                     on_batch(len(idx))
+
+            self.encoder((self._batch(chunks, lengths, order[b : b + self.batch_size], pad) for b in starts), done)
             return out
         with torch.inference_mode(), autocast(self.device, self.dtype):
             for b in range(0, n, self.batch_size):

@@ -13,7 +13,8 @@ Backends (``clusters.backend``):
 * ``onnx``          ONNX Runtime, fp32;
 * ``onnx-int8``     ONNX Runtime, int8 dynamic quantization;
 * ``openvino``      OpenVINO, fp32 (its CPU plugin's default bf16 on AMX machines is
-  switched off: the result is fp32 everywhere);
+  switched off: the result is fp32 everywhere); both OpenVINO backends run one
+  single-threaded stream per thread (:func:`default_streams`), batches in flight at once;
 * ``openvino-int8`` OpenVINO, int8 weights (NNCF weight compression of the fp32 export)
   with the CPU plugin's dynamic int8 quantization of the activations;
 * ``auto``          the CPU default chosen by measurement (:func:`cpu_default`: openvino-int8
@@ -26,8 +27,9 @@ transformers < 4.58 (this project runs 5.x), so the export here is done with tor
 from __future__ import annotations
 
 import os
+from collections import deque
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 
@@ -39,6 +41,7 @@ BACKENDS = ("auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-int8")
 # dynamic int8 then falls back to a path slower than torch fp32).
 CPU_DEFAULT_INT8, CPU_DEFAULT_FP32 = "openvino-int8", "openvino"
 INT8_DOT_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+MAX_STREAMS = 4  # OpenVINO infer requests in flight at most (default_streams)
 EXPORT_VERSION = 1  # bump when the export below changes: a new cache folder
 OPSET = 17
 INSTALL_HINT = "install it with `pip install -e .` (or `make setup`)"
@@ -190,7 +193,11 @@ def _threads(threads: int | None) -> int:
     return torch.get_num_threads()
 
 
-def onnx_encoder(path: Path, threads: int | None = None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+Batch = tuple[np.ndarray, np.ndarray]  # input_ids, attention_mask: int64 [b, s]
+Done = Callable[[int, np.ndarray], None]  # (batch number, unit float32 [b, dim])
+
+
+def onnx_encoder(path: Path, threads: int | None = None) -> Callable[[Iterable[Batch], Done], None]:
     try:
         import onnxruntime as ort
     except ImportError:
@@ -202,35 +209,76 @@ def onnx_encoder(path: Path, threads: int | None = None) -> Callable[[np.ndarray
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
 
-    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        return sess.run(None, {"input_ids": ids, "attention_mask": mask})[0]
+    def run(batches: Iterable[Batch], done: Done) -> None:
+        for i, (ids, mask) in enumerate(batches):
+            done(i, sess.run(None, {"input_ids": ids, "attention_mask": mask})[0])
 
     return run
 
 
-def openvino_encoder(path: Path, threads: int | None = None) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+def default_streams(threads: int) -> int:
+    """OpenVINO streams for ``threads`` threads: one single-threaded stream per thread, at
+    most MAX_STREAMS (a stage call embeds one 512-window shard: 8 batches of 64).
+
+    Measured on 2 cores (docs/clusters.md): 2 streams of 1 thread run as fast as 1 stream of
+    2 threads on an idle machine, and 1.44-1.65x as fast with another process busy on one
+    core, where every operation of a 2-thread stream waits for its slower thread."""
+    return max(1, min(int(threads), MAX_STREAMS))
+
+
+def openvino_encoder(path: Path, threads: int | None = None,
+                     streams: int | None = None) -> Callable[[Iterable[Batch], Done], None]:
+    """OpenVINO's CPU plugin, fp32 arithmetic (``INFERENCE_PRECISION_HINT`` f32: its bf16
+    default on AMX machines would change the numbers), ``threads`` threads split over
+    ``streams`` infer requests that run batches concurrently (an ``AsyncInferQueue``). The
+    stream count changes which batch runs where, not what a batch computes."""
     try:
         import openvino as ov
     except ImportError:
         raise SpeclmError(f"openvino is not installed: {INSTALL_HINT}")
-    core = ov.Core()
-    compiled = core.compile_model(str(path), "CPU", {
-        "INFERENCE_NUM_THREADS": _threads(threads), "INFERENCE_PRECISION_HINT": "f32",
-        "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": 1,
+    threads = _threads(threads)
+    streams = default_streams(threads) if streams is None else max(1, min(int(streams), threads))
+    compiled = ov.Core().compile_model(str(path), "CPU", {
+        "INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": "f32", "NUM_STREAMS": streams,
+        "PERFORMANCE_HINT": "LATENCY" if streams == 1 else "THROUGHPUT",
     })
-    request = compiled.create_infer_request()
+    queue = ov.AsyncInferQueue(compiled, streams)
 
-    def run(ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        out = request.infer({"input_ids": ids, "attention_mask": mask})
-        return np.array(out[compiled.output(0)], dtype=np.float32, copy=True)
+    def run(batches: Iterable[Batch], done: Done) -> None:
+        finished: deque = deque()  # (batch number, embeddings or the runtime's error), from its threads
+
+        def collect(request, i):
+            try:
+                finished.append((i, np.array(request.get_output_tensor(0).data, dtype=np.float32, copy=True)))
+            except BaseException as exc:  # noqa: BLE001 (re-raised below, in the caller's thread)
+                finished.append((i, exc))
+
+        def drain():
+            while finished:
+                i, emb = finished.popleft()
+                if isinstance(emb, BaseException):
+                    raise SpeclmError(f"OpenVINO failed on embedding batch {i}: {emb}")
+                done(i, emb)
+
+        queue.set_callback(collect)
+        try:
+            for i, (ids, mask) in enumerate(batches):
+                queue.start_async({"input_ids": ids, "attention_mask": mask}, i)  # waits for a free request
+                drain()
+        finally:
+            queue.wait_all()
+        drain()
 
     return run
 
 
-def make_encoder(backend: str, model, version: str, threads: int | None = None):
-    """A function (input_ids int64 [b, s], attention_mask int64 [b, s]) -> unit float32 [b, dim]
-    for a runtime backend (not torch)."""
+def make_encoder(backend: str, model, version: str, threads: int | None = None, streams: int | None = None):
+    """The runtime encoder of a backend (not torch): ``run(batches, done)`` embeds every batch
+    (input_ids, attention_mask: int64 [b, s]) and calls ``done(i, unit float32 [b, dim])`` for
+    batch i, in the order batches finish. ``streams``: OpenVINO only (default: one per thread)."""
     if backend not in ("onnx", "onnx-int8", "openvino", "openvino-int8"):
         raise SpeclmError(f"no runtime encoder for clusters.backend={backend!r}")
     path = exported_model(model, version, backend)
-    return (onnx_encoder if backend.startswith("onnx") else openvino_encoder)(path, threads)
+    if backend.startswith("onnx"):
+        return onnx_encoder(path, threads)
+    return openvino_encoder(path, threads, streams)
