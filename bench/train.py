@@ -8,7 +8,9 @@ load hits both alike. Prints tokens/s for each, and the ratio ours / theirs.
 On a GPU it also runs the paper's SLM shape (7 layers, d=1024, 32k vocabulary, 1024-token
 windows) in bf16 and reports tokens/s and MFU (model FLOPs utilization, PaLM's count).
 
-    python bench/train.py                      # CPU: cpu-small and cpu-large, fp32 and bf16
+    python bench/train.py                      # CPU: cpu-small and cpu-large, fp32 and bf16; then the regime
+    python bench/train.py --regime-only        # CPU: the regime's tiny shape only (bench/regime.py)
+    python bench/train.py --regime-only --isa avx2   # the same with AVX2 kernels only
     python bench/train.py --shapes cpu-small --dtypes fp32 --repeats 3
     python bench/train.py --compile            # also torch.compile (slow to compile on CPU)
     python bench/train.py --shapes none --loop-steps 60   # GPU only: the peer pairs and the real loop
@@ -20,6 +22,12 @@ rate at this thread count (a saturating 2048x1024 @ 1024x1024 product, and the l
 shapes), then speclm's training loop (``speclm.train.loop.train``, fp32) and evaluation
 (``speclm.train.validate.window_nll`` under ``inference_mode``) on ``--peak-shape``, and prints
 their model FLOP/s and ``peak ratio`` = model FLOP/s / saturating matrix-product rate.
+
+The regime section (on by default; ``--no-regime`` skips it, ``--regime-only`` runs it alone;
+bench/regime.py says how): speclm's real training loop at the CPU regime's small shape (tiny:
+2 layers x d=64, vocabulary 2048 and 1024, batch 32 x 128, one thread per process), the same
+loop from the commit before the per-step work (``--before``), and LlamaForCausalLM of the
+identical config in a plain PyTorch step; tokens/s and the ratios.
 
 ``--loop-steps N`` (GPU) also runs speclm's one training loop (``speclm.train.loop.train``:
 bf16 autocast, torch.compile, fused AdamW, gradient clipping, metrics, a checkpoint at the
@@ -48,7 +56,8 @@ import torch.nn.functional as F  # noqa: E402
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from speclm.inference.export import llama_config
+from regime import add_arguments as regime_arguments, regime_section  # noqa: E402
+from speclm.inference.export import llama_config  # noqa: E402
 from speclm.model.output_loss import CHUNK_ROWS  # noqa: E402
 from speclm.model.transformer import Transformer, flops_per_token, named_shape  # noqa: E402
 from speclm.train.loop import PEAK_BF16  # noqa: E402
@@ -152,7 +161,11 @@ def main() -> None:
     ap.add_argument("--peak-shape", default="cpu-small", help="shape for --peak (a named shape or dial:N)")
     ap.add_argument("--peak-steps", type=int, default=30, help="loop steps for --peak")
     ap.add_argument("--eval-batch", type=int, default=32, help="windows per forward pass for --peak's evaluation")
+    regime_arguments(ap)
     args = ap.parse_args()
+    if args.regime_only:
+        regime_section(args)
+        return
     shapes = [] if args.shapes in ("", "none") else args.shapes.split(",")
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -199,6 +212,8 @@ def main() -> None:
         if args.loop_steps:
             for b in [int(v) for v in args.loop_batches.split(",") if v] or [args.gpu_batch]:
                 loop_bench(dev, b, args.loop_steps, peak)
+    if args.regime:
+        regime_section(args)
 
 
 def matmul_rate(m: int, k: int, n: int, seconds: float = 1.0) -> float:

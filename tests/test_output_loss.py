@@ -53,3 +53,22 @@ def test_not_used_under_autocast_or_low_precision():
     assert not usable(torch.randn(2, 4, dtype=torch.bfloat16), head)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert not usable(torch.randn(2, 4), head)
+
+
+def test_compiled_cpu_model_keeps_the_chunked_loss_outside_the_graph():
+    """train.compile on a CPU: the body is compiled, the chunked loss runs eagerly after it
+    (dynamo's eager backend here: what is traced is dynamo's decision, not inductor's)."""
+    import torch._dynamo
+
+    torch._dynamo.reset()
+    torch.manual_seed(0)
+    model = Transformer(named_shape("tiny", 64, max_seq_len=16))
+    x, y = torch.randint(0, 64, (3, 16)), torch.randint(0, 64, (3, 16))
+    _, ref = model(x, y, return_logits=False)
+    g_ref = torch.autograd.grad(ref, list(model.parameters()))
+    _, got = torch.compile(model, backend="eager")(x, y, return_logits=False)
+    assert type(got.grad_fn).__name__ == "_ChunkedOutputCEBackward"
+    g_got = torch.autograd.grad(got, list(model.parameters()))
+    assert torch.allclose(got, ref, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(g_got, g_ref))
+    torch._dynamo.reset()

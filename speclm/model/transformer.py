@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.errors import SpeclmError
-from . import output_loss
+from . import fused, output_loss
 
 MLP_KINDS = ("swiglu", "plain")
 
@@ -171,12 +171,18 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
-        qkv = self.qkv(x).view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # [3, B, H, T, hd]
-        # split/unbind rather than indexing: their backward passes are one cat/stack, where
-        # each index's backward fills a zero tensor of the whole qkv (5% of a demo-small step)
-        qk, v = qkv.split((2, 1))
-        q, k = apply_rotary(qk, cos.to(qkv.dtype), sin.to(qkv.dtype)).unbind(0)  # q and k rotated in one go
-        y = F.scaled_dot_product_attention(q, k, v.squeeze(0), is_causal=True)
+        qkv = self.qkv(x)
+        cos, sin = cos.to(qkv.dtype), sin.to(qkv.dtype)
+        if qkv.requires_grad and not torch.compiler.is_compiling():
+            # one pass per gradient, written straight into qkv's layout (speclm.model.fused)
+            half = self.head_dim // 2
+            q, k, v = fused.rotary_qkv(qkv, cos[:, :half], sin[:, half:], self.n_head)
+        else:
+            qkv = qkv.view(B, T, 3, self.n_head, self.head_dim).permute(2, 0, 3, 1, 4)  # [3, B, H, T, hd]
+            qk, v = qkv.split((2, 1))
+            q, k = apply_rotary(qk, cos, sin).unbind(0)  # q and k rotated in one go
+            v = v.squeeze(0)
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         return self.proj(y.transpose(1, 2).reshape(B, T, C))
 
 
@@ -196,8 +202,7 @@ class SwiGLU(nn.Module):
         self.down = nn.Linear(shape.d_mlp, shape.d_model, bias=False)
 
     def forward(self, x: torch.Tensor, linear: Optional[Callable] = None, **_: object) -> torch.Tensor:
-        gate, up = _apply(linear, self.gate_up, x).chunk(2, dim=-1)
-        return _apply(linear, self.down, F.silu(gate) * up)
+        return _apply(linear, self.down, fused.swiglu(_apply(linear, self.gate_up, x)))
 
 
 class PlainMLP(nn.Module):
