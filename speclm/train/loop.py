@@ -158,7 +158,7 @@ def train(model: torch.nn.Module, sampler, cfg: TrainConfig, out_dir: str | Path
     rank, _ = distributed.env_rank_world()
     curves = CurveLogger(cfg.logger, Path(out_dir))  # live curves; closed (flushed) even when training fails
     try:
-        with training_heap():  # fewer garbage collections and page faults per step (speclm.train.heap)
+        with training_heap():  # freed memory kept for the next step (speclm.train.heap)
             if rank != 0 and kw.get("ddp", True):
                 return _train(model, sampler, cfg, out_dir, curves=curves, **kw)
             with hold(out_dir, f"training {out_dir}", log=tqdm.write):
