@@ -196,6 +196,11 @@ def test_slm_loss_at_one_expert_budget():
     short = measured(regime_rows(), slm_curve([(0.5, 5e11, 3.04), (1.0, 1e12, 3.0)]), cfg(mix_k=4))
     assert short["slm_loss_at_expert_budget_nats"] is None  # no point at 1/4: never extrapolated
     assert short["met"]["slm_loss_at_expert_budget_nats"] is False
+    # ...but the 1/2 point bounds it from below, and the table says so
+    assert short["slm_loss_at_expert_budget_lower_bound_nats"] == pytest.approx(0.04)
+    row = next(r for r in short["table"] if r["key"] == "slm_loss_at_expert_budget_nats")
+    assert row["text"].startswith(">= 0.040 nats (at 1/2 of its budget")
+    assert four["slm_loss_at_expert_budget_lower_bound_nats"] is None  # measured, not bounded
 
 
 def test_projected_network_parameter_ratio_from_the_config_shapes():

@@ -170,10 +170,20 @@ def measure(groups: dict, curves: list[dict], config, clusters: dict, evidence, 
                            else "n/a", "descriptive", None))
 
     # mixture: what the SLM loses at one expert's share of the budget
-    loss = _budget_loss(_curve(curves, "slm"), 1.0 / max(1, m.mix_k))
+    slm_curve = _curve(curves, "slm")
+    loss = _budget_loss(slm_curve, 1.0 / max(1, m.mix_k))
+    bound = _budget_loss_bound(slm_curve, 1.0 / max(1, m.mix_k)) if loss is None else None
+    if loss is not None:
+        loss_text = f"{loss:.3f} nats"
+    elif bound is not None:
+        # no snapshot at the experts' share, one between it and the full budget: the loss there
+        # is at least what the SLM loses at that larger share (its generic loss falls with budget)
+        loss_text = f">= {bound[1]:.3f} nats (at 1/{1 / bound[0]:.3g} of its budget; no curve point at 1/{m.mix_k})"
+    else:
+        loss_text = f"n/a (needs an slm curve point at 1/{m.mix_k})"
     out.append(Premise("slm_loss_at_expert_budget_nats",
-                       f"slm's generic valid NLL at 1/{m.mix_k} of its budget minus at the full budget", loss,
-                       f"{loss:.3f} nats" if loss is not None else f"n/a (needs an slm curve point at 1/{m.mix_k})",
+                       f"slm's generic valid NLL at 1/{m.mix_k} of its budget minus at the full budget",
+                       loss if loss is not None else (bound[1] if bound else None), loss_text,
                        f"<= {MAX_EXPERT_BUDGET_LOSS:.2f} nats", loss is not None and loss <= MAX_EXPERT_BUDGET_LOSS,
                        "about 0.07 nats from 100 to 400 GPU-hours (Table 8)", ["4 (slm-mix)", "5"]))
     out.append(Premise("tokens_per_expert", "pretraining tokens per mixture expert",
@@ -218,6 +228,7 @@ def measure(groups: dict, curves: list[dict], config, clusters: dict, evidence, 
         "tokens_per_param": tpp,
         "pn_param_ratio": pn_ratio,
         "slm_loss_at_expert_budget_nats": loss,
+        "slm_loss_at_expert_budget_lower_bound_nats": bound[1] if bound else None,
         "met": {k: p.met for k, p in by.items() if p.met is not None},
         "table": table,
     }
@@ -267,6 +278,16 @@ def _budget_loss(points: list[tuple[float, float]], share: float) -> Optional[fl
     full_c, full_nll = points[-1]
     at = interpolate(points, full_c * share)
     return None if at is None else at - full_nll
+
+
+def _budget_loss_bound(points: list[tuple[float, float]], share: float) -> Optional[tuple[float, float]]:
+    """A lower bound on ``_budget_loss`` where no snapshot reaches down to ``share``: the loss
+    at the smallest snapshot share above it, as (that share, its loss)."""
+    if len(points) < 2 or share >= 1:
+        return None
+    full_c, full_nll = points[-1]
+    above = [(c / full_c, nll - full_nll) for c, nll in points[:-1] if share < c / full_c < 1]
+    return min(above) if above else None
 
 
 def _pn_ratio(config, small_params: Optional[float]) -> Optional[float]:
