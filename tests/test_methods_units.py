@@ -91,6 +91,25 @@ def test_importance_plan_draws_follow_domain_histogram():
     assert 0.66 < share0 < 0.74 and not np.any(assign[idx] == 2)
 
 
+def test_importance_cycle_draw_reads_each_window_in_passes():
+    from speclm.core.errors import SpeclmError
+    from speclm.methods import importance
+
+    assign = np.array([0] * 40 + [1] * 7 + [2] * 53)
+    p = importance.plan(np.array([0.2, 0.8, 0.0]), assign)
+    members = importance.cluster_members(assign, 3)
+    idx = importance.draw(np.random.default_rng(0), p, members, 1000, len(assign), within="cycle")
+    counts = np.bincount(idx, minlength=len(assign))
+    for c in (0, 1):  # inside a cluster every window is read floor or ceil of draws / windows
+        drawn = counts[assign == c]
+        assert drawn.max() - drawn.min() <= 1 and drawn.max() == -(-drawn.sum() // len(drawn))
+    assert counts[assign == 2].sum() == 0 and 0.76 < np.mean(assign[idx] == 1) < 0.84
+    iid = importance.draw(np.random.default_rng(0), p, members, 1000, len(assign))
+    assert np.bincount(iid).max() > counts.max()  # with replacement the most-drawn window is read more
+    with pytest.raises(SpeclmError, match="is_draw"):
+        importance.draw(np.random.default_rng(0), p, members, 10, len(assign), within="stratified")
+
+
 def test_importance_smoothing_uniform_share_and_empty_clusters():
     from speclm.methods import importance
 
@@ -153,3 +172,18 @@ def test_dsir_weights_equal_the_data_selection_package(tmp_path):
     assert len(set(picked)) == 5  # without replacement while the pool is large enough
     assert len(dsir.resample(got, 60, rng)) == 60
     assert len(dsir.pool_indices(30, 10, 0)) == 10
+
+
+def test_is_draw_is_keyed_only_away_from_iid(tmp_path):
+    """Runs from before methods.is_draw keep their rows' config hash and slm-is's job keys."""
+    from speclm.core.run import open_run
+    from speclm.methods.base import Context
+    from speclm.methods.jobs import config_part
+    from speclm.report.rows import config_hash
+
+    def keys(draw):
+        r = open_run(tmp_path / "r", "tiny", [f"methods.is_draw='{draw}'"], save=False)
+        return config_hash(r), config_part(Context(run=r, log=print), ("is_",))["methods"]
+
+    (h_iid, part_iid), (h_cycle, part_cycle) = keys("iid"), keys("cycle")
+    assert "is_draw" not in part_iid and part_cycle["is_draw"] == "cycle" and h_iid != h_cycle

@@ -125,6 +125,10 @@ class TrainConfig:
 
 
 NOT_RESULTS = ("logger",)  # TrainConfig fields that change no result
+# MethodsConfig fields added after runs were made, keyed only away from the value every earlier
+# run used: job keys (speclm.methods.jobs.config_part) and the rows' config hash
+# (speclm.report.rows.config_hash) leave them out at that value, so older runs keep theirs.
+KEYED_AWAY_FROM = {"is_draw": "iid"}
 
 
 # Methods that may have operating curves (methods.curve_methods): one generic pretraining,
@@ -215,6 +219,12 @@ class MethodsConfig:
     is_k: int = 4
     is_smoothing: float = 0.0  # additive smoothing of the domain histogram
     is_uniform_share: float = 0.0  # share of uniformly drawn generic windows
+    # How a window is drawn inside its drawn cluster: iid (uniformly, with replacement: the
+    # most-drawn window's count has a Poisson tail) | cycle (each cluster's windows in shuffled
+    # passes: no window is read a (j+1)-th time before every window of its cluster was read j
+    # times, so the most-drawn one is read ceil(draws of the cluster / its windows) times).
+    # Both draw each window with the same probability q(x) (docs/methods.md "SLM-is").
+    is_draw: str = "iid"
     # SLM-mix: hard mixture.
     mix_k: int = 4
     expert_rule: str = "most_frequent"  # most_frequent | best_pretrained | finetune_all | histogram (PN only)

@@ -203,11 +203,26 @@ def cpu_rate(run, vocab: int, window: int):
     from ..model.transformer import param_breakdown
     from .cpurate import measure
 
+    import torch
+
     shape = _shapes(run, vocab, window)["small"]
     if param_breakdown(shape)["total"] > CPU_PROBE_MAX_PARAMS:
         return None
     batch = max(1, min(run.config.train.batch_size, 8))
-    return measure(shape, window, batch, f"{run.config.model.small} (batch {batch} x {window})", run.config.corpus.cache_dir)
+    before = torch.get_num_threads()
+    torch.set_num_threads(worker_threads(run))  # one grid worker's threads (speclm.grid.executor)
+    try:
+        return measure(shape, window, batch, f"{run.config.model.small} (batch {batch} x {window}, "
+                       f"{torch.get_num_threads()} thread(s))", run.config.corpus.cache_dir)
+    finally:
+        torch.set_num_threads(before)
+
+
+def worker_threads(run) -> int:
+    """Torch threads of one local grid worker: the cores shared out (speclm.grid.executor)."""
+    import os
+
+    return max(1, (os.cpu_count() or 1) // max(1, run.config.methods.grid_workers))
 
 
 def _duration(flops: Optional[float], rate: float) -> str:
@@ -291,6 +306,12 @@ def dry_run(run, echo: Callable[[str], None] = print, methods: Optional[list[str
         hours = ", ".join(f"{_duration(flops, r)} on {lb}" for lb, r, _ in rates)
         echo(f"total {kind or 'all'}: {len([j for j in all_jobs if kind in (None, j.kind)])} jobs, {flops:.3g} FLOPs, "
              f"{hours}" + (f" ({unknown} without an estimate until the tokens exist)" if unknown else ""))
+    workers = max(1, cfg.methods.grid_workers)
+    if cpu is not None and workers > 1:
+        flops = sum(j.flops for j in all_jobs if j.flops is not None)
+        echo(f"this CPU with methods.grid_workers = {workers} local workers of {worker_threads(run)} thread(s) each: "
+             f"about {_duration(flops / workers, cpu.flops_per_s)} of grid wall if the jobs pack evenly (the data "
+             f"stages not counted)")
     echo("fine-tuning jobs are counted at their step caps (early stopping ends them sooner): totals are upper bounds")
     for line in sizing.lines() if sizing else []:
         echo(line)

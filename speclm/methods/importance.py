@@ -78,14 +78,30 @@ def effective_sample_size(q: np.ndarray, draws: int) -> dict:
     }
 
 
-def draw(rng: np.random.Generator, plan_: ResamplePlan, members: list[np.ndarray], n: int, n_generic: int) -> np.ndarray:
+DRAWS = ("iid", "cycle")  # methods.is_draw
+
+
+def draw(rng: np.random.Generator, plan_: ResamplePlan, members: list[np.ndarray], n: int, n_generic: int,
+         within: str = "iid") -> np.ndarray:
     """Draw ``n`` generic window indices: a cluster by the plan, then a window inside it
-    (or, with probability ``uniform_share``, a uniform generic window)."""
+    (or, with probability ``uniform_share``, a uniform generic window).
+
+    ``within``: ``iid`` draws the window uniformly with replacement; ``cycle`` reads the
+    cluster's windows in shuffled passes (a fresh permutation per pass), so a cluster drawn
+    m times reads each of its n_c windows floor(m / n_c) or ceil(m / n_c) times. Either way
+    every window of the cluster is equally likely at every draw (the same q(x))."""
+    if within not in DRAWS:
+        raise SpeclmError(f"methods.is_draw must be one of {', '.join(DRAWS)}, got {within!r}")
     clusters = rng.choice(len(plan_.cluster_probs), size=n, p=plan_.cluster_probs)
     out = np.empty(n, dtype=np.int64)
     for c in np.unique(clusters):
         where = np.nonzero(clusters == c)[0]
-        out[where] = members[c][rng.integers(0, len(members[c]), size=len(where))]
+        mem = members[c]
+        if within == "iid":
+            out[where] = mem[rng.integers(0, len(mem), size=len(where))]
+        else:
+            passes = -(-len(where) // len(mem))
+            out[where] = np.concatenate([rng.permutation(mem) for _ in range(passes)])[: len(where)]
     if plan_.uniform_share > 0:
         uni = rng.random(n) < plan_.uniform_share
         out[uni] = rng.integers(0, n_generic, size=int(uni.sum()))

@@ -11,6 +11,7 @@ import dataclasses
 from pathlib import Path
 
 from ..core import manifest
+from ..core.sections import KEYED_AWAY_FROM
 from .base import Context
 
 
@@ -24,7 +25,8 @@ def config_part(ctx: Context, methods_prefixes: tuple[str, ...] = ()) -> dict:
     (but those of :data:`BY_EFFECT`)."""
     cfg = ctx.config
     meth = {k: v for k, v in dataclasses.asdict(cfg.methods).items()
-            if k.startswith(methods_prefixes) and k not in BY_EFFECT} if methods_prefixes else {}
+            if k.startswith(methods_prefixes) and k not in BY_EFFECT
+            and not (k in KEYED_AWAY_FROM and v == KEYED_AWAY_FROM[k])} if methods_prefixes else {}
     return {
         "seed": cfg.seed,
         "model": dataclasses.asdict(cfg.model),

@@ -49,6 +49,8 @@ class SLMImportanceSampling(PretrainThenFinetune):
         m = ctx.config.methods
         require(m.is_smoothing >= 0, f"methods.is_smoothing must be >= 0, got {m.is_smoothing}")
         require(0 <= m.is_uniform_share <= 1, f"methods.is_uniform_share must be in [0, 1], got {m.is_uniform_share}")
+        require(m.is_draw in importance.DRAWS, f"methods.is_draw must be one of {', '.join(importance.DRAWS)}, "
+                f"got {m.is_draw!r}")
 
     def cluster_ks(self, ctx: Context) -> list[int]:
         return [ctx.config.methods.is_k]
@@ -73,7 +75,7 @@ class SLMImportanceSampling(PretrainThenFinetune):
         p = importance.plan(hist, assign, smoothing=m.is_smoothing, uniform_share=m.is_uniform_share)
         draws = pretraining.budget_windows(ctx, pretraining.pretrain_config(ctx, self.budget_share(ctx)))
         rng = np.random.default_rng(inputs.domain_seed(ctx.config.seed, domain))
-        idx = importance.draw(rng, p, importance.cluster_members(assign, k), draws, len(assign))
+        idx = importance.draw(rng, p, importance.cluster_members(assign, k), draws, len(assign), within=m.is_draw)
         ess = importance.effective_sample_size(p.window_probs(assign), draws)
         drawn_unique = int(len(np.unique(idx)))
         report = {
@@ -81,6 +83,7 @@ class SLMImportanceSampling(PretrainThenFinetune):
                 "k": k,
                 "smoothing": m.is_smoothing,
                 "uniform_share": m.is_uniform_share,
+                "draw": m.is_draw,
                 "domain_histogram": hist.tolist(),
                 "cluster_probs": p.cluster_probs.tolist(),
                 "dropped_mass": p.dropped_mass,

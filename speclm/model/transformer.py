@@ -84,6 +84,12 @@ NAMED_SHAPES: dict[str, tuple[int, int, int, int, dict]] = {
     # per token (the paper's LLM/SLM: 3.5x, Table 2).
     "demo-small": (2, 96, 4, 384, {}),
     "demo-large": (4, 160, 4, 640, {}),
+    # cpu-regime's pair (docs/LOG.md "Sizing cpu-regime"): a small model that runs out of
+    # capacity within a 2-core CPU's hours (0.12M parameters with tied embeddings at a 1k
+    # vocabulary) and one of 3.17x its parameters (the paper's LLM/SLM: 6.1x) that beats it at
+    # equal FLOPs after a third of a 24.6M-token budget (-0.18 nats at the end).
+    "regime-small": (2, 48, 3, 192, {"tie_embeddings": True}),
+    "regime-large": (3, 80, 5, 320, {"tie_embeddings": True}),
     "cpu-small": (4, 256, 4, 1024, {}),
     "cpu-large": (6, 512, 8, 2048, {}),
     # The paper's Table 6 (126M SLM, 771M LLM): 7 layers, plain MLP, tied embeddings.

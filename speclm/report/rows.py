@@ -9,7 +9,7 @@ from ..core.manifest import hash_obj
 
 def config_hash(run) -> str:
     """What makes a row stale: every config section except the preset's name."""
-    from ..core.sections import NOT_RESULTS
+    from ..core.sections import KEYED_AWAY_FROM, NOT_RESULTS
 
     d = to_dict(run.config)
     d.pop("name", None)
@@ -19,6 +19,9 @@ def config_hash(run) -> str:
         d["methods"].pop(k, None)
     for k in ("curve_fractions", "curve_methods"):  # unset, they leave the hash of older runs as it was
         if not d["methods"].get(k):
+            d["methods"].pop(k, None)
+    for k, v in KEYED_AWAY_FROM.items():  # later fields at the old behaviour: the hash stays as it was
+        if d["methods"].get(k) == v:
             d["methods"].pop(k, None)
     return hash_obj(d)[:16]
 
