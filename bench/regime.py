@@ -1,7 +1,8 @@
 """The CPU regime's small shape: speclm's real training loop against LlamaForCausalLM.
 
-The coming ``cpu-regime`` preset pretrains a very small model (the ``tiny`` shape: 2 layers,
-d=64, 4 heads, SwiGLU 256) on batches of 32 windows of 128 tokens, one thread per process.
+The ``cpu-regime`` preset pretrains a very small model (the ``regime-small`` shape: 2 layers,
+d=48, 3 heads, SwiGLU 192, tied embeddings, a 1,024-token vocabulary: 0.12M parameters) on
+batches of 32 windows of 128 tokens, one thread per process; that is the default here.
 Here each measurement is a fresh process with one torch thread (``OMP_NUM_THREADS=1``) that
 trains for ``--regime-steps`` steps on random tokens and reports its tokens/s (median of its
 10-step intervals after the first):
@@ -45,10 +46,11 @@ def _worker(args: argparse.Namespace) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from speclm.model.transformer import Transformer, named_shape
+    from speclm.model.transformer import ModelShape, Transformer
 
     torch.manual_seed(0)
-    model = Transformer(named_shape(args.shape, args.vocab, max_seq_len=args.seq))
+    # the shape comes resolved by this tree, so an older tree trains the same tensors
+    model = Transformer(ModelShape(**json.loads(args.shape_json)))
     sampler = _RandomTokens(args.vocab, args.seq, args.batch)
     if args.kind == "llama":
         rates, loss = _plain_llama(model, sampler, args.steps)
@@ -127,9 +129,19 @@ def _export(rev: str, into: str) -> str | None:
     return into
 
 
+def _shape_json(name: str, vocab: int, seq: int) -> str:
+    """The named shape resolved by this tree, as ModelShape's fields."""
+    import dataclasses
+
+    sys.path.insert(0, str(ROOT))
+    from speclm.model.transformer import named_shape
+
+    return json.dumps(dataclasses.asdict(named_shape(name, vocab, max_seq_len=seq)))
+
+
 def _measure(root: str, kind: str, vocab: int, args, compile_: bool = False) -> float:
     cmd = [sys.executable, __file__, "--worker", kind, "--speclm-root", root, "--vocab", str(vocab),
-           "--shape", args.regime_shape, "--batch", str(args.regime_batch), "--seq", str(args.regime_seq),
+           "--shape-json", _shape_json(args.regime_shape, vocab, args.regime_seq), "--batch", str(args.regime_batch), "--seq", str(args.regime_seq),
            "--steps", str(args.regime_steps)] + (["--compile"] if compile_ else [])
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
@@ -143,6 +155,7 @@ def _measure(root: str, kind: str, vocab: int, args, compile_: bool = False) -> 
 
 def regime_section(args) -> None:
     """Print the regime table (called by bench/train.py)."""
+    sys.path.insert(0, str(ROOT))
     import torch
 
     variants = [("speclm loop", str(ROOT), "speclm", False)]
@@ -153,7 +166,11 @@ def regime_section(args) -> None:
     if before:
         variants.append((f"speclm loop, before ({args.before})", before, "speclm", False))
     variants.append(("LlamaForCausalLM", str(ROOT), "llama", False))
-    print(f"\n# regime: {args.regime_shape} shape, batch {args.regime_batch} x {args.regime_seq}, fp32, 1 thread per "
+    from speclm.model.transformer import Transformer, named_shape
+
+    params = {v: sum(p.numel() for p in Transformer(named_shape(args.regime_shape, int(v))).parameters())
+              for v in args.regime_vocabs.split(",") if v}
+    print(f"\n# regime: {args.regime_shape} shape ({', '.join(f'{n / 1e6:.2f}M parameters at vocab {v}' for v, n in params.items())}), batch {args.regime_batch} x {args.regime_seq}, fp32, 1 thread per "
           f"process, {torch.backends.cpu.get_cpu_capability()} kernels; {args.regime_steps} steps per measurement, "
           f"median of {args.regime_repeats} alternated repeats (tokens per wall second)"
           + ("" if before or args.before in ("", "none") else f"; no 'before': commit {args.before} not found"))
@@ -175,10 +192,10 @@ def regime_section(args) -> None:
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--no-regime", dest="regime", action="store_false",
-                    help="skip the regime section (speclm's loop at the tiny shape against Llama, 1 thread)")
+                    help="skip the regime section (speclm's loop at cpu-regime's small shape against Llama, 1 thread)")
     ap.add_argument("--regime-only", action="store_true", help="only the regime section")
-    ap.add_argument("--regime-shape", default="tiny")
-    ap.add_argument("--regime-vocabs", default="2048,1024")
+    ap.add_argument("--regime-shape", default="regime-small", help="a named shape (cpu-regime: regime-small)")
+    ap.add_argument("--regime-vocabs", default="1024", help="comma-separated vocabulary sizes (cpu-regime: 1024)")
     ap.add_argument("--regime-batch", type=int, default=32)
     ap.add_argument("--regime-seq", type=int, default=128)
     ap.add_argument("--regime-steps", type=int, default=60)
@@ -193,7 +210,7 @@ if __name__ == "__main__":
     ap.add_argument("--worker", choices=["speclm", "llama"], help=argparse.SUPPRESS)
     ap.add_argument("--speclm-root", default=str(ROOT), help=argparse.SUPPRESS)
     ap.add_argument("--vocab", type=int, default=2048)
-    ap.add_argument("--shape", default="tiny")
+    ap.add_argument("--shape-json", help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--seq", type=int, default=128)
     ap.add_argument("--steps", type=int, default=60)

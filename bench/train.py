@@ -9,7 +9,7 @@ On a GPU it also runs the paper's SLM shape (7 layers, d=1024, 32k vocabulary, 1
 windows) in bf16 and reports tokens/s and MFU (model FLOPs utilization, PaLM's count).
 
     python bench/train.py                      # CPU: cpu-small and cpu-large, fp32 and bf16; then the regime
-    python bench/train.py --regime-only        # CPU: the regime's tiny shape only (bench/regime.py)
+    python bench/train.py --regime-only        # CPU: cpu-regime's small shape only (bench/regime.py)
     python bench/train.py --regime-only --isa avx2   # the same with AVX2 kernels only
     python bench/train.py --shapes cpu-small --dtypes fp32 --repeats 3
     python bench/train.py --compile            # also torch.compile (slow to compile on CPU)
@@ -24,8 +24,9 @@ shapes), then speclm's training loop (``speclm.train.loop.train``, fp32) and eva
 their model FLOP/s and ``peak ratio`` = model FLOP/s / saturating matrix-product rate.
 
 The regime section (on by default; ``--no-regime`` skips it, ``--regime-only`` runs it alone;
-bench/regime.py says how): speclm's real training loop at the CPU regime's small shape (tiny:
-2 layers x d=64, vocabulary 2048 and 1024, batch 32 x 128, one thread per process), the same
+bench/regime.py says how): speclm's real training loop at the CPU regime's small shape
+(regime-small: 2 layers x d=48, tied embeddings, vocabulary 1024, batch 32 x 128, one thread
+per process), the same
 loop from the commit before the per-step work (``--before``), and LlamaForCausalLM of the
 identical config in a plain PyTorch step; tokens/s and the ratios.
 
