@@ -77,3 +77,18 @@ def test_open_run_without_save_writes_nothing(tmp_path):
     assert not (tmp_path / "r").exists()
     r.save_config()
     assert (tmp_path / "r" / "config.toml").exists()
+
+
+def test_a_changed_preset_file_reaches_a_folder_that_set_nothing(tmp_path):
+    """A folder made from a preset alone follows that preset's file when it changes (the
+    empty [explicit] table is saved, so nothing reads as hand-set)."""
+    preset = tmp_path / "mine.toml"
+    preset.write_text('name = "mine"\n[train]\nmax_steps = 11\n', encoding="utf-8")
+    open_run(tmp_path / "r", str(preset))
+    assert "[explicit]" in (tmp_path / "r" / "config.toml").read_text()
+    preset.write_text('name = "mine"\n[train]\nmax_steps = 23\n', encoding="utf-8")
+    assert open_run(tmp_path / "r", str(preset)).config.train.max_steps == 23
+    open_run(tmp_path / "s", str(preset), ["train.lr=0.005"])
+    preset.write_text('name = "mine"\n[train]\nmax_steps = 31\nlr = 0.001\n', encoding="utf-8")
+    again = open_run(tmp_path / "s", str(preset)).config.train
+    assert (again.max_steps, again.lr) == (31, 0.005)

@@ -323,6 +323,9 @@ def to_dict(cfg: Config) -> dict:
 
 def to_toml(cfg: Config, explicit: dict | None = None) -> str:
     d = to_dict(cfg)
-    if explicit:
+    if explicit is not None:
+        # written even when empty: a config.toml without the table reads as one from before the
+        # record, whose differences from its preset count as hand-set, so an edited preset
+        # file would not reach a folder that only ever used the preset
         d[EXPLICIT] = explicit
     return tomli_w.dumps(d)
