@@ -86,3 +86,19 @@ def test_not_a_run_folder_exits_2_with_one_line(audit, tmp_path, capsys):
         assert audit.main([str(bad)]) == 2
         out, err = capsys.readouterr()
         assert out == "" and err.count("\n") == 1 and err.startswith("audit_methods: error: ") and why in err, err
+
+
+def test_a_tied_output_layer_saved_once_still_matches(audit):
+    """safetensors stores a tied weight once (cpu-regime ties its embeddings): the check must
+    match it to the embedding, and still catch a tensor missing or changed."""
+    import torch
+
+    emb = torch.randn(8, 4)
+    want = {"tok_emb.weight": emb.clone(), "lm_head.weight": emb.clone(), "blocks.0.mlp.w": torch.ones(4, 4)}
+    have = {"tok_emb.weight": emb.clone(), "blocks.0.mlp.w": torch.ones(4, 4)}
+    assert audit.saved_gap(want, have) == (0.0, [])
+    gap, odd = audit.saved_gap(want, {**have, "blocks.0.mlp.w": torch.ones(4, 4) + 0.5})
+    assert gap == pytest.approx(0.5) and odd == []
+    gap, odd = audit.saved_gap({**want, "lm_head.weight": emb + 1.0}, have)  # untied and not saved: caught
+    assert odd == ["lm_head.weight"]
+    assert audit.saved_gap(want, {**have, "extra.weight": torch.zeros(1)})[1] == ["extra.weight (saved only)"]

@@ -31,10 +31,10 @@ def row(chash, method, domain, nll, tokens, size="16k"):
                      "specialization": {"flops": 1e9, "tokens": 16_000}}}
 
 
-def make_run(path, tokens, shift=0.0, ablation=False):
-    """A tiny-preset run folder with rows of every ladder method (and slm-d) at 16k and 64k;
+def make_run(path, tokens, shift=0.0, ablation=False, preset="tiny"):
+    """A run folder (of ``preset``) with rows of every ladder method (and slm-d) at 16k and 64k;
     ``ablation``: slm-is-full's too (NLL 2.2)."""
-    run = open_run(path, "tiny", [], save=True)
+    run = open_run(path, preset, [], save=True)
     chash = config_hash(run)
     for s in ("16k", "64k"):
         for m, nll in {**NLL, **({"slm-is-full": 2.2} if ablation else {})}.items():
@@ -101,6 +101,16 @@ def test_out_folder_and_the_run_option(cli, two_runs, tmp_path):
     assert sorted(p.name for p in (tmp_path / "page").iterdir()) == sorted(FILES)
     assert not (a.eval_dir / "compare").exists() and not (b.eval_dir / "compare").exists()
     assert "| finding | large | small |" in (tmp_path / "page" / "compare.md").read_text(encoding="utf-8")
+
+
+def test_columns_are_named_by_preset_where_the_presets_differ(cli, two_runs, tmp_path):
+    a, _ = two_runs
+    other = make_run(tmp_path / "run", 2e8, preset="demo")  # a generic folder name: the preset names it
+    code, _, err = cli("report", "--compare", a.path, other.path, "--out", tmp_path / "page")
+    assert code == 0, err
+    facts = json.loads((tmp_path / "page" / "compare.json").read_text(encoding="utf-8"))
+    assert facts["labels"] == ["tiny", "demo"]
+    assert "# speclm scale ladder: tiny, demo" in (tmp_path / "page" / "compare.md").read_text(encoding="utf-8")
 
 
 def test_a_run_without_rows_is_a_one_line_error_naming_it(cli, two_runs, tmp_path):

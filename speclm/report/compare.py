@@ -149,9 +149,13 @@ def run_facts(run, name: str = "results") -> dict:
             "findings": findings, "ladder": ladder}
 
 
-def _labels(paths: list[Path]) -> list[str]:
-    names = [p.resolve().name for p in paths]
-    return names if len(set(names)) == len(names) else [str(p) for p in paths]
+def _labels(runs: list) -> list[str]:
+    """Each run's column name: its preset where the runs' presets differ (runs/run of cpu-regime
+    reads "cpu-regime"), else its folder's name, else its path."""
+    for names in ([r.config.name for r in runs], [Path(r.path).resolve().name for r in runs]):
+        if all(names) and len(set(names)) == len(names):
+            return names
+    return [str(r.path) for r in runs]
 
 
 def _cell(f: Optional[dict]) -> str:
@@ -301,7 +305,7 @@ def ladder_figure(facts: dict, out: Path) -> Optional[Path]:
 
 def compare(runs: list, name: str = "results") -> dict:
     """Every number the page prints, for ``runs`` (opened :class:`speclm.core.run.Run`)."""
-    labels = _labels([r.path for r in runs])
+    labels = _labels(runs)
     cols = [run_facts(r, name) for r in runs]
     rows = list(ROWS) + [t for c in cols for t in c["findings"] if t not in ROWS]
     return {"labels": labels, "runs": cols, "rows": list(dict.fromkeys(rows)), "paper": paper_points(),
